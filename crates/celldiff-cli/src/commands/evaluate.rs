@@ -1,0 +1,111 @@
+//! `celldiff evaluate`: generated vs real cells in the model's expression space.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use celldiff::data::{AnnData, DenseMatrix};
+use celldiff::io::{self, ReadOptions};
+use celldiff::metrics::{self, EvalMetrics};
+use celldiff::preprocess::FittedPreprocess;
+use celldiff::run::check_overwrite;
+
+use super::{eval_options, print_table, write_atomic};
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// Real cells (.h5ad or 10x directory), e.g. raw counts: the generated file's recorded
+    /// preprocessing is applied to them first.
+    #[arg(long)]
+    pub real: PathBuf,
+    /// Generated cells (.h5ad written by `celldiff generate`).
+    #[arg(long)]
+    pub generated: PathBuf,
+    /// Read the real cells from layers/<LAYER>.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Read the real cells from raw/X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// Seed of the class balancing, split and random forest.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Subsample each set to at most this many cells.
+    #[arg(long)]
+    pub max_cells: Option<usize>,
+    /// Write the metrics as one JSON object.
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The preprocessing recorded in `uns['celldiff']['preprocess']` (JSON string) of a generated
+/// file, if any.
+pub fn recorded_preprocess(g: &AnnData, path: &std::path::Path) -> Result<Option<FittedPreprocess>> {
+    let Some(meta) = g.uns.get("celldiff") else { return Ok(None) };
+    let Some(pp) = meta.get("preprocess") else { return Ok(None) };
+    let parsed: FittedPreprocess = match pp {
+        serde_json::Value::String(s) => serde_json::from_str(s),
+        v => serde_json::from_value(v.clone()),
+    }
+    .with_context(|| format!("{}: uns['celldiff']['preprocess'] is not a celldiff preprocessing record", path.display()))?;
+    Ok(Some(parsed))
+}
+
+/// Brings `real` into the generated cells' space (recorded preprocessing, then the generated
+/// file's gene order) and returns both as dense matrices.
+pub fn align(real: &AnnData, generated: &AnnData, pp: Option<&FittedPreprocess>) -> Result<(DenseMatrix, DenseMatrix)> {
+    let real = match pp {
+        Some(pp) => pp.transform(real).context(
+            "cannot apply the generated cells' preprocessing to the real cells (are they the same kind of data, e.g. raw counts?)",
+        )?,
+        None => real.clone(),
+    };
+    let pos: std::collections::HashMap<&str, usize> =
+        real.var_names.iter().enumerate().map(|(i, g)| (g.as_str(), i)).collect();
+    let mut idx = Vec::with_capacity(generated.n_vars());
+    let mut missing = Vec::new();
+    for g in &generated.var_names {
+        match pos.get(g.as_str()) {
+            Some(&i) => idx.push(i),
+            None => missing.push(g.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{} of the generated cells' {} genes are missing from the real cells (first: {:?})",
+            missing.len(),
+            generated.n_vars(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    let r = real.select_vars(&idx).x.to_dense();
+    Ok((r, generated.x.to_dense()))
+}
+
+pub fn run(a: EvaluateArgs, quiet: bool) -> Result<()> {
+    if let Some(o) = &a.out {
+        check_overwrite(o, a.force)?;
+    }
+    let g = io::read(&a.generated, &ReadOptions::default())?;
+    let r = io::read(&a.real, &ReadOptions { layer: a.layer.clone(), use_raw: a.use_raw })?;
+    let pp = recorded_preprocess(&g, &a.generated)?;
+    if pp.is_none() && !quiet {
+        eprintln!(
+            "note: {} records no preprocessing; comparing the files' X as they are",
+            a.generated.display()
+        );
+    }
+    let (real, gen_x) = align(&r, &g, pp.as_ref())?;
+    let mut opts = eval_options(a.seed);
+    opts.max_cells = a.max_cells;
+    let m: EvalMetrics = metrics::evaluate(&real, &gen_x, &opts)?;
+    print_table(&[("generated".to_string(), m.clone())]);
+    if let Some(o) = &a.out {
+        write_atomic(o, &serde_json::to_string_pretty(&m)?)?;
+    }
+    Ok(())
+}

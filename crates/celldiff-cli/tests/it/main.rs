@@ -1,0 +1,7 @@
+//! Integration tests of the `celldiff` binary: every subcommand end to end on the embedded demo
+//! data and the shared datasets, and every bad-input case of the first issue (named error,
+//! exit code 2, no output file left behind).
+
+mod bad_input;
+mod cli;
+mod common;

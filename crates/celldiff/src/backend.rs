@@ -1,0 +1,108 @@
+//! Device (backend) selection and thread control.
+//!
+//! The CPU backend is chosen at compile time by a cargo feature: `flex` (default; Burn's
+//! pure-Rust CPU backend on the `gemm` crate) or `ndarray` (optionally with
+//! `openblas-system`). The `cuda` feature adds Burn's CubeCL CUDA backend, selected at run time
+//! with `--device cuda`. See the README for the measured trade-off.
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// Which device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA if compiled in, else the CPU backend.
+    #[default]
+    Auto,
+    /// The compiled-in CPU backend.
+    Cpu,
+    /// NVIDIA GPU 0 (needs the `cuda` feature).
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            _ => Err(Error::Param(format!(
+                "unknown device `{s}` (expected auto, cpu or cuda)"
+            ))),
+        }
+    }
+}
+
+/// The CPU device of the compiled-in CPU backend.
+pub fn cpu_device() -> Device {
+    #[cfg(feature = "flex")]
+    {
+        Device::flex()
+    }
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    {
+        Device::ndarray()
+    }
+    #[cfg(all(not(feature = "flex"), not(feature = "ndarray")))]
+    {
+        Device::default()
+    }
+}
+
+/// Resolves a [`DeviceChoice`] to a Burn device.
+///
+/// # Errors
+/// [`Error::Param`] if `Cuda` is requested but celldiff was built without the `cuda` feature.
+pub fn device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu_device()),
+        DeviceChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                Ok(Device::cuda(0))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(Error::Param(
+                    "--device cuda needs a build with `--features cuda` (see README)".into(),
+                ))
+            }
+        }
+        DeviceChoice::Auto => {
+            #[cfg(feature = "cuda")]
+            {
+                Ok(Device::cuda(0))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Ok(cpu_device())
+            }
+        }
+    }
+}
+
+/// Name of the compiled-in CPU backend (`"flex"`, `"ndarray"`, `"ndarray+openblas"`).
+pub fn cpu_backend_name() -> &'static str {
+    if cfg!(feature = "flex") {
+        "flex"
+    } else if cfg!(feature = "openblas-system") {
+        "ndarray+openblas"
+    } else if cfg!(feature = "ndarray") {
+        "ndarray"
+    } else {
+        "none"
+    }
+}
+
+/// Sets the number of CPU threads used by the CPU backends and celldiff's own parallel code
+/// (the global rayon pool). Call once, before any work; later calls are ignored.
+/// `None` = all available cores.
+pub fn set_threads(n: Option<usize>) -> usize {
+    let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    rayon::current_num_threads()
+}

@@ -1,0 +1,179 @@
+//! Throughput benchmarks on seeded synthetic data (the `celldiff bench` command; the same
+//! workloads as `bench/torch_reference.py`):
+//!
+//! - VAE training: 2000 genes, encoder 2000 → 512 → 256 → 50 (decoder mirrored), batch 128,
+//!   Adam — cells per second over whole epochs (after one warm-up epoch).
+//! - Denoiser training: MLP 178 → 512 → 512 → 512 → 50 (n_latent 50 + 128-d timestep
+//!   embedding), batch 256, Adam + EMA — optimisation steps per second.
+//! - Sampling: `n` latents with DDPM (1000 steps) and DDIM (50 steps) — wall seconds.
+
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::{Distribution, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::models::vae::vae_loss_terms;
+use crate::models::{DenoiserConfig, Ema, VaeConfig};
+use crate::pipeline::sample_latents;
+use crate::schedulers::{DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig};
+
+/// Sizes of the benchmark workloads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchConfig {
+    /// Cells in the synthetic VAE training matrix.
+    pub vae_cells: usize,
+    /// Timed VAE epochs.
+    pub vae_epochs: usize,
+    /// Timed denoiser optimisation steps.
+    pub denoiser_steps: usize,
+    /// Latents sampled.
+    pub sample_cells: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            vae_cells: 16_384,
+            vae_epochs: 1,
+            denoiser_steps: 200,
+            sample_cells: 10_000,
+            seed: 0,
+        }
+    }
+}
+
+/// Results, with the JSON keys shared with `bench/torch_reference.py`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// VAE training throughput (cells/s).
+    pub vae_train_cells_per_s: f64,
+    /// Denoiser training throughput (steps/s, batch 256).
+    pub denoiser_train_steps_per_s: f64,
+    /// DDPM 1000-step sampling of `sample_cells` latents (s).
+    pub sample_ddpm1000_10k_s: f64,
+    /// DDIM 50-step sampling of `sample_cells` latents (s).
+    pub sample_ddim50_10k_s: f64,
+    /// Threads used.
+    pub threads: usize,
+}
+
+/// A seeded synthetic log1p-like matrix `[n, g]`: 70 % zeros, the rest in (0, 4).
+pub fn synthetic_expression(n: usize, g: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n * g)
+        .map(|_| {
+            if rng.random::<f32>() < 0.7 {
+                0.0
+            } else {
+                4.0 * rng.random::<f32>()
+            }
+        })
+        .collect()
+}
+
+/// VAE training throughput in cells/s.
+pub fn vae_train_cells_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let (n, g, b) = (cfg.vae_cells, 2000, 128);
+    let x = synthetic_expression(n, g, cfg.seed);
+    let mut vae = VaeConfig::new(g).init(&ad);
+    let mut optim = AdamConfig::new().init();
+    let mut epoch = |vae: &mut crate::models::Vae| {
+        for s in (0..n - b + 1).step_by(b) {
+            let xb = Tensor::<2>::from_data(
+                TensorData::new(x[s * g..(s + b) * g].to_vec(), [b, g]),
+                &ad,
+            );
+            let eps = Tensor::<2>::random([b, 50], Distribution::Normal(0.0, 1.0), &ad);
+            let out = vae.forward(xb.clone(), eps);
+            let (r, k) = vae_loss_terms(xb, &out);
+            let loss = r.add(k);
+            let grads = GradientsParams::from_grads(loss.backward(), &*vae);
+            *vae = optim.step(1e-3, vae.clone(), grads);
+        }
+        let _: f32 = vae.encode(Tensor::zeros([2, g], &ad)).0.sum().into_scalar();
+    };
+    epoch(&mut vae);
+    let start = Instant::now();
+    for _ in 0..cfg.vae_epochs {
+        epoch(&mut vae);
+    }
+    (n / b * b * cfg.vae_epochs) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Denoiser training throughput in steps/s (batch 256, with the EMA update).
+pub fn denoiser_train_steps_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let net_cfg = DenoiserConfig::new(50);
+    let mut net = net_cfg.init(&ad);
+    let mut ema = Ema::new(&net, 0.999);
+    let mut optim = AdamConfig::new().init();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut step = |net: &mut crate::models::Denoiser, ema: &mut Ema<crate::models::Denoiser>| {
+        let ts: Vec<usize> = (0..256).map(|_| rng.random_range(0..1000)).collect();
+        let z = Tensor::<2>::random([256, 50], Distribution::Normal(0.0, 1.0), &ad);
+        let eps = Tensor::<2>::random([256, 50], Distribution::Normal(0.0, 1.0), &ad);
+        let pred = net.forward(z, net.embed_timesteps(&ts, &ad));
+        let loss = pred.sub(eps).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &*net);
+        *net = optim.step(1e-3, net.clone(), grads);
+        ema.update(net);
+    };
+    for _ in 0..10 {
+        step(&mut net, &mut ema);
+    }
+    let _: f32 = ema
+        .model()
+        .forward(
+            Tensor::zeros([1, 50], device),
+            net.embed_timesteps(&[0], device),
+        )
+        .sum()
+        .into_scalar();
+    let start = Instant::now();
+    for _ in 0..cfg.denoiser_steps {
+        step(&mut net, &mut ema);
+    }
+    let _: f32 = ema
+        .model()
+        .forward(
+            Tensor::zeros([1, 50], device),
+            net.embed_timesteps(&[0], device),
+        )
+        .sum()
+        .into_scalar();
+    cfg.denoiser_steps as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Wall seconds to sample `cfg.sample_cells` latents with DDPM-1000 and DDIM-50 (untrained
+/// denoiser, x̂₀ clipping off: the cost does not depend on the weights).
+pub fn sampling_seconds(cfg: &BenchConfig, device: &Device) -> (f64, f64) {
+    let net = DenoiserConfig::new(50).init(device);
+    let schedule = NoiseSchedule::new(&ScheduleConfig::default()).expect("default schedule");
+    let ddpm = DdpmScheduler::new(schedule.clone(), 1000).expect("1000 steps");
+    let ddim = DdimScheduler::new(schedule, 50, 0.0).expect("50 steps");
+    let time = |s: &dyn crate::schedulers::Scheduler| {
+        let start = Instant::now();
+        let z = sample_latents(
+            &net,
+            s,
+            cfg.sample_cells,
+            50,
+            None,
+            cfg.seed,
+            device,
+            &mut |_, _| {},
+        );
+        let _: f32 = z.sum().into_scalar();
+        start.elapsed().as_secs_f64()
+    };
+    (time(&ddpm), time(&ddim))
+}

@@ -1,0 +1,41 @@
+//! # celldiff
+//!
+//! Generative models of single-cell RNA-seq: scVAEDer (Sadria & Layton, Genome Biology 2025),
+//! SCLD (Wang et al., arXiv 2312.14220) and DiffVAE (Bica et al., Sci. Rep. 2020), on Burn.
+//!
+//! The library holds the science; the `celldiff` binary (crate `celldiff-cli`) holds the
+//! command line.
+//!
+//! - [`data`]: in-memory AnnData (`X`, `obs`, `var`, `obsm`, `layers`, `uns`).
+//! - [`io`]: `.h5ad` and 10x `matrix.mtx` reading/writing.
+//! - [`preprocess`]: scanpy-equivalent `pp` functions.
+//! - [`pca`]: PCA (scanpy `pp.pca`).
+//! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
+//! - [`models`]: Burn modules (VAE, ε-prediction denoiser, EMA), one file each.
+//! - [`schedulers`]: noise schedules, DDPM and DDIM samplers, one file each.
+//! - [`pipeline`]: the one denoising loop and DDIM inversion.
+//! - [`train`]: the hand-written two-stage training loops.
+//! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
+//! - [`run`]: run directories (weights + what the model was trained on), checked on load.
+//! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
+//! - [`bench`]: throughput benchmarks (`celldiff bench`).
+
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod pca;
+pub mod preprocess;
+
+pub mod backend;
+pub mod bench;
+pub mod models;
+pub mod pipeline;
+pub mod run;
+pub mod schedulers;
+pub mod scvaeder;
+pub mod train;
+
+pub use burn::tensor::Device;
+pub use data::{AnnData, Column, DenseMatrix, Matrix};
+pub use error::{Error, Result};

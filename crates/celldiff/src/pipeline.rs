@@ -1,0 +1,91 @@
+//! The denoising loop: start from z_T ~ N(0, I) and apply a [`Scheduler`] step by step with
+//! the (EMA) denoiser's ε-predictions (Ho et al. 2020, Algorithm 2; Song et al. 2021 for DDIM).
+//! Also DDIM inversion (z₀ → z_t), used by interpolation and perturbation analyses.
+//!
+//! All cells are denoised together in one `[n, n_latent]` tensor per step (chunked only to
+//! bound memory); timestep embeddings are computed once per step as a `[1, time_dim]` row.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use crate::models::Denoiser;
+use crate::schedulers::{ClipRange, DdimScheduler, Scheduler};
+
+/// Samples `n` standardised latents `[n, n_latent]` with `scheduler`, starting from
+/// N(0, I) noise drawn after seeding `device` with `seed`. `on_step(i, n_steps)` is called
+/// after each step (progress bars).
+///
+/// # Shapes
+/// output: `[n, n_latent]` (standardised latent units; see `LatentStats::unstandardize`)
+pub fn sample_latents(
+    denoiser: &Denoiser,
+    scheduler: &dyn Scheduler,
+    n: usize,
+    n_latent: usize,
+    clip: Option<&ClipRange>,
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Tensor<2> {
+    device.seed(seed);
+    let x = Tensor::<2>::random([n, n_latent], Distribution::Normal(0.0, 1.0), device);
+    let mut noise =
+        |_: usize, shape: [usize; 2]| Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
+    denoise_from(denoiser, scheduler, x, 0, clip, device, on_step, &mut noise)
+}
+
+/// Runs the reverse process from step index `start` of `scheduler.timesteps()` on `x`
+/// (`[n, n_latent]`); `noise(i, shape)` supplies the fresh noise of step `i` (a closure so that
+/// analyses can fix the noise across samples).
+///
+/// # Shapes
+/// - `x`: `[n, n_latent]` at timestep `scheduler.timesteps()[start]`
+/// - output: `[n, n_latent]` at t = 0
+#[allow(clippy::too_many_arguments)]
+pub fn denoise_from(
+    denoiser: &Denoiser,
+    scheduler: &dyn Scheduler,
+    mut x: Tensor<2>,
+    start: usize,
+    clip: Option<&ClipRange>,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize, usize),
+    noise: &mut dyn FnMut(usize, [usize; 2]) -> Tensor<2>,
+) -> Tensor<2> {
+    let ts = scheduler.timesteps().to_vec();
+    let shape = x.dims();
+    for i in start..ts.len() {
+        let emb = denoiser.embed_timesteps(&[ts[i]], device);
+        let eps = denoiser.forward(x.clone(), emb);
+        let n = scheduler.needs_noise(i).then(|| noise(i, shape));
+        x = scheduler.step(eps, i, x, n, clip);
+        on_step(i + 1, ts.len());
+    }
+    x
+}
+
+/// Deterministic DDIM inversion of clean latents `z0` (`[n, n_latent]`, standardised) up to
+/// the scheduler's timestep index `upto` counted from the end (i.e. through the `n_up` lowest
+/// timesteps); returns z at timestep `scheduler.timesteps()[len − n_up]`.
+///
+/// # Shapes
+/// `z0`: `[n, n_latent]` → `[n, n_latent]`
+pub fn ddim_invert(
+    denoiser: &Denoiser,
+    scheduler: &DdimScheduler,
+    z0: Tensor<2>,
+    n_up: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let mut ts: Vec<usize> = scheduler.timesteps().to_vec();
+    ts.reverse();
+    let mut z = z0;
+    let mut prev: Option<usize> = None;
+    for &t in ts.iter().take(n_up) {
+        let t_eval = prev.unwrap_or(t);
+        let eps = denoiser.forward(z.clone(), denoiser.embed_timesteps(&[t_eval], device));
+        z = scheduler.invert_step(eps, prev, t, z);
+        prev = Some(t);
+    }
+    z
+}

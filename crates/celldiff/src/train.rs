@@ -1,0 +1,539 @@
+//! Hand-written training loops (Burn `examples/custom-training-loop` style): the VAE with KL
+//! warm-up and early stopping on a validation split, then the latent denoiser with EMA.
+//!
+//! Two-stage training as in scVAEDer (Sadria & Layton 2025, Methods): the VAE is trained
+//! first; the diffusion model is trained on the VAE's posterior means μ, standardised per
+//! latent dimension ([`LatentStats`]) — the paper's "batch normalisation on the latent layer",
+//! done here as a fixed, stored, invertible map (the published code instead used the layer
+//! before μ, one global scalar, and never undid it before decoding).
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DenseMatrix, Matrix};
+use crate::error::{Error, Result};
+use crate::models::denoiser::timestep_embedding;
+use crate::models::vae::vae_loss_terms;
+use crate::models::{Denoiser, DenoiserConfig, Ema, Vae, VaeConfig};
+use crate::schedulers::NoiseSchedule;
+
+/// One line of `metrics.jsonl`: the losses of one epoch of one stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// `"vae"` or `"diffusion"`.
+    pub stage: String,
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's minibatches.
+    pub train_loss: f64,
+    /// Validation loss (VAE: recon + β·KL at the epoch's KL weight with μ-decoding noise
+    /// drawn from a fixed seed; diffusion: L_simple at fixed seeded (t, ε) draws, EMA weights).
+    pub val_loss: Option<f64>,
+    /// VAE: mean reconstruction term (squared error summed over genes).
+    pub recon: Option<f64>,
+    /// VAE: mean KL term.
+    pub kl: Option<f64>,
+    /// VAE: KL weight used this epoch (β times the warm-up factor).
+    pub kl_weight: Option<f64>,
+    /// Learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Wall time of the epoch in seconds.
+    pub seconds: f64,
+}
+
+/// Receives progress from the training loops (the CLI draws progress bars with it).
+pub trait Observer {
+    /// A stage (`"vae"`, `"diffusion"`) starts with at most `epochs` epochs.
+    fn stage_start(&mut self, _stage: &str, _epochs: usize) {}
+    /// An epoch ended.
+    fn epoch_end(&mut self, _record: &EpochRecord) {}
+    /// The stage ended (possibly early); `reason` says why.
+    fn stage_end(&mut self, _stage: &str, _reason: &str) {}
+}
+
+/// An [`Observer`] that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Training parameters of the VAE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaeTrainConfig {
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Minibatch size (cells).
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// β, the weight of the KL term after warm-up.
+    pub kl_weight: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to β (0 = no warm-up).
+    pub kl_warmup_epochs: usize,
+    /// Fraction of cells held out for early stopping (0 disables it).
+    pub validation_fraction: f64,
+    /// Stop after this many epochs without a better validation loss (after warm-up).
+    pub patience: usize,
+    /// Seed for the split, shuffling, dropout and reparameterisation noise.
+    pub seed: u64,
+}
+
+impl Default for VaeTrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 200,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            kl_weight: 1.0,
+            kl_warmup_epochs: 10,
+            validation_fraction: 0.1,
+            patience: 15,
+            seed: 0,
+        }
+    }
+}
+
+/// Training parameters of the latent denoiser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffusionTrainConfig {
+    /// Number of epochs (passes over the training latents).
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Peak Adam learning rate (cosine decay to 10 % of it over training).
+    pub learning_rate: f64,
+    /// EMA decay (scVAEDer / diffusers: 0.999).
+    pub ema_decay: f64,
+    /// Fraction of latents held out to report a validation loss.
+    pub validation_fraction: f64,
+    /// Seed for the split, shuffling, timesteps and noise.
+    pub seed: u64,
+}
+
+impl Default for DiffusionTrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1000,
+            batch_size: 256,
+            learning_rate: 1e-3,
+            ema_decay: 0.999,
+            validation_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+/// Per-dimension standardisation of the latent: `z_std = (μ − mean) / std`, and the range of
+/// the standardised training latents (used to clip x̂₀ while sampling).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatentStats {
+    /// Mean of μ per dimension, `[n_latent]`.
+    pub mean: Vec<f32>,
+    /// Standard deviation (ddof = 0, floored at 1e-6) of μ per dimension, `[n_latent]`.
+    pub std: Vec<f32>,
+    /// Minimum of the standardised latents per dimension, `[n_latent]`.
+    pub min: Vec<f32>,
+    /// Maximum of the standardised latents per dimension, `[n_latent]`.
+    pub max: Vec<f32>,
+}
+
+impl LatentStats {
+    /// Fits the statistics on μ `[n_cells, n_latent]`.
+    pub fn fit(mu: &DenseMatrix) -> Self {
+        let (n, d) = (mu.n_rows, mu.n_cols);
+        let mut mean = vec![0f64; d];
+        let mut sq = vec![0f64; d];
+        for i in 0..n {
+            for (j, &v) in mu.row(i).iter().enumerate() {
+                mean[j] += v as f64;
+                sq[j] += (v as f64) * (v as f64);
+            }
+        }
+        let nf = n.max(1) as f64;
+        let mean: Vec<f64> = mean.iter().map(|m| m / nf).collect();
+        let std: Vec<f64> = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| (s / nf - m * m).max(0.0).sqrt().max(1e-6))
+            .collect();
+        let mut min = vec![f32::INFINITY; d];
+        let mut max = vec![f32::NEG_INFINITY; d];
+        for i in 0..n {
+            for (j, &v) in mu.row(i).iter().enumerate() {
+                let z = ((v as f64 - mean[j]) / std[j]) as f32;
+                min[j] = min[j].min(z);
+                max[j] = max[j].max(z);
+            }
+        }
+        Self {
+            mean: mean.iter().map(|&v| v as f32).collect(),
+            std: std.iter().map(|&v| v as f32).collect(),
+            min,
+            max,
+        }
+    }
+
+    /// `(μ − mean) / std`, `[n, n_latent]` → `[n, n_latent]`.
+    pub fn standardize(&self, mu: &DenseMatrix) -> DenseMatrix {
+        let mut out = mu.clone();
+        for i in 0..out.n_rows {
+            for (j, v) in out.row_mut(i).iter_mut().enumerate() {
+                *v = (*v - self.mean[j]) / self.std[j];
+            }
+        }
+        out
+    }
+
+    /// `z · std + mean` (the inverse of [`LatentStats::standardize`]) on a tensor.
+    ///
+    /// # Shapes
+    /// `[n, n_latent]` → `[n, n_latent]`
+    pub fn unstandardize(&self, z: Tensor<2>) -> Tensor<2> {
+        let device = z.device();
+        let d = self.mean.len();
+        let std = Tensor::<2>::from_data(TensorData::new(self.std.clone(), [1, d]), &device);
+        let mean = Tensor::<2>::from_data(TensorData::new(self.mean.clone(), [1, d]), &device);
+        z.mul(std).add(mean)
+    }
+}
+
+/// Moves a host matrix to `device` as a `[n_rows, n_cols]` tensor.
+pub fn to_tensor(m: &DenseMatrix, device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(m.data.clone(), [m.n_rows, m.n_cols]),
+        device,
+    )
+}
+
+/// Reads a `[n, d]` tensor back to the host.
+///
+/// # Errors
+/// [`Error::Internal`] if the backend cannot read the data.
+pub fn to_host(t: Tensor<2>) -> Result<DenseMatrix> {
+    let [n, d] = t.dims();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Internal(format!("reading tensor: {e:?}")))?;
+    DenseMatrix::from_vec(n, d, data)
+}
+
+fn split(n: usize, fraction: f64, rng: &mut StdRng) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(rng);
+    let n_val = if fraction > 0.0 && n >= 20 {
+        ((n as f64) * fraction).round() as usize
+    } else {
+        0
+    };
+    let val = idx[..n_val].to_vec();
+    let train = idx[n_val..].to_vec();
+    (train, val)
+}
+
+fn normal_matrix(rng: &mut StdRng, n: usize, d: usize) -> DenseMatrix {
+    let data = (0..n * d)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    DenseMatrix {
+        n_rows: n,
+        n_cols: d,
+        data,
+    }
+}
+
+fn batches(idx: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
+    // A final minibatch of one cell is dropped: BatchNorm needs ≥ 2 cells.
+    idx.chunks(batch_size.max(2)).filter(|b| b.len() >= 2)
+}
+
+/// Trains the VAE on `x` (`[n_cells, n_genes]`, the preprocessed expression, e.g.
+/// log1p-normalised HVGs) and returns the model with the best validation loss (the last one if
+/// there is no validation split) and the per-epoch records.
+///
+/// The KL weight rises linearly from 0 to `kl_weight` over `kl_warmup_epochs` (Bowman et al.
+/// 2016); early stopping only starts after the warm-up.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `x` has fewer than 2 cells or its width differs from
+/// `model.n_genes`; [`Error::Internal`] if the loss becomes non-finite.
+pub fn train_vae(
+    x: &Matrix,
+    model: &VaeConfig,
+    cfg: &VaeTrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Vae, Vec<EpochRecord>)> {
+    let (n, g) = x.shape();
+    if n < 2 {
+        return Err(Error::InvalidInput(format!(
+            "need at least 2 cells to train, got {n}"
+        )));
+    }
+    if g != model.n_genes {
+        return Err(Error::InvalidInput(format!(
+            "X has {g} genes, the VAE expects {}",
+            model.n_genes
+        )));
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    device.seed(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let mut vae = model.init(&ad);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut best: Option<(f64, Vae)> = None;
+    let mut since_best = 0usize;
+    let mut records = Vec::new();
+    observer.stage_start("vae", cfg.epochs);
+    let mut reason = "reached the maximum number of epochs".to_string();
+    let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
+    let val_eps = (!val.is_empty()).then(|| {
+        let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+        to_tensor(&normal_matrix(&mut r, val.len(), model.n_latent), device)
+    });
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let warm = if cfg.kl_warmup_epochs == 0 {
+            1.0
+        } else {
+            (epoch as f64 / cfg.kl_warmup_epochs as f64).min(1.0)
+        };
+        let beta = cfg.kl_weight * warm;
+        train.shuffle(&mut rng);
+        let (mut sum, mut sum_r, mut sum_k, mut nb) = (0f64, 0f64, 0f64, 0usize);
+        for b in batches(&train, cfg.batch_size) {
+            let xb = to_tensor(&x.rows_dense(b), &ad);
+            let eps = to_tensor(&normal_matrix(&mut rng, b.len(), model.n_latent), &ad);
+            let out = vae.forward(xb.clone(), eps);
+            let (recon, kl) = vae_loss_terms(xb, &out);
+            let loss = recon.clone().add(kl.clone().mul_scalar(beta));
+            let grads = GradientsParams::from_grads(loss.backward(), &vae);
+            vae = optim.step(cfg.learning_rate, vae, grads);
+            let (r, k): (f32, f32) = (recon.into_scalar(), kl.into_scalar());
+            sum_r += r as f64;
+            sum_k += k as f64;
+            sum += r as f64 + beta * k as f64;
+            nb += 1;
+        }
+        let nbf = nb.max(1) as f64;
+        if !sum.is_finite() {
+            return Err(Error::Internal(format!(
+                "VAE loss became non-finite at epoch {epoch}; lower the learning rate"
+            )));
+        }
+        let val_loss = match (&val_x, &val_eps) {
+            (Some(vx), Some(ve)) => {
+                let m = vae.valid();
+                let out = m.forward(vx.clone(), ve.clone());
+                let (r, k) = vae_loss_terms(vx.clone(), &out);
+                Some(r.into_scalar::<f32>() as f64 + beta * k.into_scalar::<f32>() as f64)
+            }
+            _ => None,
+        };
+        let rec = EpochRecord {
+            stage: "vae".into(),
+            epoch,
+            train_loss: sum / nbf,
+            val_loss,
+            recon: Some(sum_r / nbf),
+            kl: Some(sum_k / nbf),
+            kl_weight: Some(beta),
+            learning_rate: cfg.learning_rate,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch_end(&rec);
+        records.push(rec);
+        if let Some(v) = val_loss {
+            // Before the end of the warm-up the objective changes every epoch: keep the latest.
+            let better = epoch <= cfg.kl_warmup_epochs || best.as_ref().is_none_or(|(b, _)| v < *b);
+            if better {
+                best = Some((v, vae.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= cfg.patience {
+                    reason = format!(
+                        "early stop at epoch {epoch}: no better validation loss in {} epochs",
+                        cfg.patience
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    observer.stage_end("vae", &reason);
+    let model = best.map(|(_, m)| m).unwrap_or(vae);
+    Ok((model.valid(), records))
+}
+
+/// Posterior means μ of all rows of `x` (`[n_cells, n_genes]` → `[n_cells, n_latent]`),
+/// computed in evaluation mode (BatchNorm running statistics, no dropout) in chunks of 1024.
+///
+/// # Errors
+/// [`Error::Internal`] if the backend fails to return data.
+pub fn encode_mean(vae: &Vae, x: &Matrix, device: &Device) -> Result<DenseMatrix> {
+    let vae = vae.valid();
+    let n = x.n_rows();
+    let mut out: Option<DenseMatrix> = None;
+    for start in (0..n).step_by(1024) {
+        let idx: Vec<usize> = (start..(start + 1024).min(n)).collect();
+        let (mu, _) = vae.encode(to_tensor(&x.rows_dense(&idx), device));
+        let mu = to_host(mu)?;
+        match &mut out {
+            None => out = Some(mu),
+            Some(o) => {
+                o.data.extend_from_slice(&mu.data);
+                o.n_rows += mu.n_rows;
+            }
+        }
+    }
+    out.ok_or_else(|| Error::InvalidInput("no cells to encode".into()))
+}
+
+/// Decodes latents (`[n, n_latent]`, unstandardised) to expression `[n, n_genes]` in chunks.
+///
+/// # Errors
+/// [`Error::Internal`] if the backend fails to return data.
+pub fn decode(vae: &Vae, z: Tensor<2>) -> Result<DenseMatrix> {
+    let vae = vae.valid();
+    let [n, _] = z.dims();
+    let mut parts = Vec::new();
+    for start in (0..n).step_by(4096) {
+        let end = (start + 4096).min(n);
+        parts.push(vae.decode(z.clone().slice([start..end])));
+    }
+    to_host(Tensor::cat(parts, 0))
+}
+
+/// Trains the ε-prediction denoiser on standardised latents `z0` (`[n_cells, n_latent]`) with
+/// L_simple = ‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t)‖² (Ho et al. 2020, Eq. 14), t ~ U{0..T−1}.
+/// Returns `(denoiser, ema_denoiser, records)`; the EMA weights are the ones to sample with.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for fewer than 2 latents or a width mismatch; [`Error::Internal`]
+/// if the loss becomes non-finite.
+pub fn train_diffusion(
+    z0: &DenseMatrix,
+    model: &DenoiserConfig,
+    schedule: &NoiseSchedule,
+    cfg: &DiffusionTrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Denoiser, Denoiser, Vec<EpochRecord>)> {
+    let (n, d) = (z0.n_rows, z0.n_cols);
+    if n < 2 {
+        return Err(Error::InvalidInput(format!(
+            "need at least 2 latents to train, got {n}"
+        )));
+    }
+    if d != model.n_latent {
+        return Err(Error::InvalidInput(format!(
+            "latent width {d}, denoiser expects {}",
+            model.n_latent
+        )));
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let big_t = schedule.len();
+    let emb_table = timestep_embedding(&(0..big_t).collect::<Vec<_>>(), model.time_dim);
+    let sqrt_ab: Vec<f32> = schedule
+        .alphas_cumprod
+        .iter()
+        .map(|a| a.sqrt() as f32)
+        .collect();
+    let sqrt_1m: Vec<f32> = schedule
+        .alphas_cumprod
+        .iter()
+        .map(|a| (1.0 - a).sqrt() as f32)
+        .collect();
+    // Builds (z_t, emb(t), ε) for the rows `b` with timesteps and noise from `r`.
+    let make = |b: &[usize], r: &mut StdRng, dev: &Device| {
+        let mut zt = Vec::with_capacity(b.len() * d);
+        let mut eps = Vec::with_capacity(b.len() * d);
+        let mut emb = Vec::with_capacity(b.len() * model.time_dim);
+        for &i in b {
+            let t = r.random_range(0..big_t);
+            emb.extend_from_slice(&emb_table[t * model.time_dim..(t + 1) * model.time_dim]);
+            for &v in z0.row(i) {
+                let e: f32 = r.sample(StandardNormal);
+                eps.push(e);
+                zt.push(sqrt_ab[t] * v + sqrt_1m[t] * e);
+            }
+        }
+        let m = b.len();
+        (
+            Tensor::<2>::from_data(TensorData::new(zt, [m, d]), dev),
+            Tensor::<2>::from_data(TensorData::new(emb, [m, model.time_dim]), dev),
+            Tensor::<2>::from_data(TensorData::new(eps, [m, d]), dev),
+        )
+    };
+    let val_batch = (!val.is_empty()).then(|| {
+        let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x7a1);
+        make(&val, &mut r, device)
+    });
+    let mut net = model.init(&ad);
+    let mut ema = Ema::new(&net, cfg.ema_decay);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1)).max(1);
+    let total_steps = (steps_per_epoch * cfg.epochs).max(1);
+    let mut step = 0usize;
+    let mut records = Vec::new();
+    observer.stage_start("diffusion", cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        train.shuffle(&mut rng);
+        let (mut sum, mut nb) = (0f64, 0usize);
+        let mut lr = cfg.learning_rate;
+        for b in train.chunks(cfg.batch_size.max(1)) {
+            let progress = step as f64 / total_steps as f64;
+            lr = cfg.learning_rate
+                * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            let (zt, emb, eps) = make(b, &mut rng, &ad);
+            let pred = net.forward(zt, emb);
+            let loss = pred.sub(eps).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads);
+            ema.update(&net);
+            sum += loss.into_scalar::<f32>() as f64;
+            nb += 1;
+            step += 1;
+        }
+        let train_loss = sum / nb.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(Error::Internal(format!(
+                "diffusion loss became non-finite at epoch {epoch}; lower the learning rate"
+            )));
+        }
+        let val_loss = val_batch.as_ref().map(|(zt, emb, eps)| {
+            let pred = ema.model().forward(zt.clone(), emb.clone());
+            pred.sub(eps.clone()).square().mean().into_scalar::<f32>() as f64
+        });
+        let rec = EpochRecord {
+            stage: "diffusion".into(),
+            epoch,
+            train_loss,
+            val_loss,
+            recon: None,
+            kl: None,
+            kl_weight: None,
+            learning_rate: lr,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch_end(&rec);
+        records.push(rec);
+    }
+    observer.stage_end("diffusion", "done");
+    Ok((net.valid(), ema.into_model(), records))
+}
