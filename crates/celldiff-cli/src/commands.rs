@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train scVAEDer (VAE + latent DDPM) and write a run directory.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Generate cells from a trained run.
     Generate(GenerateArgs),
     /// Add obsm['X_celldiff'] (the VAE posterior mean) to a dataset.
@@ -74,7 +74,10 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn read(&self) -> Result<AnnData> {
-        let opts = ReadOptions { layer: self.layer.clone(), use_raw: self.use_raw };
+        let opts = ReadOptions {
+            layer: self.layer.clone(),
+            use_raw: self.use_raw,
+        };
         Ok(io::read(&self.data, &opts)?)
     }
 }
@@ -89,9 +92,10 @@ pub struct PreprocessFlags {
     /// filter_genes: minimum number of cells expressing a gene.
     #[arg(long)]
     pub min_cells: Option<usize>,
-    /// normalize_total target sum (default 1e4 when the input is counts).
-    #[arg(long)]
-    pub target_sum: Option<f64>,
+    /// normalize_total target sum for count input (scVAEDer: 1e4). `0` = scanpy's
+    /// `target_sum=None`, the median library size of the training cells.
+    #[arg(long, default_value_t = 1e4)]
+    pub target_sum: f64,
     /// Force normalize_total + log1p on (default: only when the input looks like counts).
     #[arg(long, conflicts_with = "no_log1p")]
     pub log1p: bool,
@@ -137,7 +141,7 @@ impl PreprocessFlags {
         Ok(PreprocessConfig {
             min_genes: self.min_genes,
             min_cells: self.min_cells,
-            target_sum: self.target_sum,
+            target_sum: (self.target_sum > 0.0).then_some(self.target_sum),
             log1p,
             n_top_genes: n_top,
             flavor,
@@ -242,7 +246,10 @@ pub struct TrainArgs {
 impl TrainArgs {
     pub fn spec(&self) -> Result<TrainSpec> {
         if self.model != "scvaeder" {
-            bail!("--model: `{}` is not available yet (expected scvaeder)", self.model);
+            bail!(
+                "--model: `{}` is not available yet (expected scvaeder)",
+                self.model
+            );
         }
         let mut spec = TrainSpec {
             preprocess: self.pp.config(Some(2000), true)?,
@@ -399,7 +406,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let threads = backend::set_threads(cli.threads);
     let quiet = cli.quiet;
     match cli.command {
-        Command::Train(a) => train(a, cli.device, quiet, threads),
+        Command::Train(a) => train(*a, cli.device, quiet, threads),
         Command::Generate(a) => generate(a, cli.device, quiet),
         Command::Embed(a) => embed(a, cli.device, quiet),
         Command::Preprocess(a) => preprocess(a, quiet),
@@ -429,7 +436,10 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
     if let Some(expr) = &a.exclude {
         let before = adata.n_obs();
         adata = apply_exclude(adata, expr)?;
-        bars.println(format!("--exclude {expr}: {} of {before} cells kept", adata.n_obs()));
+        bars.println(format!(
+            "--exclude {expr}: {} of {before} cells kept",
+            adata.n_obs()
+        ));
     }
     let source = DataSource {
         path: a.data.data.display().to_string(),
@@ -499,12 +509,21 @@ fn embed(a: EmbedArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let device = device(dev)?;
     let run = load_run(&a.run, &device)?;
     let mut adata = a.data.read()?;
-    let z = scvaeder::embed(&run, &adata, &device)
-        .with_context(|| format!("embedding {} with run {}", a.data.data.display(), a.run.display()))?;
+    let z = scvaeder::embed(&run, &adata, &device).with_context(|| {
+        format!(
+            "embedding {} with run {}",
+            a.data.data.display(),
+            a.run.display()
+        )
+    })?;
     adata.set_obsm("X_celldiff", z);
     io::write_h5ad(&a.out, &adata)?;
     if !quiet {
-        eprintln!("wrote obsm['X_celldiff'] for {} cells to {}", adata.n_obs(), a.out.display());
+        eprintln!(
+            "wrote obsm['X_celldiff'] for {} cells to {}",
+            adata.n_obs(),
+            a.out.display()
+        );
     }
     Ok(())
 }
@@ -526,7 +545,12 @@ fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
     );
     io::write_h5ad(&a.out, &out)?;
     if !quiet {
-        eprintln!("wrote {} cells × {} genes to {}", out.n_obs(), out.n_vars(), a.out.display());
+        eprintln!(
+            "wrote {} cells × {} genes to {}",
+            out.n_obs(),
+            out.n_vars(),
+            a.out.display()
+        );
     }
     Ok(())
 }
@@ -540,15 +564,25 @@ pub fn print_table(rows: &[(String, EvalMetrics)]) {
     for (name, m) in rows {
         println!(
             "{:<18} {:>7.3} {:>7.3} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>7} {:>7}",
-            name, m.rf_auc, m.knn_auc, m.mmd, m.mean_pearson, m.mean_spearman, m.var_pearson,
-            m.n_real, m.n_generated
+            name,
+            m.rf_auc,
+            m.knn_auc,
+            m.mmd,
+            m.mean_pearson,
+            m.mean_spearman,
+            m.var_pearson,
+            m.n_real,
+            m.n_generated
         );
     }
 }
 
 /// Default evaluation options with a seed.
 pub fn eval_options(seed: u64) -> EvalOptions {
-    EvalOptions { seed, ..EvalOptions::default() }
+    EvalOptions {
+        seed,
+        ..EvalOptions::default()
+    }
 }
 
 /// Writes `text` to `path` atomically (temp file in the same directory, then rename).

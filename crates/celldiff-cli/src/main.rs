@@ -25,7 +25,11 @@ fn main() -> ExitCode {
                 .chain()
                 .find_map(|e| e.downcast_ref::<celldiff::Error>())
                 .is_none_or(|e| e.is_bad_input());
-            if bad_input { ExitCode::from(2) } else { ExitCode::from(1) }
+            if bad_input {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

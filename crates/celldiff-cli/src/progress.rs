@@ -67,7 +67,10 @@ impl Observer for Bars {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
             let pos = b.position();
-            self.println(format!("{stage}: {pos} epochs in {:.1}s ({reason})", b.elapsed().as_secs_f64()));
+            self.println(format!(
+                "{stage}: {pos} epochs in {:.1}s ({reason})",
+                b.elapsed().as_secs_f64()
+            ));
         }
     }
 }

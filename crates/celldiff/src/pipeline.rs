@@ -17,6 +17,7 @@ use crate::schedulers::{ClipRange, DdimScheduler, Scheduler};
 ///
 /// # Shapes
 /// output: `[n, n_latent]` (standardised latent units; see `LatentStats::unstandardize`)
+#[allow(clippy::too_many_arguments)]
 pub fn sample_latents(
     denoiser: &Denoiser,
     scheduler: &dyn Scheduler,

@@ -107,7 +107,10 @@ fn save_module<M: Module>(m: &M, path: &Path) -> Result<()> {
 
 fn load_module<M: Module>(m: M, path: &Path) -> Result<M> {
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "missing")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "missing"),
+        ));
     }
     // Burn can panic on some malformed inputs; a corrupt file must be an error, not a crash.
     let p = path.to_path_buf();
@@ -119,13 +122,20 @@ fn load_module<M: Module>(m: M, path: &Path) -> Result<M> {
             "weights",
             format!("corrupt, truncated or from another architecture: {e:?}"),
         )),
-        Err(_) => Err(Error::format(path, "weights", "corrupt or truncated weights file")),
+        Err(_) => Err(Error::format(
+            path,
+            "weights",
+            "corrupt or truncated weights file",
+        )),
     }
 }
 
 /// The temporary sibling directory a run is first written to.
 fn temp_dir_for(dir: &Path) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -135,7 +145,9 @@ fn temp_dir_for(dir: &Path) -> PathBuf {
 /// [`Error::AlreadyExists`].
 pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
-        return Err(Error::AlreadyExists { path: path.to_path_buf() });
+        return Err(Error::AlreadyExists {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -206,22 +218,43 @@ impl Run {
             return Err(Error::format(
                 &gp,
                 "genes",
-                format!("{} genes listed, the VAE in config.json has {}", genes.len(), config.vae.n_genes),
+                format!(
+                    "{} genes listed, the VAE in config.json has {}",
+                    genes.len(),
+                    config.vae.n_genes
+                ),
             ));
         }
         let preprocess: FittedPreprocess = read_json(&dir.join("preprocess.json"))?;
         let latent: LatentStats = read_json(&dir.join("latent.json"))?;
         if latent.mean.len() != config.vae.n_latent {
-            return Err(Error::format(dir.join("latent.json"), "mean", "length differs from n_latent"));
+            return Err(Error::format(
+                dir.join("latent.json"),
+                "mean",
+                "length differs from n_latent",
+            ));
         }
         let vae = load_module(config.vae.init(device), &dir.join("vae.bpk"))?.valid();
         let denoiser = load_module(config.denoiser.init(device), &dir.join("denoiser.bpk"))?;
         let denoiser_ema =
             load_module(config.denoiser.init(device), &dir.join("denoiser_ema.bpk"))?;
         let history = fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|s| s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
             .unwrap_or_default();
-        Ok(Run { config, genes, preprocess, latent, vae, denoiser, denoiser_ema, history })
+        Ok(Run {
+            config,
+            genes,
+            preprocess,
+            latent,
+            vae,
+            denoiser,
+            denoiser_ema,
+            history,
+        })
     }
 
     /// The run's noise schedule.

@@ -261,7 +261,9 @@ pub fn generate(
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<AnnData> {
     if opts.n == 0 {
-        return Err(Error::Param("number of cells to generate must be > 0".into()));
+        return Err(Error::Param(
+            "number of cells to generate must be > 0".into(),
+        ));
     }
     let d = run.config.vae.n_latent;
     let z = match opts.prior {
@@ -272,16 +274,32 @@ pub fn generate(
         Prior::Diffusion => {
             let schedule = run.schedule()?;
             let sched: Box<dyn Scheduler> = match opts.sampler {
-                SamplerKind::Ddpm => {
-                    Box::new(DdpmScheduler::new(schedule.clone(), opts.steps.unwrap_or(schedule.len()))?)
-                }
-                SamplerKind::Ddim => {
-                    Box::new(DdimScheduler::new(schedule.clone(), opts.steps.unwrap_or(50), opts.eta)?)
-                }
+                SamplerKind::Ddpm => Box::new(DdpmScheduler::new(
+                    schedule.clone(),
+                    opts.steps.unwrap_or(schedule.len()),
+                )?),
+                SamplerKind::Ddim => Box::new(DdimScheduler::new(
+                    schedule.clone(),
+                    opts.steps.unwrap_or(50),
+                    opts.eta,
+                )?),
             };
             let clip = opts.clip_x0.then(|| clip_range(&run.latent, device));
-            let net = if opts.use_ema { &run.denoiser_ema } else { &run.denoiser };
-            let zs = sample_latents(net, sched.as_ref(), opts.n, d, clip.as_ref(), opts.seed, device, on_step);
+            let net = if opts.use_ema {
+                &run.denoiser_ema
+            } else {
+                &run.denoiser
+            };
+            let zs = sample_latents(
+                net,
+                sched.as_ref(),
+                opts.n,
+                d,
+                clip.as_ref(),
+                opts.seed,
+                device,
+                on_step,
+            );
             run.latent.unstandardize(zs)
         }
     };
@@ -296,19 +314,31 @@ pub fn generate(
     out.obs_names = (0..opts.n).map(|i| format!("gen-{i}")).collect();
     out.set_obs(
         "celldiff_source",
-        Column::Categorical { codes: vec![0; opts.n], categories: vec!["generated".into()] },
+        Column::Categorical {
+            codes: vec![0; opts.n],
+            categories: vec!["generated".into()],
+        },
     );
     out.set_obsm("X_celldiff", latents);
     let mut meta = serde_json::Map::new();
     meta.insert("model".into(), run.config.model.clone().into());
-    meta.insert("generate".into(), serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?);
+    meta.insert(
+        "generate".into(),
+        serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?,
+    );
     // Stored as a JSON string so that it survives any h5ad round trip unchanged.
     meta.insert(
         "preprocess".into(),
-        serde_json::to_string(&run.preprocess).map_err(|e| Error::Internal(e.to_string()))?.into(),
+        serde_json::to_string(&run.preprocess)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .into(),
     );
-    meta.insert("alphas_cumprod_terminal".into(), run.config.alphas_cumprod_terminal.into());
-    out.uns.insert("celldiff".into(), serde_json::Value::Object(meta));
+    meta.insert(
+        "alphas_cumprod_terminal".into(),
+        run.config.alphas_cumprod_terminal.into(),
+    );
+    out.uns
+        .insert("celldiff".into(), serde_json::Value::Object(meta));
     Ok(out)
 }
 

@@ -410,7 +410,7 @@ pub fn decode(vae: &Vae, z: Tensor<2>) -> Result<DenseMatrix> {
     let mut parts = Vec::new();
     for start in (0..n).step_by(4096) {
         let end = (start + 4096).min(n);
-        parts.push(vae.decode(z.clone().slice([start..end])));
+        parts.push(vae.decode(z.clone().narrow(0, start, end - start)));
     }
     to_host(Tensor::cat(parts, 0))
 }

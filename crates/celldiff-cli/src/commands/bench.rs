@@ -45,13 +45,23 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
             eprintln!("{m}");
         }
     };
-    say(&format!("backend {} on {threads} threads", backend::cpu_backend_name()));
+    say(&format!(
+        "backend {} on {threads} threads",
+        backend::cpu_backend_name()
+    ));
     let vae = bench::vae_train_cells_per_s(&cfg, &device);
     say(&format!("VAE training: {vae:.0} cells/s"));
     let den = bench::denoiser_train_steps_per_s(&cfg, &device);
     say(&format!("denoiser training: {den:.1} steps/s"));
-    let (ddpm, ddim) = if a.skip_sampling { (0.0, 0.0) } else { bench::sampling_seconds(&cfg, &device) };
-    say(&format!("sampling {} latents: DDPM-1000 {ddpm:.1}s, DDIM-50 {ddim:.2}s", cfg.sample_cells));
+    let (ddpm, ddim) = if a.skip_sampling {
+        (0.0, 0.0)
+    } else {
+        bench::sampling_seconds(&cfg, &device)
+    };
+    say(&format!(
+        "sampling {} latents: DDPM-1000 {ddpm:.1}s, DDIM-50 {ddim:.2}s",
+        cfg.sample_cells
+    ));
     let r = BenchResult {
         vae_train_cells_per_s: vae,
         denoiser_train_steps_per_s: den,
@@ -62,9 +72,18 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("vae_train_cells_per_s      {:>10.1}", r.vae_train_cells_per_s);
-        println!("denoiser_train_steps_per_s {:>10.1}", r.denoiser_train_steps_per_s);
-        println!("sample_ddpm1000_10k_s      {:>10.2}", r.sample_ddpm1000_10k_s);
+        println!(
+            "vae_train_cells_per_s      {:>10.1}",
+            r.vae_train_cells_per_s
+        );
+        println!(
+            "denoiser_train_steps_per_s {:>10.1}",
+            r.denoiser_train_steps_per_s
+        );
+        println!(
+            "sample_ddpm1000_10k_s      {:>10.2}",
+            r.sample_ddpm1000_10k_s
+        );
         println!("sample_ddim50_10k_s        {:>10.2}", r.sample_ddim50_10k_s);
         println!("threads                    {:>10}", r.threads);
     }

@@ -74,7 +74,10 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         seed: a.seed,
         ..TrainSpec::default()
     };
-    let source = DataSource { path: "embedded:pbmc68k_reduced_counts.h5ad".into(), ..Default::default() };
+    let source = DataSource {
+        path: "embedded:pbmc68k_reduced_counts.h5ad".into(),
+        ..Default::default()
+    };
     let t = Instant::now();
     let run = scvaeder::fit(&train, &spec, &source, &device, &mut bars)?;
     let train_s = t.elapsed().as_secs_f64();
@@ -91,7 +94,12 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     seconds.insert("train".into(), json!(train_s));
     let variants = [
         ("diffusion-ddpm", Prior::Diffusion, SamplerKind::Ddpm, None),
-        ("diffusion-ddim50", Prior::Diffusion, SamplerKind::Ddim, Some(50)),
+        (
+            "diffusion-ddim50",
+            Prior::Diffusion,
+            SamplerKind::Ddim,
+            Some(50),
+        ),
         ("vae-prior", Prior::Vae, SamplerKind::Ddpm, None),
     ];
     let mut ddpm_cells = None;
@@ -146,10 +154,16 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         if let Some(c) = &ddpm_cells {
             io::write_h5ad(&o.join("generated_ddpm.h5ad"), c)?;
         }
-        write_atomic(&o.join("metrics.json"), &serde_json::to_string_pretty(&doc)?)?;
+        write_atomic(
+            &o.join("metrics.json"),
+            &serde_json::to_string_pretty(&doc)?,
+        )?;
         bars.println(format!("wrote {}", o.join("metrics.json").display()));
     }
-    bars.println(format!("demo finished in {:.1}s", total.elapsed().as_secs_f64()));
+    bars.println(format!(
+        "demo finished in {:.1}s",
+        total.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 

@@ -44,28 +44,48 @@ pub struct EvaluateArgs {
 
 /// The preprocessing recorded in `uns['celldiff']['preprocess']` (JSON string) of a generated
 /// file, if any.
-pub fn recorded_preprocess(g: &AnnData, path: &std::path::Path) -> Result<Option<FittedPreprocess>> {
-    let Some(meta) = g.uns.get("celldiff") else { return Ok(None) };
-    let Some(pp) = meta.get("preprocess") else { return Ok(None) };
+pub fn recorded_preprocess(
+    g: &AnnData,
+    path: &std::path::Path,
+) -> Result<Option<FittedPreprocess>> {
+    let Some(meta) = g.uns.get("celldiff") else {
+        return Ok(None);
+    };
+    let Some(pp) = meta.get("preprocess") else {
+        return Ok(None);
+    };
     let parsed: FittedPreprocess = match pp {
         serde_json::Value::String(s) => serde_json::from_str(s),
         v => serde_json::from_value(v.clone()),
     }
-    .with_context(|| format!("{}: uns['celldiff']['preprocess'] is not a celldiff preprocessing record", path.display()))?;
+    .with_context(|| {
+        format!(
+            "{}: uns['celldiff']['preprocess'] is not a celldiff preprocessing record",
+            path.display()
+        )
+    })?;
     Ok(Some(parsed))
 }
 
 /// Brings `real` into the generated cells' space (recorded preprocessing, then the generated
 /// file's gene order) and returns both as dense matrices.
-pub fn align(real: &AnnData, generated: &AnnData, pp: Option<&FittedPreprocess>) -> Result<(DenseMatrix, DenseMatrix)> {
+pub fn align(
+    real: &AnnData,
+    generated: &AnnData,
+    pp: Option<&FittedPreprocess>,
+) -> Result<(DenseMatrix, DenseMatrix)> {
     let real = match pp {
         Some(pp) => pp.transform(real).context(
             "cannot apply the generated cells' preprocessing to the real cells (are they the same kind of data, e.g. raw counts?)",
         )?,
         None => real.clone(),
     };
-    let pos: std::collections::HashMap<&str, usize> =
-        real.var_names.iter().enumerate().map(|(i, g)| (g.as_str(), i)).collect();
+    let pos: std::collections::HashMap<&str, usize> = real
+        .var_names
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_str(), i))
+        .collect();
     let mut idx = Vec::with_capacity(generated.n_vars());
     let mut missing = Vec::new();
     for g in &generated.var_names {
@@ -91,7 +111,13 @@ pub fn run(a: EvaluateArgs, quiet: bool) -> Result<()> {
         check_overwrite(o, a.force)?;
     }
     let g = io::read(&a.generated, &ReadOptions::default())?;
-    let r = io::read(&a.real, &ReadOptions { layer: a.layer.clone(), use_raw: a.use_raw })?;
+    let r = io::read(
+        &a.real,
+        &ReadOptions {
+            layer: a.layer.clone(),
+            use_raw: a.use_raw,
+        },
+    )?;
     let pp = recorded_preprocess(&g, &a.generated)?;
     if pp.is_none() && !quiet {
         eprintln!(

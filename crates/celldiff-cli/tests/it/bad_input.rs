@@ -21,7 +21,11 @@ fn preprocess_fails(input: &Path, extra: &[&str], needles: &[&str]) {
     args.extend(extra.iter().map(|s| s.to_string()));
     let o = celldiff(&args);
     assert_bad_input(&o, needles);
-    assert!(!out.exists(), "{} was written despite the error", out.display());
+    assert!(
+        !out.exists(),
+        "{} was written despite the error",
+        out.display()
+    );
 }
 
 /// `celldiff train` on INPUT must fail with exit 2 and leave no run directory.
@@ -38,9 +42,16 @@ fn train_fails(input: &Path, extra: &[&str], needles: &[&str]) {
     args.extend(extra.iter().map(|s| s.to_string()));
     let o = celldiff(&args);
     assert_bad_input(&o, needles);
-    assert!(!out.exists(), "{} was created despite the error", out.display());
+    assert!(
+        !out.exists(),
+        "{} was created despite the error",
+        out.display()
+    );
     let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 fn raw_hdf5(name: &str, build: impl FnOnce(&mut FileBuilder)) -> PathBuf {
@@ -53,7 +64,10 @@ fn raw_hdf5(name: &str, build: impl FnOnce(&mut FileBuilder)) -> PathBuf {
 
 fn small_dense(values: Vec<f32>, n: usize, g: usize) -> PathBuf {
     let x = DenseMatrix::from_vec(n, g, values).unwrap();
-    let a = AnnData::new(Matrix::Dense(x), (0..g).map(|j| format!("gene{j}")).collect());
+    let a = AnnData::new(
+        Matrix::Dense(x),
+        (0..g).map(|j| format!("gene{j}")).collect(),
+    );
     let p = scratch().join("small.h5ad");
     celldiff::io::write_h5ad(&p, &a).unwrap();
     p
@@ -84,7 +98,10 @@ fn h5ad_without_x() {
 fn unsupported_x_encoding() {
     let p = raw_hdf5("coo.h5ad", |fb| {
         let mut g = fb.create_group("X");
-        g.set_attr("encoding-type", AttrValue::VarLenString("coo_matrix".into()));
+        g.set_attr(
+            "encoding-type",
+            AttrValue::VarLenString("coo_matrix".into()),
+        );
         g.set_attr("encoding-version", AttrValue::VarLenString("0.1.0".into()));
         g.create_dataset("data").with_f32_data(&[1.0]);
         fb.add_group(g.finish());
@@ -123,17 +140,29 @@ fn negative_values_where_counts_are_expected() {
 
 #[test]
 fn zero_cells_after_filtering() {
-    train_fails(&demo_h5ad(), &["--min-genes", "100000"], &["min_genes", "0 cells"]);
+    train_fails(
+        &demo_h5ad(),
+        &["--min-genes", "100000"],
+        &["min_genes", "0 cells"],
+    );
 }
 
 #[test]
 fn zero_genes_after_filtering() {
-    train_fails(&demo_h5ad(), &["--min-cells", "100000"], &["min_cells", "0 genes"]);
+    train_fails(
+        &demo_h5ad(),
+        &["--min-cells", "100000"],
+        &["min_cells", "removed all 765 genes"],
+    );
 }
 
 #[test]
 fn labels_key_not_in_obs() {
-    train_fails(&demo_h5ad(), &["--labels-key", "no_such_column"], &["no_such_column", "obs"]);
+    train_fails(
+        &demo_h5ad(),
+        &["--labels-key", "no_such_column"],
+        &["no_such_column", "obs"],
+    );
 }
 
 #[test]

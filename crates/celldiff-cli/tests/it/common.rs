@@ -37,11 +37,18 @@ pub fn assert_ok(o: &Output) {
 /// Asserts exit code 2 and that stderr mentions every one of `needles`.
 pub fn assert_bad_input(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "expected exit code 2, stderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit code 2, stderr:\n{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "stderr should mention `{n}`:\n{err}");
     }
-    assert!(!err.contains("panicked"), "a panic instead of an error:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error:\n{err}"
+    );
 }
 
 /// The embedded demo dataset (pbmc68k_reduced raw counts, 700 × 765).
@@ -51,8 +58,14 @@ pub fn demo_h5ad() -> PathBuf {
 
 /// A file under the shared data folder (`shared/` beside the repository).
 pub fn shared_data(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(rel);
-    assert!(p.exists(), "shared dataset missing: {} (expected `shared/` beside the repo)", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "shared dataset missing: {} (expected `shared/` beside the repo)",
+        p.display()
+    );
     p
 }
 

@@ -2534,7 +2534,10 @@ mod tests {
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            eprintln!("skipping: `{} -c \"import anndata\"` failed (anndata not installed)", python());
+            eprintln!(
+                "skipping: `{} -c \"import anndata\"` failed (anndata not installed)",
+                python()
+            );
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
