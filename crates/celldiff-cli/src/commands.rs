@@ -13,7 +13,9 @@ use celldiff::metrics::{EvalMetrics, EvalOptions};
 use celldiff::preprocess::{HvgFlavor, PreprocessConfig};
 use celldiff::run::{Run, check_overwrite};
 use celldiff::schedulers::BetaSchedule;
-use celldiff::scvaeder::{self, DataSource, GenerateOptions, Prior, SamplerKind, TrainSpec};
+use celldiff::scvaeder::{
+    self, DataSource, GenerateOptions, Observation, Prior, SamplerKind, TrainSpec,
+};
 
 use crate::progress::Bars;
 
@@ -330,6 +332,11 @@ pub struct GenerateArgs {
     /// Sample with the last denoiser weights instead of the EMA weights.
     #[arg(long)]
     pub no_ema: bool,
+    /// How decoded latents become cells: counts (sample UMI counts through the run's count
+    /// observation model: sparse, discrete cells like real data) or mean (the decoder mean, as
+    /// scVAEDer publishes; smooth and not sparse).
+    #[arg(long, default_value = "counts")]
+    pub observation: String,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -362,7 +369,17 @@ impl GenerateArgs {
             seed: self.seed,
             clip_x0: !self.no_clip,
             use_ema: !self.no_ema,
+            observation: parse_observation(&self.observation)?,
         })
+    }
+}
+
+/// Parses `--observation`.
+pub fn parse_observation(s: &str) -> Result<Observation> {
+    match s {
+        "counts" => Ok(Observation::Counts),
+        "mean" => Ok(Observation::Mean),
+        o => bail!("--observation: unknown value `{o}` (expected counts or mean)"),
     }
 }
 
@@ -464,6 +481,20 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
             ""
         }
     ));
+    match &run.observation {
+        Some(o) => bars.println(format!(
+            "count observation model: {} training size factors, NB dispersion φ = {} \
+             (zero fraction {:.3} real vs {:.3} re-sampled)",
+            o.size_factors.len(),
+            o.dispersion,
+            o.zero_fraction_real,
+            o.zero_fraction_model
+        )),
+        None => bars.println(
+            "no count observation model (the data are not log1p-normalised counts): generated \
+             cells are decoder means",
+        ),
+    }
     run.save(&a.out, a.force)?;
     bars.println(format!(
         "trained on {} cells × {} genes in {:.1}s; wrote {}",

@@ -13,6 +13,7 @@
 //! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
 //! - [`models`]: Burn modules (VAE, ε-prediction denoiser, EMA), one file each.
 //! - [`schedulers`]: noise schedules, DDPM and DDIM samplers, one file each.
+//! - [`observation`]: count observation model (decoded mean → sparse, discrete cells).
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the hand-written two-stage training loops.
 //! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
@@ -30,6 +31,7 @@ pub mod preprocess;
 pub mod backend;
 pub mod bench;
 pub mod models;
+pub mod observation;
 pub mod pipeline;
 pub mod run;
 pub mod schedulers;

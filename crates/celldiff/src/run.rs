@@ -8,6 +8,8 @@
 //! - `preprocess.json`: the fitted preprocessing ([`FittedPreprocess`]) re-applied to new cells.
 //! - `latent.json`: per-dimension latent standardisation ([`LatentStats`]).
 //! - `vae.bpk`, `denoiser.bpk`, `denoiser_ema.bpk`: Burn burnpack weights.
+//! - `observation.json`: the count observation model ([`CountObservation`]), when the model's
+//!   space is log1p-normalised counts (absent otherwise).
 //! - `metrics.jsonl`: one [`EpochRecord`] per line.
 //!
 //! A run is written into a temporary sibling directory and renamed into place, so a failed
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::models::{Denoiser, DenoiserConfig, Vae, VaeConfig};
+use crate::observation::CountObservation;
 use crate::preprocess::{FittedPreprocess, PreprocessConfig};
 use crate::schedulers::{NoiseSchedule, ScheduleConfig};
 use crate::train::{DiffusionTrainConfig, EpochRecord, LatentStats, VaeTrainConfig};
@@ -84,6 +87,9 @@ pub struct Run {
     pub denoiser: Denoiser,
     /// The EMA denoiser (used for sampling).
     pub denoiser_ema: Denoiser,
+    /// Count observation model for decoded cells (`observation.json`), if the model's space is
+    /// log1p-normalised counts.
+    pub observation: Option<CountObservation>,
     /// Training history.
     pub history: Vec<EpochRecord>,
 }
@@ -172,6 +178,9 @@ impl Run {
                 .map_err(|e| Error::io(tmp.join("genes.txt"), e))?;
             write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
             write_json(&tmp.join("latent.json"), &self.latent)?;
+            if let Some(o) = &self.observation {
+                write_json(&tmp.join("observation.json"), o)?;
+            }
             save_module(&self.vae, &tmp.join("vae.bpk"))?;
             save_module(&self.denoiser, &tmp.join("denoiser.bpk"))?;
             save_module(&self.denoiser_ema, &tmp.join("denoiser_ema.bpk"))?;
@@ -238,6 +247,12 @@ impl Run {
         let denoiser = load_module(config.denoiser.init(device), &dir.join("denoiser.bpk"))?;
         let denoiser_ema =
             load_module(config.denoiser.init(device), &dir.join("denoiser_ema.bpk"))?;
+        let op = dir.join("observation.json");
+        let observation = if op.exists() {
+            Some(read_json(&op)?)
+        } else {
+            None
+        };
         let history = fs::read_to_string(dir.join("metrics.jsonl"))
             .map(|s| {
                 s.lines()
@@ -253,6 +268,7 @@ impl Run {
             vae,
             denoiser,
             denoiser_ema,
+            observation,
             history,
         })
     }
