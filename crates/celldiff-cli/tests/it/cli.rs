@@ -40,6 +40,7 @@ fn train_writes_a_complete_run_and_losses_fall() {
         "denoiser.bpk",
         "denoiser_ema.bpk",
         "metrics.jsonl",
+        "observation.json",
     ] {
         assert!(run.join(f).is_file(), "run is missing {f}");
     }
@@ -176,6 +177,33 @@ fn generate_with_ddim_and_the_vae_prior() {
     let v = generate(run, &["-n", "20", "--prior", "vae", "--seed", "1"]);
     assert_eq!(v.x.shape(), (20, 765));
     assert_ne!(d.x.to_dense().data, v.x.to_dense().data);
+}
+
+#[test]
+fn count_observation_makes_cells_sparse_like_real_data() {
+    let run = tiny_run();
+    let zero_fraction = |a: &celldiff::AnnData| {
+        let x = a.x.to_dense();
+        x.data.iter().filter(|&&v| v == 0.0).count() as f64 / x.data.len() as f64
+    };
+    let counts = generate(run, &["-n", "100", "--seed", "2"]);
+    let mean = generate(run, &["-n", "100", "--seed", "2", "--observation", "mean"]);
+    // Real demo cells (log1p-normalised counts) are 67 % zeros; decoder means almost never 0.
+    let (zc, zm) = (zero_fraction(&counts), zero_fraction(&mean));
+    assert!(zc > 0.5 && zc < 0.85, "sampled counts: zero fraction {zc}");
+    assert!(zm < zc - 0.2, "decoder mean zero fraction {zm} should be far below {zc}");
+    // Sampled values lie on the count lattice log1p(s·k) of one size factor per cell.
+    let x = counts.x.to_dense();
+    for i in 0..5 {
+        let row: Vec<f32> = x.row(i).to_vec();
+        assert!(
+            celldiff::observation::size_factor(row.iter().copied()).is_some(),
+            "cell {i} is not on a count lattice"
+        );
+    }
+    let obs = counts.uns["celldiff"]["observation"].as_str().unwrap().to_string();
+    assert!(obs.starts_with("counts"), "{obs}");
+    assert_eq!(mean.uns["celldiff"]["observation"], "mean");
 }
 
 #[test]
