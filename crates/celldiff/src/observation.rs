@@ -158,15 +158,16 @@ pub fn calibrate_rate(x_hat: f64, s: f64, phi: f64) -> f64 {
         hi *= 2.0;
         guard += 1;
     }
-    for _ in 0..24 {
-        let mid = 0.5 * (lo + hi);
+    // Bisection in log space: relative precision whatever the scale of λ.
+    for _ in 0..40 {
+        let mid = (lo * hi).sqrt();
         if expected_log1p(mid, s, phi) < x_hat {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    0.5 * (lo + hi)
+    (lo * hi).sqrt()
 }
 
 fn draw_count(rng: &mut StdRng, lambda: f64, phi: f64) -> f64 {

@@ -191,7 +191,10 @@ fn count_observation_makes_cells_sparse_like_real_data() {
     // Real demo cells (log1p-normalised counts) are 67 % zeros; decoder means almost never 0.
     let (zc, zm) = (zero_fraction(&counts), zero_fraction(&mean));
     assert!(zc > 0.5 && zc < 0.85, "sampled counts: zero fraction {zc}");
-    assert!(zm < zc - 0.2, "decoder mean zero fraction {zm} should be far below {zc}");
+    assert!(
+        zm < zc - 0.2,
+        "decoder mean zero fraction {zm} should be far below {zc}"
+    );
     // Sampled values lie on the count lattice log1p(s·k) of one size factor per cell.
     let x = counts.x.to_dense();
     for i in 0..5 {
@@ -201,7 +204,10 @@ fn count_observation_makes_cells_sparse_like_real_data() {
             "cell {i} is not on a count lattice"
         );
     }
-    let obs = counts.uns["celldiff"]["observation"].as_str().unwrap().to_string();
+    let obs = counts.uns["celldiff"]["observation"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(obs.starts_with("counts"), "{obs}");
     assert_eq!(mean.uns["celldiff"]["observation"], "mean");
 }
