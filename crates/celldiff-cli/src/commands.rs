@@ -166,6 +166,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub exclude: Option<String>,
     #[command(flatten)]
+    pub model: ModelArgs,
+    /// Seed of every random step.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing run directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Preprocessing, architecture, training and schedule flags shared by `train` and `demo`.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    #[command(flatten)]
     pub pp: PreprocessFlags,
     /// Model family.
     #[arg(long, default_value = "scvaeder")]
@@ -174,7 +190,7 @@ pub struct TrainArgs {
     /// split; trains each shared dataset in well under 5 minutes on 2 cores).
     #[arg(long)]
     pub epochs_vae: Option<usize>,
-    /// Diffusion epochs (default: ~6000 optimisation steps).
+    /// Diffusion epochs (default: about 4 optimisation steps per training cell, 2000–4000 steps).
     #[arg(long)]
     pub epochs_diffusion: Option<usize>,
     /// Latent dimension n_latent.
@@ -186,8 +202,9 @@ pub struct TrainArgs {
     /// Dropout after each VAE hidden layer.
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
-    /// KL weight β.
-    #[arg(long, default_value_t = 1.0)]
+    /// KL weight β (0.1: β = 1 collapses the posterior under the unit-variance Gaussian
+    /// likelihood on log1p data; see docs/RESULTS.md).
+    #[arg(long, default_value_t = 0.1)]
     pub kl_weight: f64,
     /// KL warm-up epochs.
     #[arg(long, default_value_t = 10)]
@@ -234,19 +251,11 @@ pub struct TrainArgs {
     /// EMA decay of the denoiser weights.
     #[arg(long, default_value_t = 0.999)]
     pub ema_decay: f64,
-    /// Seed of every random step.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run directory to write.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace an existing run directory.
-    #[arg(long)]
-    pub force: bool,
 }
 
-impl TrainArgs {
-    pub fn spec(&self) -> Result<TrainSpec> {
+impl ModelArgs {
+    /// The [`TrainSpec`] these flags describe.
+    pub fn spec(&self, labels_key: Option<String>, seed: u64) -> Result<TrainSpec> {
         if self.model != "scvaeder" {
             bail!(
                 "--model: `{}` is not available yet (expected scvaeder)",
@@ -263,8 +272,8 @@ impl TrainArgs {
             denoiser_depth: self.denoiser_depth,
             time_dim: self.time_dim,
             diffusion_epochs: self.epochs_diffusion,
-            labels_key: self.labels_key.clone(),
-            seed: self.seed,
+            labels_key,
+            seed,
             ..TrainSpec::default()
         };
         spec.vae_train.batch_size = self.batch_size_vae;
@@ -435,7 +444,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
     check_overwrite(&a.out, a.force)?;
-    let spec = a.spec()?;
+    let spec = a.model.spec(a.labels_key.clone(), a.seed)?;
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
     let mut adata = a.data.read()?;

@@ -42,7 +42,7 @@ use crate::data::{DenseMatrix, Matrix};
 pub const MIN_LATTICE_FRACTION: f64 = 0.8;
 
 /// Dispersions φ tried by [`CountObservation::fit_dispersion`].
-pub const DISPERSION_GRID: [f64; 9] = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0];
+pub const DISPERSION_GRID: [f64; 11] = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0];
 
 /// The fitted count observation model (saved as `observation.json` in a run directory).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

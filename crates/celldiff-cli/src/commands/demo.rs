@@ -16,7 +16,7 @@ use serde_json::json;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::scvaeder::{self, DataSource, GenerateOptions, Prior, SamplerKind, TrainSpec};
+use celldiff::scvaeder::{self, DataSource, GenerateOptions, Prior, SamplerKind};
 
 use super::{device, eval_options, print_table, write_atomic};
 use crate::progress::Bars;
@@ -52,12 +52,9 @@ pub struct DemoArgs {
     /// Seed of the split, training, sampling and evaluation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Diffusion epochs (default: automatic, ~6000 steps).
-    #[arg(long)]
-    pub epochs_diffusion: Option<usize>,
-    /// VAE epochs (default: automatic, with early stopping).
-    #[arg(long)]
-    pub epochs_vae: Option<usize>,
+    /// Preprocessing, model, training and schedule flags (as for `celldiff train`).
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Replace an existing output directory's files.
     #[arg(long)]
     pub force: bool,
@@ -122,13 +119,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     let (test_idx, train_idx) = idx.split_at(n_test);
     let train = adata.select_obs(train_idx);
     let test = adata.select_obs(test_idx);
-    let spec = TrainSpec {
-        vae_epochs: a.epochs_vae,
-        diffusion_epochs: a.epochs_diffusion,
-        labels_key,
-        seed: a.seed,
-        ..TrainSpec::default()
-    };
+    let spec = a.model.spec(labels_key, a.seed)?;
     let source = DataSource {
         path: "embedded:pbmc68k_reduced_counts.h5ad".into(),
         ..Default::default()

@@ -142,37 +142,16 @@ fn generate_writes_cells_scanpy_can_use_and_is_reproducible() {
     assert_ne!(x.data, c.x.to_dense().data);
 }
 
+/// 20 cells with DDIM, 10 steps, η = 0, seed 1.
+const DDIM10: &[&str] = &["-n", "20", "--sampler", "ddim", "--steps", "10", "--seed", "1"];
+
 #[test]
 fn generate_with_ddim_and_the_vae_prior() {
     let run = tiny_run();
-    let d = generate(
-        run,
-        &[
-            "-n",
-            "20",
-            "--sampler",
-            "ddim",
-            "--steps",
-            "10",
-            "--seed",
-            "1",
-        ],
-    );
+    let d = generate(run, DDIM10);
     assert_eq!(d.x.shape(), (20, 765));
     // η = 0 DDIM is deterministic given the seed of the starting noise.
-    let d2 = generate(
-        run,
-        &[
-            "-n",
-            "20",
-            "--sampler",
-            "ddim",
-            "--steps",
-            "10",
-            "--seed",
-            "1",
-        ],
-    );
+    let d2 = generate(run, DDIM10);
     assert_eq!(d.x.to_dense().data, d2.x.to_dense().data);
     let v = generate(run, &["-n", "20", "--prior", "vae", "--seed", "1"]);
     assert_eq!(v.x.shape(), (20, 765));
