@@ -303,7 +303,11 @@ impl CountObservation {
                 }
             }
             let n = rows.len() as f64;
-            let var = s1.iter().zip(&s2).map(|(a, b)| (b / n - (a / n).powi(2)).max(0.0)).collect();
+            let var = s1
+                .iter()
+                .zip(&s2)
+                .map(|(a, b)| (b / n - (a / n).powi(2)).max(0.0))
+                .collect();
             (var, zeros as f64 / (n * g.max(1) as f64))
         };
         let (var_real, zf_real) = moments(&|i| real.row(i).to_vec());
@@ -446,5 +450,28 @@ mod tests {
                 assert!(zeros > 0.9, "a low mean gives mostly zeros ({zeros})");
             }
         }
+    }
+
+    #[test]
+    fn fit_dispersion_recovers_the_dispersion_that_made_the_data() {
+        // "Real" cells drawn from known means with φ = 0.3 and one size factor each; the fit
+        // on the same means must pick 0.3 from the grid (a wrong criterion picks another).
+        let (n, g) = (600, 40);
+        let means: Vec<f32> = (0..n * g)
+            .map(|k| 0.1 + 3.0 * ((k % g) as f32 / g as f32))
+            .collect();
+        let recon = DenseMatrix::from_vec(n, g, means).unwrap();
+        let truth = CountObservation {
+            size_factors: vec![5.0],
+            dispersion: 0.3,
+            zero_fraction_real: f64::NAN,
+            zero_fraction_model: f64::NAN,
+        };
+        let mut real = recon.clone();
+        truth.sample(&mut real, 11);
+        let mut fitted = CountObservation::from_training(&Matrix::Dense(real.clone())).unwrap();
+        fitted.fit_dispersion(&real, &recon, 5);
+        assert_eq!(fitted.dispersion, 0.3);
+        assert!((fitted.zero_fraction_model - fitted.zero_fraction_real).abs() < 0.02);
     }
 }
