@@ -55,7 +55,7 @@ pub enum Command {
     /// Compare generated cells to real cells (RF/kNN AUC, MMD, correlations).
     Evaluate(evaluate::EvaluateArgs),
     /// Whole pipeline on the embedded pbmc68k_reduced demo data, with a comparison table.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Throughput benchmark on a seeded synthetic matrix.
     Bench(bench::BenchArgs),
 }
@@ -437,7 +437,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed(a, cli.device, quiet),
         Command::Preprocess(a) => preprocess(a, quiet),
         Command::Evaluate(a) => evaluate::run(a, quiet),
-        Command::Demo(a) => demo::run(a, cli.device, quiet, threads),
+        Command::Demo(a) => demo::run(*a, cli.device, quiet, threads),
         Command::Bench(a) => bench::run(a, cli.device, quiet, threads),
     }
 }
