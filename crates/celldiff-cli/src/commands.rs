@@ -22,6 +22,8 @@ use crate::progress::Bars;
 mod bench;
 mod demo;
 mod evaluate;
+mod interpolate;
+mod perturb;
 
 /// celldiff: generative models of single-cell RNA-seq (scVAEDer, SCLD, DiffVAE).
 ///
@@ -58,6 +60,14 @@ pub enum Command {
     Demo(Box<demo::DemoArgs>),
     /// Throughput benchmark on a seeded synthetic matrix.
     Bench(bench::BenchArgs),
+    /// Interpolate between two cell states in the diffusion prior (scVAEDer).
+    Interpolate(Box<interpolate::InterpolateArgs>),
+    /// Gene velocity along an interpolation: rank genes by their change per λ step.
+    Velocity(interpolate::VelocityArgs),
+    /// Predict a perturbation response by latent arithmetic (scGen / scVAEDer).
+    Perturb(Box<perturb::PerturbArgs>),
+    /// R² of predicted vs real stimulated cells (scGen reg_mean_plot / reg_var_plot).
+    EvaluatePerturbation(perturb::EvaluatePerturbationArgs),
 }
 
 /// Input selection shared by commands that read a dataset.
@@ -251,6 +261,10 @@ pub struct ModelArgs {
     /// EMA decay of the denoiser weights.
     #[arg(long, default_value_t = 0.999)]
     pub ema_decay: f64,
+    /// Skip the count observation model (generated cells are then decoder means); saves
+    /// its fit when the run is only used for interpolation or perturbation analyses.
+    #[arg(long)]
+    pub no_observation: bool,
 }
 
 impl ModelArgs {
@@ -274,6 +288,7 @@ impl ModelArgs {
             diffusion_epochs: self.epochs_diffusion,
             labels_key,
             seed,
+            fit_observation: !self.no_observation,
             ..TrainSpec::default()
         };
         spec.vae_train.batch_size = self.batch_size_vae;
@@ -296,19 +311,41 @@ impl ModelArgs {
     }
 }
 
-/// Keeps the cells that do not match every `KEY=VALUE` of `expr`.
-pub fn apply_exclude(adata: AnnData, expr: &str) -> Result<AnnData> {
+/// Whether each cell matches every `KEY=VALUE` of `expr` (`flag` names the option in errors).
+pub fn matches_all(adata: &AnnData, expr: &str, flag: &str) -> Result<Vec<bool>> {
     let mut conds = Vec::new();
     for part in expr.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = part
             .split_once('=')
-            .with_context(|| format!("--exclude: `{part}` is not KEY=VALUE"))?;
-        let labels = adata.obs_column(k.trim())?.labels();
+            .with_context(|| format!("{flag}: `{part}` is not KEY=VALUE"))?;
+        let labels = adata
+            .obs_column(k.trim())
+            .with_context(|| format!("{flag} `{expr}`"))?
+            .labels();
         conds.push((labels, v.trim().to_string()));
     }
-    let keep: Vec<usize> = (0..adata.n_obs())
-        .filter(|&i| !conds.iter().all(|(l, v)| &l[i] == v))
-        .collect();
+    if conds.is_empty() {
+        bail!("{flag}: empty expression (expected KEY=VALUE[,KEY=VALUE...])");
+    }
+    Ok((0..adata.n_obs())
+        .map(|i| conds.iter().all(|(l, v)| &l[i] == v))
+        .collect())
+}
+
+/// Keeps the cells that match every `KEY=VALUE` of `expr`.
+pub fn select_where(adata: AnnData, expr: &str, flag: &str) -> Result<AnnData> {
+    let m = matches_all(&adata, expr, flag)?;
+    let keep: Vec<usize> = (0..adata.n_obs()).filter(|&i| m[i]).collect();
+    if keep.is_empty() {
+        bail!("{flag} `{expr}` matches no cell");
+    }
+    Ok(adata.select_obs(&keep))
+}
+
+/// Keeps the cells that do not match every `KEY=VALUE` of `expr`.
+pub fn apply_exclude(adata: AnnData, expr: &str) -> Result<AnnData> {
+    let m = matches_all(&adata, expr, "--exclude")?;
+    let keep: Vec<usize> = (0..adata.n_obs()).filter(|&i| !m[i]).collect();
     if keep.is_empty() {
         bail!("--exclude `{expr}` removes every cell");
     }
@@ -357,13 +394,18 @@ pub struct GenerateArgs {
     pub force: bool,
 }
 
+/// Parses `--sampler`.
+pub fn parse_sampler(s: &str) -> Result<SamplerKind> {
+    match s {
+        "ddpm" => Ok(SamplerKind::Ddpm),
+        "ddim" => Ok(SamplerKind::Ddim),
+        s => bail!("--sampler: unknown sampler `{s}` (expected ddpm or ddim)"),
+    }
+}
+
 impl GenerateArgs {
     pub fn options(&self) -> Result<GenerateOptions> {
-        let sampler = match self.sampler.as_str() {
-            "ddpm" => SamplerKind::Ddpm,
-            "ddim" => SamplerKind::Ddim,
-            s => bail!("--sampler: unknown sampler `{s}` (expected ddpm or ddim)"),
-        };
+        let sampler = parse_sampler(&self.sampler)?;
         let prior = match self.prior.as_str() {
             "diffusion" => Prior::Diffusion,
             "vae" => Prior::Vae,
@@ -439,6 +481,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate::run(a, quiet),
         Command::Demo(a) => demo::run(*a, cli.device, quiet, threads),
         Command::Bench(a) => bench::run(a, cli.device, quiet, threads),
+        Command::Interpolate(a) => interpolate::run_interpolate(*a, cli.device, quiet),
+        Command::Velocity(a) => interpolate::run_velocity(a, quiet),
+        Command::Perturb(a) => perturb::run_perturb(*a, cli.device, quiet),
+        Command::EvaluatePerturbation(a) => perturb::run_evaluate(a, quiet),
     }
 }
 
@@ -471,6 +517,7 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
         path: a.data.data.display().to_string(),
         layer: a.data.layer.clone(),
         use_raw: a.data.use_raw,
+        exclude: a.exclude.clone(),
     };
     let start = Instant::now();
     let run = scvaeder::fit(&adata, &spec, &source, &device, &mut bars)?;

@@ -20,6 +20,8 @@
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`]: throughput benchmarks (`celldiff bench`).
+//! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
+//! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
 pub mod data;
 pub mod error;
@@ -28,11 +30,13 @@ pub mod metrics;
 pub mod pca;
 pub mod preprocess;
 
+pub mod analysis;
 pub mod backend;
 pub mod bench;
 pub mod models;
 pub mod observation;
 pub mod pipeline;
+pub mod plot;
 pub mod run;
 pub mod schedulers;
 pub mod scvaeder;

@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub layer: Option<String>,
     /// Whether `raw/X` was used.
     pub use_raw: bool,
+    /// Cells excluded from training (`celldiff train --exclude`), if any.
+    #[serde(default)]
+    pub exclude: Option<String>,
     /// `obs` column with labels, if given (its categories are in `labels`).
     pub labels_key: Option<String>,
     /// Label categories of `labels_key`.

@@ -33,6 +33,9 @@ pub struct DataSource {
     pub layer: Option<String>,
     /// `--use-raw`.
     pub use_raw: bool,
+    /// `--exclude` expression of the cells left out of training (e.g. the held-out
+    /// stimulated cells of a perturbation task).
+    pub exclude: Option<String>,
 }
 
 /// Everything `celldiff train` needs besides the data.
@@ -66,6 +69,9 @@ pub struct TrainSpec {
     pub labels_key: Option<String>,
     /// Global seed (the stage seeds are derived from it).
     pub seed: u64,
+    /// Fit the count observation model (when the model's space is log1p counts); analyses
+    /// that only use decoder means (perturbation, interpolation) can skip it.
+    pub fit_observation: bool,
 }
 
 impl Default for TrainSpec {
@@ -85,6 +91,7 @@ impl Default for TrainSpec {
             schedule: ScheduleConfig::default(),
             labels_key: None,
             seed: 0,
+            fit_observation: true,
         }
     }
 }
@@ -148,7 +155,11 @@ pub fn fit(
     seconds.insert("vae".into(), t1.elapsed().as_secs_f64().into());
     let mu = encode_mean(&vae, &x, device)?;
     let t_obs = Instant::now();
-    let observation = fit_observation(&fitted, &x, &mu, &vae, spec.seed, device)?;
+    let observation = if spec.fit_observation {
+        fit_observation(&fitted, &x, &mu, &vae, spec.seed, device)?
+    } else {
+        None
+    };
     seconds.insert("observation".into(), t_obs.elapsed().as_secs_f64().into());
     let latent = LatentStats::fit(&mu);
     let z0 = latent.standardize(&mu);
@@ -173,6 +184,7 @@ pub fn fit(
         data: source.path.clone(),
         layer: source.layer.clone(),
         use_raw: source.use_raw,
+        exclude: source.exclude.clone(),
         labels_key: spec.labels_key.clone(),
         labels,
         n_cells: n,

@@ -2,6 +2,7 @@
 //! data and the shared datasets, and every bad-input case of the first issue (named error,
 //! exit code 2, no output file left behind).
 
+mod analysis;
 mod bad_input;
 mod cli;
 mod common;

@@ -1434,6 +1434,7 @@ pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     static WRITE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(

@@ -53,6 +53,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use stats::average_ranks;
 pub use stats::{pearson, roc_auc, spearman};
 
 use crate::data::DenseMatrix;

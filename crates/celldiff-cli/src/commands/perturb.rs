@@ -1,0 +1,372 @@
+//! `celldiff perturb` and `celldiff evaluate-perturbation` (scGen-style latent arithmetic in
+//! the VAE or the diffusion space; scGen's R² metrics and violin plots).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use celldiff::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
+use celldiff::backend::DeviceChoice;
+use celldiff::data::{AnnData, DenseMatrix};
+use celldiff::io;
+use celldiff::plot;
+use celldiff::run::check_overwrite;
+
+use super::interpolate::sibling;
+use super::{DataArgs, device, load_run, parse_sampler, select_where, write_atomic};
+use crate::progress::Bars;
+
+/// Genes of the paper's Fig. 4c.
+const DEFAULT_VIOLIN_GENES: &str = "ISG15,ISG20,FGL2,ANXA5";
+
+#[derive(Args, Debug)]
+pub struct PerturbArgs {
+    /// Run directory (trained without the target's stimulated cells: `celldiff train
+    /// --exclude "cell_type=CD4T,condition=stimulated"`).
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// obs column of the condition.
+    #[arg(long, default_value = "condition")]
+    pub condition_key: String,
+    /// Control value of --condition-key.
+    #[arg(long, default_value = "control")]
+    pub control: String,
+    /// Stimulated value of --condition-key.
+    #[arg(long, default_value = "stimulated")]
+    pub stimulated: String,
+    /// obs column of the cell type.
+    #[arg(long, default_value = "cell_type")]
+    pub celltype_key: String,
+    /// Cell type whose stimulated response is predicted from its control cells.
+    #[arg(long)]
+    pub predict: String,
+    /// vae (scGen: δ in the VAE latent) or diffusion (scVAEDer: δ in the diffusion prior).
+    #[arg(long, default_value = "diffusion")]
+    pub space: String,
+    /// K of the diffusion space (1..=T; default T).
+    #[arg(long)]
+    pub t_start: Option<usize>,
+    /// How cells reach K: ddim (deterministic inversion) or forward (stochastic q(z_K|z_0)).
+    #[arg(long, default_value = "ddim")]
+    pub encode: String,
+    /// Reverse sampler of the diffusion space: ddim or ddpm.
+    #[arg(long, default_value = "ddim")]
+    pub sampler: String,
+    /// Sampler steps (default: 50 for ddim, T for ddpm).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Cap on the cells drawn per condition for δ (default: scGen's balanced count).
+    #[arg(long)]
+    pub max_delta_cells: Option<usize>,
+    /// Do not clip x̂₀ to the training latents' range.
+    #[arg(long)]
+    pub no_clip: bool,
+    /// Genes of the violin plot (when the data hold the target's real stimulated cells).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_VIOLIN_GENES)]
+    pub genes: Vec<String>,
+    /// Top DEGs of the R² metrics.
+    #[arg(long, default_value_t = 100)]
+    pub n_top: usize,
+    /// Seed of the balancing draws and any noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output .h5ad of predicted cells (with real stimulated cells of the target in the data,
+    /// also <stem>_metrics.json and <stem>_violin.png).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    let metrics_json = sibling(&a.out, "_metrics.json");
+    let violin_png = sibling(&a.out, "_violin.png");
+    for p in [&a.out, &metrics_json, &violin_png] {
+        check_overwrite(p, a.force)?;
+    }
+    let space: Space = a.space.parse()?;
+    let opts = PerturbOptions {
+        condition_key: a.condition_key.clone(),
+        control: a.control.clone(),
+        stimulated: a.stimulated.clone(),
+        celltype_key: a.celltype_key.clone(),
+        predict: a.predict.clone(),
+        space,
+        t_start: a.t_start,
+        encoding: a.encode.parse()?,
+        sampler: parse_sampler(&a.sampler)?,
+        steps: a.steps,
+        eta: 0.0,
+        clip_x0: !a.no_clip,
+        max_delta_cells: a.max_delta_cells,
+        seed: a.seed,
+    };
+    let device = device(dev)?;
+    let run = load_run(&a.run, &device)?;
+    let bars = Bars::new(quiet);
+    let excluded = run.config.exclude.as_deref().is_some_and(|e| {
+        e.contains(&format!("{}={}", a.celltype_key, a.predict))
+            && e.contains(&format!("{}={}", a.condition_key, a.stimulated))
+    });
+    if !excluded {
+        bars.println(format!(
+            "warning: run {} was not trained with --exclude \"{}={},{}={}\": the model may have \
+             seen the cells it predicts",
+            a.run.display(),
+            a.celltype_key,
+            a.predict,
+            a.condition_key,
+            a.stimulated
+        ));
+    }
+    let adata = a.data.read()?;
+    let start = Instant::now();
+    let mut pred = perturb::predict(&run, &adata, &opts, &device).with_context(|| {
+        format!(
+            "predicting `{}` of {} in {}",
+            a.stimulated,
+            a.predict,
+            a.data.data.display()
+        )
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    let metrics = if pred.real_stimulated.n_rows >= 2 {
+        let m = perturb::evaluate_perturbation(
+            &pred.control,
+            &pred.real_stimulated,
+            &pred.adata.x.to_dense(),
+            &pred.adata.var_names,
+            a.n_top,
+        )?;
+        Some(m)
+    } else {
+        None
+    };
+    if let Some(serde_json::Value::Object(u)) = pred.adata.uns.get_mut("celldiff_perturbation") {
+        u.insert("seconds".into(), secs.into());
+        if let Some(m) = &metrics {
+            u.insert("metrics".into(), serde_json::to_value(m)?);
+        }
+    }
+    io::write_h5ad(&a.out, &pred.adata)?;
+    bars.println(format!(
+        "predicted {} `{}` cells of {} in the {} space{} (δ from {} cells per condition, \
+         ‖δ‖ = {:.3}) in {secs:.1}s; wrote {}",
+        pred.adata.n_obs(),
+        a.stimulated,
+        a.predict,
+        a.space,
+        pred.timestep
+            .map(|t| format!(" at timestep {t}"))
+            .unwrap_or_default(),
+        pred.n_delta_cells,
+        pred.delta_norm,
+        a.out.display()
+    ));
+    if let Some(m) = &metrics {
+        let mut json = serde_json::to_value(m)?;
+        if let serde_json::Value::Object(o) = &mut json {
+            o.insert("cell_type".into(), a.predict.clone().into());
+            o.insert("space".into(), a.space.clone().into());
+            o.insert("seconds".into(), secs.into());
+            o.insert("n_control".into(), pred.control.n_rows.into());
+            o.insert(
+                "n_real_stimulated".into(),
+                pred.real_stimulated.n_rows.into(),
+            );
+        }
+        write_atomic(&metrics_json, &serde_json::to_string_pretty(&json)?)?;
+        violins(
+            &violin_png,
+            &format!(
+                "{}: control / real {} / predicted ({})",
+                a.predict, a.stimulated, a.space
+            ),
+            &a.genes,
+            &pred.adata.var_names,
+            [
+                ("control", &pred.control),
+                ("real", &pred.real_stimulated),
+                ("predicted", &pred.adata.x.to_dense()),
+            ],
+        )?;
+        print_metrics(&bars, m, a.n_top);
+        bars.println(format!(
+            "wrote {}, {}",
+            metrics_json.display(),
+            violin_png.display()
+        ));
+    }
+    Ok(())
+}
+
+fn print_metrics(bars: &Bars, m: &PerturbationMetrics, n_top: usize) {
+    bars.println(format!(
+        "R² means: all {} genes {:.4}, top-{n_top} DEGs {:.4} (control baseline {:.4}); \
+         R² variances: all {:.4}, top-{n_top} {:.4}",
+        m.n_genes, m.r2_mean_all, m.r2_mean_top, m.r2_mean_top_control, m.r2_var_all, m.r2_var_top
+    ));
+}
+
+/// Violin PNG of `genes` (those present in `var_names`) for the three groups.
+fn violins(
+    path: &Path,
+    title: &str,
+    genes: &[String],
+    var_names: &[String],
+    groups: [(&str, &DenseMatrix); 3],
+) -> Result<()> {
+    let panels: Vec<plot::ViolinPanel> = genes
+        .iter()
+        .filter_map(|g| var_names.iter().position(|v| v == g).map(|j| (g, j)))
+        .map(|(g, j)| {
+            let cols = groups
+                .iter()
+                .map(|(name, m)| {
+                    (
+                        name.to_string(),
+                        (0..m.n_rows).map(|i| m.row(i)[j] as f64).collect(),
+                    )
+                })
+                .collect();
+            (g.clone(), cols)
+        })
+        .collect();
+    if panels.is_empty() {
+        bail!(
+            "--genes: none of {} is among the {} genes compared",
+            genes.join(", "),
+            var_names.len()
+        );
+    }
+    plot::violin_plot(path, title, &panels)?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluatePerturbationArgs {
+    /// Real stimulated cells of the target type (.h5ad / 10x folder).
+    #[arg(long)]
+    pub real_stim: PathBuf,
+    /// Keep only the cells of --real-stim matching KEY=VALUE[,KEY=VALUE...].
+    #[arg(long)]
+    pub real_stim_where: Option<String>,
+    /// Predicted stimulated cells (`celldiff perturb` output).
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// Control cells of the target type.
+    #[arg(long)]
+    pub control: PathBuf,
+    /// Keep only the cells of --control matching KEY=VALUE[,KEY=VALUE...].
+    #[arg(long)]
+    pub control_where: Option<String>,
+    /// Apply this run's preprocessing to --real-stim and --control (when they are not yet in
+    /// the model's expression space, e.g. raw counts).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Top DEGs (Wilcoxon, real stimulated vs control).
+    #[arg(long, default_value_t = 100)]
+    pub n_top: usize,
+    /// Genes of the violin plot.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_VIOLIN_GENES)]
+    pub genes: Vec<String>,
+    /// Output prefix: <PREFIX>_metrics.json and <PREFIX>_violin.png (default: <pred stem>_eval
+    /// beside --pred).
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `m`'s columns in the order of `genes` (matched by name).
+fn columns_of(m: &AnnData, genes: &[String], what: &Path) -> Result<DenseMatrix> {
+    let pos: std::collections::HashMap<&str, usize> = m
+        .var_names
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_str(), i))
+        .collect();
+    let mut idx = Vec::with_capacity(genes.len());
+    let mut missing = Vec::new();
+    for g in genes {
+        match pos.get(g.as_str()) {
+            Some(&i) => idx.push(i),
+            None => missing.push(g.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}: field `var_names`: {} of the {} predicted genes are missing (first: {})",
+            what.display(),
+            missing.len(),
+            genes.len(),
+            missing[..missing.len().min(5)].join(", ")
+        );
+    }
+    Ok(m.x.to_dense().select_cols(&idx))
+}
+
+pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
+    let prefix = a.out.clone().unwrap_or_else(|| sibling(&a.pred, "_eval"));
+    let metrics_json = sibling(&prefix.with_extension("h5ad"), "_metrics.json");
+    let violin_png = sibling(&prefix.with_extension("h5ad"), "_violin.png");
+    for p in [&metrics_json, &violin_png] {
+        check_overwrite(p, a.force)?;
+    }
+    let read = |p: &Path| -> Result<AnnData> { Ok(io::read(p, &io::ReadOptions::default())?) };
+    let pred = read(&a.pred)?;
+    let mut real = read(&a.real_stim)?;
+    let mut ctrl = read(&a.control)?;
+    if let Some(w) = &a.real_stim_where {
+        real = select_where(real, w, "--real-stim-where")?;
+    }
+    if let Some(w) = &a.control_where {
+        ctrl = select_where(ctrl, w, "--control-where")?;
+    }
+    if let Some(r) = &a.run {
+        let run = load_run(r, &device(DeviceChoice::Cpu)?)?;
+        real = run
+            .preprocess
+            .transform(&real)
+            .with_context(|| format!("preprocessing {}", a.real_stim.display()))?;
+        ctrl = run
+            .preprocess
+            .transform(&ctrl)
+            .with_context(|| format!("preprocessing {}", a.control.display()))?;
+    }
+    let genes = pred.var_names.clone();
+    let real_x = columns_of(&real, &genes, &a.real_stim)?;
+    let ctrl_x = columns_of(&ctrl, &genes, &a.control)?;
+    let pred_x = pred.x.to_dense();
+    let m = perturb::evaluate_perturbation(&ctrl_x, &real_x, &pred_x, &genes, a.n_top)?;
+    let bars = Bars::new(quiet);
+    write_atomic(&metrics_json, &serde_json::to_string_pretty(&m)?)?;
+    violins(
+        &violin_png,
+        "control / real stimulated / predicted",
+        &a.genes,
+        &genes,
+        [
+            ("control", &ctrl_x),
+            ("real", &real_x),
+            ("predicted", &pred_x),
+        ],
+    )?;
+    print_metrics(&bars, &m, a.n_top);
+    println!(
+        "{{\"r2_mean_all\": {:.6}, \"r2_mean_top\": {:.6}, \"r2_var_all\": {:.6}, \"r2_var_top\": {:.6}}}",
+        m.r2_mean_all, m.r2_mean_top, m.r2_var_all, m.r2_var_top
+    );
+    bars.println(format!(
+        "wrote {}, {}",
+        metrics_json.display(),
+        violin_png.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! scVAEDer analyses on a trained run (Sadria & Layton, Genome Biology 2025): interpolation
+//! between cell states in the diffusion prior space, gene "velocity" along the path (master
+//! regulators), and perturbation prediction by latent arithmetic (vs scGen).
+//!
+//! - [`interpolate`]: `celldiff interpolate` (paper, Methods "Interpolation", approaches 1–2).
+//! - [`velocity`]: `celldiff velocity` (paper, "master regulators", Fig. 5e).
+//! - [`perturb`]: `celldiff perturb` and `celldiff evaluate-perturbation` (paper,
+//!   "predicts perturbation responses", Fig. 4; scGen, Lotfollahi et al. 2019).
+//! - [`de`]: Wilcoxon rank-sum scores of scanpy `tl.rank_genes_groups(method="wilcoxon")`.
+//!
+//! This module holds what they share: [`PriorSpace`], the map between the standardised VAE
+//! latent (t = 0) and the diffusion prior at timestep K, in both directions.
+
+pub mod de;
+pub mod interpolate;
+pub mod perturb;
+pub mod velocity;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{AnnData, DenseMatrix, Matrix};
+use crate::error::{Error, Result};
+use crate::pipeline::{ddim_invert, denoise_from};
+use crate::run::Run;
+use crate::schedulers::{ClipRange, DdimScheduler, DdpmScheduler, Scheduler};
+use crate::scvaeder::{SamplerKind, clip_range};
+use crate::train::{decode, encode_mean, to_tensor};
+
+/// How clean latents z₀ are mapped to the diffusion prior at timestep K.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The stochastic forward process q(z_K | z₀) = N(√ᾱ_K z₀, (1 − ᾱ_K) I) (Ho et al. 2020,
+    /// Eq. 4), one seeded ε per cell: the paper's approach.
+    Forward,
+    /// Deterministic DDIM inversion (Song et al. 2021, Eq. 12 run backwards with η = 0),
+    /// through the same timesteps the reverse sampler visits.
+    Ddim,
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "forward" => Ok(Encoding::Forward),
+            "ddim" | "inversion" => Ok(Encoding::Ddim),
+            _ => Err(Error::Param(format!(
+                "encoding must be forward or ddim, got `{s}`"
+            ))),
+        }
+    }
+}
+
+/// The noise of the reverse process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReverseNoise {
+    /// One noise row per step shared by every sample (the paper fixes stochasticity across
+    /// interpolation points for smoothness).
+    Shared,
+    /// Fresh noise for every sample.
+    Independent,
+}
+
+/// A run's diffusion prior space at timestep K: a reverse sampler whose visited timesteps
+/// start at K, and the matching DDIM inverter.
+///
+/// K is given as `t_start` ∈ 1..=T (T = the full prior, the paper's default); it is
+/// rounded down to the sampler's grid: the reverse process starts at the largest visited
+/// timestep index ≤ K − 1 (0-based timesteps, so K = T starts at t = T − 1).
+pub struct PriorSpace<'a> {
+    run: &'a Run,
+    sampler: Box<dyn Scheduler>,
+    inverter: DdimScheduler,
+    start: usize,
+    clip: Option<ClipRange>,
+    device: Device,
+}
+
+impl<'a> PriorSpace<'a> {
+    /// Builds the prior space of `run` at `t_start` (None = T) for `sampler` with `steps`
+    /// steps (None: T for DDPM, 50 for DDIM) and DDIM stochasticity `eta`.
+    ///
+    /// # Errors
+    /// [`Error::Param`] for `t_start` outside 1..=T, invalid step counts or η.
+    pub fn new(
+        run: &'a Run,
+        sampler: SamplerKind,
+        steps: Option<usize>,
+        eta: f64,
+        t_start: Option<usize>,
+        clip_x0: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let schedule = run.schedule()?;
+        let t_max = schedule.len();
+        let k = t_start.unwrap_or(t_max);
+        if k == 0 || k > t_max {
+            return Err(Error::Param(format!(
+                "--t-start must be in 1..={t_max} (T of the run), got {k}"
+            )));
+        }
+        let n_steps = match sampler {
+            SamplerKind::Ddpm => steps.unwrap_or(t_max),
+            SamplerKind::Ddim => steps.unwrap_or(50),
+        };
+        let sched: Box<dyn Scheduler> = match sampler {
+            SamplerKind::Ddpm => Box::new(DdpmScheduler::new(schedule.clone(), n_steps)?),
+            SamplerKind::Ddim => Box::new(DdimScheduler::new(schedule.clone(), n_steps, eta)?),
+        };
+        let inverter = DdimScheduler::new(schedule, n_steps, 0.0)?;
+        let ts = sched.timesteps();
+        let start = ts.iter().position(|&t| t < k).ok_or_else(|| {
+            Error::Param(format!(
+                "--t-start {k} is below the sampler's smallest timestep {}",
+                ts[ts.len() - 1] + 1
+            ))
+        })?;
+        Ok(Self {
+            run,
+            sampler: sched,
+            inverter,
+            start,
+            clip: clip_x0.then(|| clip_range(&run.latent, device)),
+            device: device.clone(),
+        })
+    }
+
+    /// The 0-based timestep the reverse process starts from (K − 1 rounded to the grid).
+    pub fn timestep(&self) -> usize {
+        self.sampler.timesteps()[self.start]
+    }
+
+    /// Number of reverse steps from [`PriorSpace::timestep`] to t = 0.
+    pub fn n_reverse_steps(&self) -> usize {
+        self.sampler.timesteps().len() - self.start
+    }
+
+    /// ᾱ at [`PriorSpace::timestep`].
+    pub fn alpha_cumprod(&self) -> Result<f64> {
+        Ok(self.run.schedule()?.alphas_cumprod[self.timestep()])
+    }
+
+    /// Maps standardised clean latents `z0` to timestep K.
+    ///
+    /// # Shapes
+    /// `z0`: `[n, n_latent]` (standardised, [`crate::train::LatentStats::standardize`]) →
+    /// `[n, n_latent]` at timestep K.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the schedule cannot be rebuilt.
+    pub fn encode(&self, z0: Tensor<2>, encoding: Encoding, seed: u64) -> Result<Tensor<2>> {
+        Ok(match encoding {
+            Encoding::Forward => {
+                let a = self.alpha_cumprod()?;
+                self.device.seed(seed);
+                let eps =
+                    Tensor::<2>::random(z0.dims(), Distribution::Normal(0.0, 1.0), &self.device);
+                z0.mul_scalar(a.sqrt())
+                    .add(eps.mul_scalar((1.0 - a).sqrt()))
+            }
+            Encoding::Ddim => ddim_invert(
+                &self.run.denoiser_ema,
+                &self.inverter,
+                z0,
+                self.n_reverse_steps(),
+                &self.device,
+            ),
+        })
+    }
+
+    /// Adds noise to timestep K with one ε row shared by all rows (interpolation approach 2:
+    /// every λ gets the same noise).
+    ///
+    /// # Shapes
+    /// `z0`: `[n, n_latent]` → `[n, n_latent]`
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the schedule cannot be rebuilt.
+    pub fn noise_shared(&self, z0: Tensor<2>, seed: u64) -> Result<Tensor<2>> {
+        let a = self.alpha_cumprod()?;
+        let [n, d] = z0.dims();
+        self.device.seed(seed);
+        let eps = Tensor::<2>::random([1, d], Distribution::Normal(0.0, 1.0), &self.device);
+        Ok(z0
+            .mul_scalar(a.sqrt())
+            .add(eps.expand([n, d]).mul_scalar((1.0 - a).sqrt())))
+    }
+
+    /// Runs the reverse process (EMA denoiser) from timestep K to t = 0.
+    ///
+    /// # Shapes
+    /// `zk`: `[n, n_latent]` at timestep K → `[n, n_latent]` standardised clean latents.
+    pub fn reverse(
+        &self,
+        zk: Tensor<2>,
+        noise: ReverseNoise,
+        seed: u64,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Tensor<2> {
+        let device = self.device.clone();
+        device.seed(seed);
+        let mut draw = |_: usize, shape: [usize; 2]| match noise {
+            ReverseNoise::Shared => {
+                Tensor::<2>::random([1, shape[1]], Distribution::Normal(0.0, 1.0), &device)
+                    .expand(shape)
+            }
+            ReverseNoise::Independent => {
+                Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+            }
+        };
+        let first = self.start;
+        let total = self.n_reverse_steps();
+        denoise_from(
+            &self.run.denoiser_ema,
+            self.sampler.as_ref(),
+            zk,
+            self.start,
+            self.clip.as_ref(),
+            &self.device,
+            &mut |i, _| on_step(i - first, total),
+            &mut draw,
+        )
+    }
+}
+
+/// Standardised posterior means of the rows of `x` (already in the model's expression space).
+///
+/// # Shapes
+/// `x`: `[n, n_genes]` → `[n, n_latent]`
+///
+/// # Errors
+/// [`Error::Internal`] if the backend fails.
+pub fn standardized_latents(run: &Run, x: &Matrix, device: &Device) -> Result<Tensor<2>> {
+    let mu = encode_mean(&run.vae, x, device)?;
+    Ok(to_tensor(&run.latent.standardize(&mu), device))
+}
+
+/// Decodes standardised latents to expression in the model's space (decoder means, floored
+/// at 0 when that space is non-negative).
+///
+/// # Shapes
+/// `z`: `[n, n_latent]` → `[n, n_genes]`
+///
+/// # Errors
+/// [`Error::Internal`] if the backend fails.
+pub fn decode_standardized(run: &Run, z: Tensor<2>) -> Result<DenseMatrix> {
+    let mut x = decode(&run.vae, run.latent.unstandardize(z))?;
+    if run.preprocess.output_nonnegative() {
+        for v in &mut x.data {
+            *v = v.max(0.0);
+        }
+    }
+    Ok(x)
+}
+
+/// Row indices of the cells whose `obs[key]` equals `value`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the key and listing its values when none match, or when
+/// the key is not an `obs` column.
+pub fn group_indices(adata: &AnnData, key: &str, value: &str) -> Result<Vec<usize>> {
+    let labels = adata.obs_column(key)?.labels();
+    let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == value).collect();
+    if idx.is_empty() {
+        let mut values = labels.clone();
+        values.sort();
+        values.dedup();
+        return Err(Error::InvalidInput(format!(
+            "obs['{key}'] has no cell equal to `{value}` (values: {})",
+            values.join(", ")
+        )));
+    }
+    Ok(idx)
+}
+
+/// Per-gene mean of the rows `idx` of `x`, length `n_genes`.
+pub fn mean_rows(x: &Matrix, idx: &[usize]) -> Vec<f64> {
+    let d = x.rows_dense(idx);
+    let mut m = vec![0.0f64; d.n_cols];
+    for i in 0..d.n_rows {
+        for (a, &v) in m.iter_mut().zip(d.row(i)) {
+            *a += v as f64;
+        }
+    }
+    let n = d.n_rows.max(1) as f64;
+    m.iter_mut().for_each(|v| *v /= n);
+    m
+}
+
+/// Column means of a `[n, d]` tensor as a `[1, d]` tensor.
+pub(crate) fn mean_row(z: Tensor<2>) -> Tensor<2> {
+    z.mean_dim(0)
+}
