@@ -69,6 +69,11 @@ pub struct InterpolateArgs {
     /// Genes whose expression along λ is plotted (default: the 10 that change most).
     #[arg(long, value_delimiter = ',')]
     pub genes: Vec<String>,
+    /// Forward-process draws per cell averaged into the group means (--encode forward; 1 =
+    /// the paper's single draw). With one draw the end points of a 50-cell group move with
+    /// the seed (docs/RESULTS.md); 16 draws make them seed-independent.
+    #[arg(long, default_value_t = 16)]
+    pub noise_draws: usize,
     /// Principal components of the manifold check.
     #[arg(long, default_value_t = 50)]
     pub n_pcs: usize,
@@ -115,6 +120,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
         path: a.path.parse()?,
         clip_x0: !a.no_clip,
         n_pcs: a.n_pcs,
+        noise_draws: a.noise_draws,
         seed: a.seed,
     };
     let device = device(dev)?;
@@ -173,7 +179,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
         serde_json::json!({
             "from": a.from, "to": a.to, "where": a.where_, "method": a.method,
             "encode": a.encode, "path": a.path, "sampler": a.sampler, "timestep": res.timestep,
-            "n_steps": a.n_steps, "spearman_from": res.spearman_from,
+            "n_steps": a.n_steps, "noise_draws": a.noise_draws, "spearman_from": res.spearman_from,
             "spearman_to": res.spearman_to, "n_outside": mf.n_outside,
             "interpolated_nn_max": mf.interpolated_nn_max, "real_nn_p99": mf.real_nn_p99,
             "real_nn_median": mf.real_nn_median, "seconds": secs,

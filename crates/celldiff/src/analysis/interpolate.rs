@@ -111,6 +111,11 @@ pub struct InterpolateOptions {
     pub clip_x0: bool,
     /// Principal components of the manifold check.
     pub n_pcs: usize,
+    /// Forward-process draws per cell averaged into the group means (approach 1 with
+    /// `Encoding::Forward`; 1 = the paper's single draw, default 16). The mean of n cells' forward noise has norm
+    /// ≈ √(d (1 − ᾱ_K) / n), comparable to the signal √ᾱ_K ‖z̄₀‖ for small groups, so the end
+    /// points of a 50-cell group move with the seed; more draws average it out.
+    pub noise_draws: usize,
     /// Seed of the forward noise and of the (shared) reverse noise.
     pub seed: u64,
 }
@@ -131,6 +136,7 @@ impl Default for InterpolateOptions {
             path: PathKind::Linear,
             clip_x0: true,
             n_pcs: 50,
+            noise_draws: 16,
             seed: 0,
         }
     }
@@ -288,9 +294,27 @@ pub fn interpolate(
     )?;
     let zk = match opts.method {
         Method::Prior => {
-            let qa = mean_row(space.encode(za, opts.encoding, opts.seed)?);
-            let qb = mean_row(space.encode(zb, opts.encoding, opts.seed ^ 0xb)?);
-            let (qa, qb) = (to_host(qa)?.data, to_host(qb)?.data);
+            // Group means of the codes at K; with the forward process, averaged over
+            // `noise_draws` independent draws per cell (1 = the paper).
+            let draws = match opts.encoding {
+                Encoding::Forward => opts.noise_draws.max(1),
+                Encoding::Ddim => 1,
+            };
+            let mut qa = mean_row(space.encode(za.clone(), opts.encoding, opts.seed)?);
+            let mut qb = mean_row(space.encode(zb.clone(), opts.encoding, opts.seed ^ 0xb)?);
+            for r in 1..draws as u64 {
+                let s = opts.seed.wrapping_add(r.wrapping_mul(0x9e37_79b9));
+                qa = qa.add(mean_row(space.encode(za.clone(), opts.encoding, s)?));
+                qb = qb.add(mean_row(space.encode(
+                    zb.clone(),
+                    opts.encoding,
+                    s ^ 0xb,
+                )?));
+            }
+            let (qa, qb) = (
+                to_host(qa.div_scalar(draws as f64))?.data,
+                to_host(qb.div_scalar(draws as f64))?.data,
+            );
             mix(&qa, &qb, &path_weights(&qa, &qb, &lam, opts.path), device)
         }
         Method::Latent => {

@@ -1395,7 +1395,8 @@ fn transpose_compressed(
 /// - [`Error::InvalidInput`]: inconsistent `adata` (names, columns, `obsm` or layers not
 ///   matching `X`'s shape, duplicate or reserved (`_index`) column names, keys containing `/`,
 ///   category codes out of range).
-/// - [`Error::Io`]: the directory is missing or not writable, the rename failed.
+/// - [`Error::Io`]: the directory cannot be created or is not writable, the rename failed
+///   (missing parent directories are created).
 /// - [`Error::Internal`]: the HDF5 encoder refused the data.
 pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
     validate_for_write(adata)?;
@@ -2252,9 +2253,13 @@ mod tests {
         a.uns.insert("a/b".into(), Value::from(1));
         assert!(matches!(write_h5ad(&p, &a), Err(Error::InvalidInput(_))));
         assert_eq!(std::fs::read(&p).unwrap(), b"previous");
-        let missing_dir = tmp.path().join("no/such/dir/out.h5ad");
+        // Missing parent directories are created; a parent that is a file is an I/O error.
+        let nested = tmp.path().join("new/dir/out.h5ad");
+        write_h5ad(&nested, &example(false)).unwrap();
+        assert!(nested.exists());
+        let under_file = p.join("out.h5ad");
         assert!(matches!(
-            write_h5ad(&missing_dir, &example(false)),
+            write_h5ad(&under_file, &example(false)),
             Err(Error::Io { .. })
         ));
     }
