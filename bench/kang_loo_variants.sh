@@ -8,11 +8,11 @@ OUT=${1:-runs/loo}
 for d in "$OUT"/*/; do
   ct=$(basename "$d")
   [ -f "$d/run/config.json" ] || continue
-  P="$B -q perturb --run $d/run --data $DATA --predict $ct --seed 0 --force"
-  $P --space diffusion --t-start 100 -o "$d/diffusion_k100.h5ad"
-  $P --space diffusion --t-start 50 -o "$d/diffusion_k50.h5ad"
-  $P --space diffusion --t-start 200 --max-delta-cells 100 -o "$d/diffusion_k200_delta100.h5ad"
-  $P --space vae --max-delta-cells 100 -o "$d/vae_delta100.h5ad"
+  P="$B -q perturb --run $d/run --data $DATA --predict $ct --force"
+  $P --space diffusion --t-start 100 --seed 0 -o "$d/diffusion_k100.h5ad"
+  $P --space diffusion --t-start 50 --seed 0 -o "$d/diffusion_k50.h5ad"
+  $P --space diffusion --t-start 200 --max-delta-cells 100 --seed 0 -o "$d/diffusion_k200_delta100.h5ad"
+  $P --space vae --max-delta-cells 100 --seed 0 -o "$d/vae_delta100.h5ad"
   for s in 1 2; do
     $P --space vae --seed $s -o "$d/vae_seed$s.h5ad"
     $P --space diffusion --t-start 200 --seed $s -o "$d/diffusion_k200_seed$s.h5ad"

@@ -59,3 +59,26 @@ def main(root):
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "runs/loo")
+
+
+def seeds_table(root):
+    """VAE space vs diffusion K=200 over seeds 0, 1, 2 (the balancing draws behind δ)."""
+    root = Path(root)
+    print("\nR² of means, top-100 DEGs, seeds 0 / 1 / 2 (mean):\n")
+    print("| cell type | VAE space (scGen) | diffusion K=200 |")
+    print("|---|---|---|")
+    for ct in sorted(p.name for p in root.iterdir() if (p / "vae_metrics.json").exists()):
+        cells = []
+        for stem in ["vae", "diffusion_k200"]:
+            files = [root / ct / f"{stem}_metrics.json"] + [
+                root / ct / f"{stem}_seed{s}_metrics.json" for s in (1, 2)]
+            if not all(f.exists() for f in files):
+                cells.append("–")
+                continue
+            v = [json.loads(f.read_text())["r2_mean_top"] for f in files]
+            cells.append(" / ".join(f"{x:.3f}" for x in v) + f" ({sum(v) / len(v):.3f})")
+        print(f"| {ct} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__" and len(sys.argv) > 1:
+    seeds_table(sys.argv[1])
