@@ -184,8 +184,13 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
         violins(
             &violin_png,
             &format!(
-                "{}: control / real {} / predicted ({})",
-                a.predict, a.stimulated, a.space
+                "{}: control / real {} / predicted ({}{})",
+                a.predict,
+                a.stimulated,
+                a.space,
+                pred.timestep
+                    .map(|t| format!(", from t = {t}"))
+                    .unwrap_or_default()
             ),
             &a.genes,
             &pred.adata.var_names,

@@ -7,6 +7,9 @@
 //! means q̂_A and q̂_B, interpolate q̂(λ) = (1 − λ) q̂_A + λ q̂_B at `n_steps` equidistant
 //! λ ∈ [0, 1] (or spherically, slerp, since a linear mix of Gaussian noise has a shrunken
 //! norm), run the reverse process from K with the **same noise for every λ**, and decode.
+//! With the forward process the group means average [`InterpolateOptions::noise_draws`]
+//! draws per cell (default 16; the paper's single draw leaves residual noise of norm
+//! ≈ √(d (1 − ᾱ_K) / n) in the mean of n cells, as large as the signal for n ≈ 60).
 //!
 //! **Approach 2 (`Method::Latent`).** Interpolate the group means of the VAE latents, add one
 //! shared noise draw to timestep K, reverse, decode.
