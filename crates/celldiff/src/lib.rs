@@ -19,7 +19,7 @@
 //! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
-//! - [`bench`]: throughput benchmarks (`celldiff bench`).
+//! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
 //! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
 //! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
