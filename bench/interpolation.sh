@@ -28,3 +28,14 @@ for ct in CD4T CD14+Mono B CD8T NK FCGR3A+Mono Dendritic; do
       -o "$O/kang_$ct$tag.h5ad" $extra
   done
 done
+# Seed study: one forward draw per cell (the paper) vs 16 on the smallest Kang groups.
+for s in 1 2 3; do
+  for ct in CD8T Dendritic FCGR3A+Mono; do
+    for d in 1 16; do
+      $B -q interpolate --run runs/kang_full --data $K --key condition --from control \
+        --to stimulated --where "cell_type=$ct" --noise-draws $d --seed $s --force \
+        -o "$O/kang_seeds_tmp.h5ad"
+    done
+  done
+done
+rm -f "$O"/kang_seeds_tmp*

@@ -672,6 +672,32 @@ pub fn eval_options(seed: u64) -> EvalOptions {
     }
 }
 
+/// The files a command with several outputs has written so far. Unless [`Written::keep`] is
+/// called at the end, they are removed again when this is dropped, so a command that fails
+/// half-way (e.g. its second PNG) leaves none of its outputs behind.
+#[derive(Default)]
+pub struct Written(Vec<PathBuf>);
+
+impl Written {
+    /// Records `path` as written.
+    pub fn push(&mut self, path: &Path) {
+        self.0.push(path.to_path_buf());
+    }
+
+    /// Keeps everything written (the command succeeded).
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Writes `text` to `path` atomically (temp file in the same directory, then rename).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

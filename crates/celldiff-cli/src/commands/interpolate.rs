@@ -15,7 +15,7 @@ use celldiff::io::{self, ReadOptions};
 use celldiff::plot::{self, Series};
 use celldiff::run::check_overwrite;
 
-use super::{DataArgs, device, load_run, parse_sampler, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
 use crate::progress::Bars;
 
 #[derive(Args, Debug)]
@@ -170,8 +170,10 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
         m.insert("genes_png".into(), genes_png.display().to_string().into());
         m.insert("plotted_genes".into(), genes.clone().into());
     }
+    let mut written = Written::default();
+    plot_interpolation(&res, &a, &genes, &corr_png, &genes_png, &mut written)?;
     io::write_h5ad(&a.out, &res.adata)?;
-    plot_interpolation(&res, &a, &genes, &corr_png, &genes_png)?;
+    written.keep();
     let mf = &res.manifold;
     // One JSON line on stdout for scripts (the human summary goes to stderr).
     println!(
@@ -179,7 +181,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
         serde_json::json!({
             "from": a.from, "to": a.to, "where": a.where_, "method": a.method,
             "encode": a.encode, "path": a.path, "sampler": a.sampler, "timestep": res.timestep,
-            "n_steps": a.n_steps, "noise_draws": a.noise_draws, "spearman_from": res.spearman_from,
+            "n_steps": a.n_steps, "noise_draws": a.noise_draws, "seed": a.seed, "spearman_from": res.spearman_from,
             "spearman_to": res.spearman_to, "n_outside": mf.n_outside,
             "interpolated_nn_max": mf.interpolated_nn_max, "real_nn_p99": mf.real_nn_p99,
             "real_nn_median": mf.real_nn_median, "seconds": secs,
@@ -239,6 +241,7 @@ fn plot_interpolation(
     genes: &[String],
     corr_png: &Path,
     genes_png: &Path,
+    written: &mut Written,
 ) -> Result<()> {
     plot::line_plot(
         corr_png,
@@ -257,6 +260,7 @@ fn plot_interpolation(
             },
         ],
     )?;
+    written.push(corr_png);
     let x = res.adata.x.to_dense();
     let rows: Vec<Vec<f64>> = genes
         .iter()
@@ -271,6 +275,7 @@ fn plot_interpolation(
         genes,
         &rows,
     )?;
+    written.push(genes_png);
     Ok(())
 }
 

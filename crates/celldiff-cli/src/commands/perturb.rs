@@ -15,7 +15,7 @@ use celldiff::plot;
 use celldiff::run::check_overwrite;
 
 use super::interpolate::sibling;
-use super::{DataArgs, device, load_run, parse_sampler, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
 use crate::progress::Bars;
 
 /// Genes of the paper's Fig. 4c.
@@ -153,34 +153,10 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
             u.insert("metrics".into(), serde_json::to_value(m)?);
         }
     }
-    io::write_h5ad(&a.out, &pred.adata)?;
-    bars.println(format!(
-        "predicted {} `{}` cells of {} in the {} space{} (δ from {} cells per condition, \
-         ‖δ‖ = {:.3}) in {secs:.1}s; wrote {}",
-        pred.adata.n_obs(),
-        a.stimulated,
-        a.predict,
-        a.space,
-        pred.timestep
-            .map(|t| format!(" at timestep {t}"))
-            .unwrap_or_default(),
-        pred.n_delta_cells,
-        pred.delta_norm,
-        a.out.display()
-    ));
+    // The violins first (they fail on --genes none of which the model has), then the
+    // metrics, then the predictions; all or nothing.
+    let mut written = Written::default();
     if let Some(m) = &metrics {
-        let mut json = serde_json::to_value(m)?;
-        if let serde_json::Value::Object(o) = &mut json {
-            o.insert("cell_type".into(), a.predict.clone().into());
-            o.insert("space".into(), a.space.clone().into());
-            o.insert("seconds".into(), secs.into());
-            o.insert("n_control".into(), pred.control.n_rows.into());
-            o.insert(
-                "n_real_stimulated".into(),
-                pred.real_stimulated.n_rows.into(),
-            );
-        }
-        write_atomic(&metrics_json, &serde_json::to_string_pretty(&json)?)?;
         violins(
             &violin_png,
             &format!(
@@ -200,6 +176,38 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
                 ("predicted", &pred.adata.x.to_dense()),
             ],
         )?;
+        written.push(&violin_png);
+        let mut json = serde_json::to_value(m)?;
+        if let serde_json::Value::Object(o) = &mut json {
+            o.insert("cell_type".into(), a.predict.clone().into());
+            o.insert("space".into(), a.space.clone().into());
+            o.insert("seconds".into(), secs.into());
+            o.insert("n_control".into(), pred.control.n_rows.into());
+            o.insert(
+                "n_real_stimulated".into(),
+                pred.real_stimulated.n_rows.into(),
+            );
+        }
+        write_atomic(&metrics_json, &serde_json::to_string_pretty(&json)?)?;
+        written.push(&metrics_json);
+    }
+    io::write_h5ad(&a.out, &pred.adata)?;
+    written.keep();
+    bars.println(format!(
+        "predicted {} `{}` cells of {} in the {} space{} (δ from {} cells per condition, \
+         ‖δ‖ = {:.3}) in {secs:.1}s; wrote {}",
+        pred.adata.n_obs(),
+        a.stimulated,
+        a.predict,
+        a.space,
+        pred.timestep
+            .map(|t| format!(" at timestep {t}"))
+            .unwrap_or_default(),
+        pred.n_delta_cells,
+        pred.delta_norm,
+        a.out.display()
+    ));
+    if let Some(m) = &metrics {
         print_metrics(&bars, m, a.n_top);
         bars.println(format!(
             "wrote {}, {}",
@@ -351,7 +359,7 @@ pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
     let pred_x = pred.x.to_dense();
     let m = perturb::evaluate_perturbation(&ctrl_x, &real_x, &pred_x, &genes, a.n_top)?;
     let bars = Bars::new(quiet);
-    write_atomic(&metrics_json, &serde_json::to_string_pretty(&m)?)?;
+    let mut written = Written::default();
     violins(
         &violin_png,
         "control / real stimulated / predicted",
@@ -363,6 +371,9 @@ pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
             ("predicted", &pred_x),
         ],
     )?;
+    written.push(&violin_png);
+    write_atomic(&metrics_json, &serde_json::to_string_pretty(&m)?)?;
+    written.keep();
     print_metrics(&bars, &m, a.n_top);
     println!(
         "{{\"r2_mean_all\": {:.6}, \"r2_mean_top\": {:.6}, \"r2_var_all\": {:.6}, \"r2_var_top\": {:.6}}}",

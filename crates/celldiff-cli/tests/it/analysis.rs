@@ -418,4 +418,30 @@ fn analyses_reject_bad_input_with_named_fields() {
         &["cell_type", "Macrophage", "CD4T"],
     );
     assert!(!out.exists());
+    // Violin genes the model does not have: the error comes after the prediction, and none of
+    // the three outputs (h5ad, metrics, violins) may be left behind.
+    assert_bad_input(
+        &celldiff([
+            "perturb",
+            "--run",
+            kang_run().to_str().unwrap(),
+            "--data",
+            kang.to_str().unwrap(),
+            "--predict",
+            "CD4T",
+            "--space",
+            "vae",
+            "--genes",
+            "NOTAGENE1,NOTAGENE2",
+            "-o",
+            o,
+        ]),
+        &["--genes", "NOTAGENE1"],
+    );
+    let dir = out.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "outputs left behind: {left:?}");
 }
