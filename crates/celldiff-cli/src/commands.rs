@@ -20,10 +20,13 @@ use celldiff::scvaeder::{
 use crate::progress::Bars;
 
 mod bench;
+mod cluster;
 mod demo;
 mod evaluate;
 mod interpolate;
 mod perturb;
+mod scld;
+mod scld_bench;
 
 /// celldiff: generative models of single-cell RNA-seq (scVAEDer, SCLD, DiffVAE).
 ///
@@ -68,6 +71,10 @@ pub enum Command {
     Perturb(Box<perturb::PerturbArgs>),
     /// R² of predicted vs real stimulated cells (scGen reg_mean_plot / reg_var_plot).
     EvaluatePerturbation(perturb::EvaluatePerturbationArgs),
+    /// SCLD results on one dataset: holistic and per-cluster AUC/MMD, ω sweep, UMAP figure.
+    ScldBench(Box<scld_bench::ScldBenchArgs>),
+    /// Cluster cells (scanpy pp + neighbors + Leiden/Louvain, optional UMAP): obs['leiden'].
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Input selection shared by commands that read a dataset.
@@ -177,6 +184,8 @@ pub struct TrainArgs {
     pub exclude: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub scld: scld::ScldTrainArgs,
     /// Seed of every random step.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -193,7 +202,8 @@ pub struct TrainArgs {
 pub struct ModelArgs {
     #[command(flatten)]
     pub pp: PreprocessFlags,
-    /// Model family.
+    /// Model family: scvaeder (VAE + latent DDPM) or scld (autoencoder + conditional latent
+    /// diffusion with pre- and post-guidance; `train` only).
     #[arg(long, default_value = "scvaeder")]
     pub model: String,
     /// VAE epochs (default: ~150k cell passes, 30–300, with early stopping on a 10% validation
@@ -270,12 +280,17 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The [`TrainSpec`] these flags describe.
     pub fn spec(&self, labels_key: Option<String>, seed: u64) -> Result<TrainSpec> {
-        if self.model != "scvaeder" {
-            bail!(
-                "--model: `{}` is not available yet (expected scvaeder)",
-                self.model
-            );
+        match self.model.as_str() {
+            "scvaeder" => self.spec_unchecked(labels_key, seed),
+            "scld" => bail!(
+                "--model scld: this command only handles scvaeder; use `celldiff train --model scld`"
+            ),
+            m => bail!("--model: unknown model `{m}` (expected scvaeder or scld)"),
         }
+    }
+
+    /// The [`TrainSpec`] of the shared flags, whatever `--model` says (SCLD reuses it).
+    pub fn spec_unchecked(&self, labels_key: Option<String>, seed: u64) -> Result<TrainSpec> {
         let mut spec = TrainSpec {
             preprocess: self.pp.config(Some(2000), true)?,
             hidden: self.hidden.clone(),
@@ -386,6 +401,8 @@ pub struct GenerateArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub scld: scld::ScldGenerateArgs,
     /// Output .h5ad.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
@@ -485,10 +502,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Velocity(a) => interpolate::run_velocity(a, quiet),
         Command::Perturb(a) => perturb::run_perturb(*a, cli.device, quiet),
         Command::EvaluatePerturbation(a) => perturb::run_evaluate(a, quiet),
+        Command::ScldBench(a) => scld_bench::run(*a, cli.device, quiet),
+        Command::Cluster(a) => cluster::run(a, quiet),
     }
 }
 
 fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
+    if a.model.model == "scld" {
+        return scld::train(a, dev, quiet, threads);
+    }
+    if a.scld.condition_key.is_some() || a.scld.leiden_resolution.is_some() {
+        bail!("--condition-key / --leiden-resolution need --model scld");
+    }
     check_overwrite(&a.out, a.force)?;
     let spec = a.model.spec(a.labels_key.clone(), a.seed)?;
     let device = device(dev)?;
@@ -568,6 +593,16 @@ pub fn load_run(path: &Path, device: &celldiff::Device) -> Result<Run> {
 }
 
 fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    if scld::is_scld_run(&a.run) {
+        return scld::generate(a, dev, quiet);
+    }
+    if a.scld.any() {
+        bail!(
+            "--condition, --condition-mix, --guidance and --post-guidance need an SCLD run \
+             (`celldiff train --model scld`); {} is not one",
+            a.run.display()
+        );
+    }
     check_overwrite(&a.out, a.force)?;
     let opts = a.options()?;
     let device = device(dev)?;

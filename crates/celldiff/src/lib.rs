@@ -30,6 +30,10 @@ pub mod metrics;
 pub mod pca;
 pub mod preprocess;
 
+pub mod cluster;
+pub mod neighbors;
+pub mod umap;
+
 pub mod analysis;
 pub mod backend;
 pub mod bench;
@@ -39,6 +43,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod run;
 pub mod schedulers;
+pub mod scld;
 pub mod scvaeder;
 pub mod train;
 

@@ -46,20 +46,41 @@ pub fn sample_latents(
 pub fn denoise_from(
     denoiser: &Denoiser,
     scheduler: &dyn Scheduler,
-    mut x: Tensor<2>,
+    x: Tensor<2>,
     start: usize,
     clip: Option<&ClipRange>,
     device: &Device,
     on_step: &mut dyn FnMut(usize, usize),
     noise: &mut dyn FnMut(usize, [usize; 2]) -> Tensor<2>,
 ) -> Tensor<2> {
+    let mut eps_fn =
+        |x: Tensor<2>, t: usize| denoiser.forward(x, denoiser.embed_timesteps(&[t], device));
+    denoise_loop(&mut eps_fn, scheduler, x, start, clip, on_step, noise)
+}
+
+/// The one denoising loop every sampler runs: for each step index `i ≥ start` of
+/// `scheduler.timesteps()`, ask `eps(x, t)` for the ε-prediction at timestep `t` and apply
+/// `scheduler.step`. `eps` is a closure so that conditional models with classifier-free
+/// guidance ([`crate::scld`]) share the loop with the unconditional denoiser.
+///
+/// # Shapes
+/// - `x`: `[n, n_latent]` at timestep `scheduler.timesteps()[start]`; `eps` returns the same shape
+/// - output: `[n, n_latent]` at t = 0
+pub fn denoise_loop(
+    eps: &mut dyn FnMut(Tensor<2>, usize) -> Tensor<2>,
+    scheduler: &dyn Scheduler,
+    mut x: Tensor<2>,
+    start: usize,
+    clip: Option<&ClipRange>,
+    on_step: &mut dyn FnMut(usize, usize),
+    noise: &mut dyn FnMut(usize, [usize; 2]) -> Tensor<2>,
+) -> Tensor<2> {
     let ts = scheduler.timesteps().to_vec();
     let shape = x.dims();
     for i in start..ts.len() {
-        let emb = denoiser.embed_timesteps(&[ts[i]], device);
-        let eps = denoiser.forward(x.clone(), emb);
+        let e = eps(x.clone(), ts[i]);
         let n = scheduler.needs_noise(i).then(|| noise(i, shape));
-        x = scheduler.step(eps, i, x, n, clip);
+        x = scheduler.step(e, i, x, n, clip);
         on_step(i + 1, ts.len());
     }
     x

@@ -1,9 +1,16 @@
 //! PNG figures for the analysis commands (`celldiff interpolate`, `celldiff velocity`,
-//! `celldiff evaluate-perturbation`).
+//! `celldiff evaluate-perturbation`) and for UMAP figures.
 //!
-//! A thin layer over [`plotters`] with its bitmap backend: three chart types ([`line_plot`],
-//! [`heatmap`], [`violin_plot`]) that take plain slices, so the analysis code never touches
-//! plotters itself. Design points:
+//! A thin layer over [`plotters`] with its bitmap backend: four chart types that take plain
+//! slices, so the analysis code never touches plotters itself:
+//!
+//! - [`line_plot`]: several series over a shared x axis, with a legend;
+//! - [`heatmap`]: a matrix with row labels and a viridis colour bar;
+//! - [`violin_plot`]: a grid of per-gene panels with one violin per group;
+//! - [`scatter_panels`]: side-by-side 2-D scatter panels (e.g. UMAP of real cells coloured by
+//!   cluster with generated cells overlaid, one panel per guidance weight ω) sharing a legend.
+//!
+//! Design points:
 //!
 //! - **Self-contained text.** Labels are rendered with DejaVu Sans embedded in the binary
 //!   (`assets/DejaVuSans.ttf`, licence in `assets/FONT_LICENSE.md`) through plotters'
@@ -46,6 +53,40 @@ pub type ViolinGroup = (String, Vec<f64>);
 /// One panel of a [`violin_plot`]: `(gene_name, groups)`.
 pub type ViolinPanel = (String, Vec<ViolinGroup>);
 
+/// How the points of a [`ScatterGroup`] are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PointStyle {
+    /// Filled circle (radius 2 px) in colour `i` of a 20-colour palette: matplotlib's `tab10`
+    /// (the colours of the other charts) followed by the light halves of `tab20`; cycled for
+    /// `i ≥ 20`.
+    Palette(usize),
+    /// Overlay: a small near-black, half-transparent cross (half-size 3 px), drawn on top of
+    /// all [`PointStyle::Palette`] groups of the panel (e.g. generated cells over real ones).
+    Overlay,
+}
+
+/// One named set of points in a [`ScatterPanel`], e.g. one cluster of real cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScatterGroup {
+    /// Legend entry; groups with the same name in several panels share one entry (the marker
+    /// of its first occurrence).
+    pub name: String,
+    /// `(x, y)` positions; points with a non-finite coordinate are skipped.
+    pub points: Vec<(f64, f64)>,
+    /// Marker of the points.
+    pub style: PointStyle,
+}
+
+/// One panel of a [`scatter_panels`] figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScatterPanel {
+    /// Caption above the panel, e.g. "ω = −1".
+    pub title: String,
+    /// Point groups; the [`PointStyle::Palette`] groups are drawn first (in this order), then
+    /// the [`PointStyle::Overlay`] groups.
+    pub groups: Vec<ScatterGroup>,
+}
+
 /// Size of a [`line_plot`] in pixels (width, height).
 const LINE_PLOT_SIZE: (u32, u32) = (900, 600);
 /// Width of a [`heatmap`] in pixels; its height grows with the number of rows.
@@ -58,6 +99,29 @@ const VIOLIN_TITLE_HEIGHT: u32 = 50;
 const VIOLIN_MAX_COLUMNS: usize = 4;
 /// At most this many panels in one [`violin_plot`] (keeps the bitmap below ~70 MB).
 const VIOLIN_MAX_PANELS: usize = 256;
+/// Size of one panel of a [`scatter_panels`] figure in pixels (width, height).
+const SCATTER_PANEL_SIZE: (u32, u32) = (600, 560);
+/// Height of the title strip of a [`scatter_panels`] figure.
+const SCATTER_TITLE_HEIGHT: u32 = 50;
+/// Width of the legend column on the right of a [`scatter_panels`] figure.
+const SCATTER_LEGEND_WIDTH: u32 = 260;
+/// Height of one legend line of a [`scatter_panels`] figure.
+const SCATTER_LEGEND_LINE: u32 = 18;
+/// Space above and below the legend lines of a [`scatter_panels`] figure.
+const SCATTER_LEGEND_PAD: u32 = 20;
+/// At most this many legend entries are listed; the rest are summarised as "… N more".
+const SCATTER_MAX_LEGEND: usize = 40;
+/// At most this many panels per row in a [`scatter_panels`] figure.
+const SCATTER_MAX_COLUMNS: usize = 3;
+/// At most this many panels in one [`scatter_panels`] figure (keeps the bitmap below ~40 MB).
+const SCATTER_MAX_PANELS: usize = 30;
+/// Radius of a [`PointStyle::Palette`] point in pixels.
+const SCATTER_POINT_RADIUS: i32 = 2;
+/// Half-size of a [`PointStyle::Overlay`] cross in pixels.
+const SCATTER_CROSS_SIZE: i32 = 3;
+/// Colour and opacity of [`PointStyle::Overlay`] markers.
+const OVERLAY_COLOUR: RGBColor = RGBColor(20, 20, 20);
+const OVERLAY_ALPHA: f64 = 0.5;
 /// Labels longer than this many characters are shortened with an ellipsis.
 const MAX_LABEL_CHARS: usize = 32;
 
@@ -73,6 +137,31 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+];
+
+/// Palette of [`PointStyle::Palette`]: [`PALETTE`] (`tab10`) followed by the light colours of
+/// matplotlib's `tab20`, in the same hue order.
+const SCATTER_PALETTE: [RGBColor; 20] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
 ];
 
 /// Five stops of matplotlib's viridis colour map, from low to high.
@@ -638,6 +727,254 @@ fn heatmap_height(n_rows: usize) -> u32 {
     h.clamp(400, 3000) as u32
 }
 
+/// Scatter plots of 2-D points (e.g. UMAP coordinates), one panel per entry of `panels`,
+/// side by side in rows of up to 3 panels, below a figure `title` and beside a shared legend.
+///
+/// Each panel is 600 × 560 px, captioned with its title, its axes labelled `x_label` and
+/// `y_label` and fitted to its own finite points (3 % padding; constant data get a padded
+/// range). Within a panel the [`PointStyle::Palette`] groups are drawn first, in order, as
+/// filled circles of radius 2 px, then the [`PointStyle::Overlay`] groups as small
+/// near-black, half-transparent crosses on top. Points with a non-finite coordinate (and the
+/// few beyond ±`f64::MAX`/4, which no axis can hold) are skipped; groups without points are
+/// fine. The legend column (260 px) on the right lists every group name once, in first-seen
+/// order over all panels, with the marker of its first occurrence; after 40 entries the rest
+/// are summarised as "… N more". The figure is `3 × 600 + 260` px wide for three or more
+/// panels (`n × 600 + 260` for fewer) and `50 + rows × 560` px high, taller if the legend
+/// needs it.
+///
+/// # Errors
+/// [`Error::Param`] if `panels` is empty or has more than 30 panels, or a panel has no groups
+/// or no finite point; [`Error::Io`] if the file cannot be written; [`Error::Internal`] if
+/// plotters fails to draw.
+pub fn scatter_panels(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    panels: &[ScatterPanel],
+) -> Result<()> {
+    if panels.is_empty() {
+        return Err(Error::Param("scatter plot: no panels to draw".into()));
+    }
+    if panels.len() > SCATTER_MAX_PANELS {
+        return Err(Error::Param(format!(
+            "scatter plot: {} panels requested, at most {SCATTER_MAX_PANELS} fit in one figure",
+            panels.len()
+        )));
+    }
+    let shapes: Vec<ScatterShape> = panels
+        .iter()
+        .map(ScatterShape::new)
+        .collect::<Result<_>>()?;
+    let legend = scatter_legend(panels);
+    let (n_cols, n_rows) = scatter_grid(panels.len());
+    let size = scatter_size(panels.len(), scatter_legend_lines(legend.len()));
+
+    // Shrink the title font (24 px down to 11 px) so that a long title fits; a glyph of
+    // DejaVu Sans is about 0.55 em wide.
+    let title_px =
+        (f64::from(size.0) * 1.8 / title.chars().count().max(1) as f64).clamp(11.0, 24.0);
+    render_png(path, size, |root| {
+        let (top, rest) = root.split_vertically(SCATTER_TITLE_HEIGHT);
+        top.draw(&Text::new(
+            title,
+            (i32::try_from(size.0 / 2).unwrap_or(0), 12),
+            TextStyle::from(("sans-serif", title_px).into_font())
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+        let grid_size = (
+            SCATTER_PANEL_SIZE.0 * n_cols as u32,
+            SCATTER_PANEL_SIZE.1 * n_rows as u32,
+        );
+        let (grid, legend_area) = rest.split_horizontally(grid_size.0);
+        let (grid, _) = grid.split_vertically(grid_size.1);
+        let cells = grid.split_evenly((n_rows, n_cols));
+        for ((panel, shape), cell) in panels.iter().zip(&shapes).zip(&cells) {
+            draw_scatter_panel(cell, &panel.title, x_label, y_label, shape)?;
+        }
+        draw_scatter_legend(&legend_area, &legend)
+    })
+}
+
+/// The finite points of one [`ScatterPanel`] in drawing order, with its axis ranges.
+#[derive(Debug, Clone, PartialEq)]
+struct ScatterShape {
+    x: (f64, f64),
+    y: (f64, f64),
+    /// `(style, points)` of every group: the palette groups first, then the overlays.
+    layers: Vec<(PointStyle, Vec<(f64, f64)>)>,
+}
+
+impl ScatterShape {
+    fn new(panel: &ScatterPanel) -> Result<Self> {
+        if panel.groups.is_empty() {
+            return Err(Error::Param(format!(
+                "scatter plot: panel `{}` has no point groups",
+                panel.title
+            )));
+        }
+        let is_overlay = |g: &&ScatterGroup| g.style == PointStyle::Overlay;
+        let mut layers: Vec<(PointStyle, Vec<(f64, f64)>)> = panel
+            .groups
+            .iter()
+            .filter(|g| !is_overlay(g))
+            .chain(panel.groups.iter().filter(is_overlay))
+            .map(|g| {
+                let finite = g
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .collect();
+                (g.style, finite)
+            })
+            .collect();
+        let points = || layers.iter().flat_map(|l| &l.1);
+        let (Some(x), Some(y)) = (
+            finite_range(points().map(|p| p.0)),
+            finite_range(points().map(|p| p.1)),
+        ) else {
+            return Err(Error::Param(format!(
+                "scatter plot: panel `{}` has no point with finite coordinates",
+                panel.title
+            )));
+        };
+        let (x, y) = (padded_range(Some(x), 0.03), padded_range(Some(y), 0.03));
+        // `padded_range` clamps at ±f64::MAX/4; points beyond cannot be placed on the axes.
+        let inside = |p: &(f64, f64)| (x.0..=x.1).contains(&p.0) && (y.0..=y.1).contains(&p.1);
+        for (_, points) in &mut layers {
+            points.retain(inside);
+        }
+        Ok(Self { x, y, layers })
+    }
+}
+
+/// Draws one panel of [`scatter_panels`] into `cell`.
+fn draw_scatter_panel(
+    cell: &Canvas<'_>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    shape: &ScatterShape,
+) -> DrawResult {
+    let mut chart = ChartBuilder::on(cell)
+        .caption(shorten(title), ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(shape.x.0..shape.x.1, shape.y.0..shape.y.1)?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .y_labels(6)
+        .x_desc(shorten(x_label))
+        .y_desc(shorten(y_label))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    for (style, points) in &shape.layers {
+        match *style {
+            PointStyle::Palette(i) => {
+                let color = scatter_colour(i).filled();
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, SCATTER_POINT_RADIUS, color)),
+                )?;
+            }
+            PointStyle::Overlay => {
+                let style = overlay_style();
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Cross::new(p, SCATTER_CROSS_SIZE, style)),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws the legend column of [`scatter_panels`] into `area` (coordinates relative to it).
+fn draw_scatter_legend(area: &Canvas<'_>, entries: &[(&str, PointStyle)]) -> DrawResult {
+    let (marker_x, text_x) = (16, 30);
+    let max_text_px = SCATTER_LEGEND_WIDTH - 38;
+    let line_y = |k: usize| {
+        i32::try_from(SCATTER_LEGEND_PAD + SCATTER_LEGEND_LINE * k as u32 + SCATTER_LEGEND_LINE / 2)
+            .unwrap_or(i32::MAX)
+    };
+    for (k, &(name, style)) in entries.iter().take(SCATTER_MAX_LEGEND).enumerate() {
+        let y = line_y(k);
+        match style {
+            PointStyle::Palette(i) => {
+                area.draw(&Circle::new((marker_x, y), 4, scatter_colour(i).filled()))?;
+            }
+            PointStyle::Overlay => {
+                area.draw(&Cross::new((marker_x, y), 4, overlay_style()))?;
+            }
+        }
+        let (text, text_style) = fit_label(area, name, max_text_px)?;
+        let text_style = text_style.pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(text, (text_x, y), text_style))?;
+    }
+    if entries.len() > SCATTER_MAX_LEGEND {
+        let more = entries.len() - SCATTER_MAX_LEGEND;
+        let style = TextStyle::from(("sans-serif", 12).into_font())
+            .color(&RGBColor(90, 90, 90))
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(
+            format!("… {more} more"),
+            (text_x, line_y(SCATTER_MAX_LEGEND)),
+            style,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Every group name of `panels` once, in first-seen order, with its first style.
+fn scatter_legend(panels: &[ScatterPanel]) -> Vec<(&str, PointStyle)> {
+    let mut seen = std::collections::HashSet::new();
+    panels
+        .iter()
+        .flat_map(|p| &p.groups)
+        .filter(|g| seen.insert(g.name.as_str()))
+        .map(|g| (g.name.as_str(), g.style))
+        .collect()
+}
+
+/// Number of legend lines for `n_entries` entries (the capped entries plus "… N more").
+fn scatter_legend_lines(n_entries: usize) -> usize {
+    n_entries.min(SCATTER_MAX_LEGEND) + usize::from(n_entries > SCATTER_MAX_LEGEND)
+}
+
+/// Colour `i` (cycled) of [`SCATTER_PALETTE`].
+fn scatter_colour(i: usize) -> RGBColor {
+    SCATTER_PALETTE[i % SCATTER_PALETTE.len()]
+}
+
+/// Stroke of [`PointStyle::Overlay`] markers.
+fn overlay_style() -> ShapeStyle {
+    OVERLAY_COLOUR.mix(OVERLAY_ALPHA).stroke_width(1)
+}
+
+/// Panel grid (columns, rows) of a scatter figure with `n` panels.
+fn scatter_grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, SCATTER_MAX_COLUMNS);
+    (cols, n.div_ceil(cols).max(1))
+}
+
+/// Pixel size of a scatter figure with `n` panels and `legend_lines` legend lines.
+fn scatter_size(n: usize, legend_lines: usize) -> (u32, u32) {
+    let (cols, rows) = scatter_grid(n);
+    let (w, h) = SCATTER_PANEL_SIZE;
+    let legend_h = 2 * SCATTER_LEGEND_PAD + SCATTER_LEGEND_LINE * legend_lines as u32;
+    (
+        w * cols as u32 + SCATTER_LEGEND_WIDTH,
+        SCATTER_TITLE_HEIGHT + (h * rows as u32).max(legend_h),
+    )
+}
+
 /// Smallest and largest finite value, or `None` if there is none.
 fn finite_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     values
@@ -1148,6 +1485,224 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A UMAP-like panel: `clusters` blobs of real cells (`per_cluster` points each, as
+    /// palette groups) and `generated` overlay points spread over all of them.
+    fn umap_panel(
+        title: &str,
+        clusters: usize,
+        per_cluster: usize,
+        generated: usize,
+    ) -> ScatterPanel {
+        let blob = |c: usize, i: usize| {
+            let angle = c as f64 / clusters as f64 * std::f64::consts::TAU;
+            let (r, t) = ((i as f64 * 0.37).sin().abs(), i as f64 * 2.399);
+            (
+                10.0 * angle.cos() + r * t.cos(),
+                10.0 * angle.sin() + r * t.sin(),
+            )
+        };
+        let mut groups: Vec<ScatterGroup> = (0..clusters)
+            .map(|c| ScatterGroup {
+                name: format!("cluster {c}"),
+                points: (0..per_cluster).map(|i| blob(c, i)).collect(),
+                style: PointStyle::Palette(c),
+            })
+            .collect();
+        // The overlay comes first in the list but must be drawn last.
+        groups.insert(
+            0,
+            ScatterGroup {
+                name: "generated".into(),
+                points: (0..generated)
+                    .map(|i| blob(i % clusters, i * 7 + 3))
+                    .collect(),
+                style: PointStyle::Overlay,
+            },
+        );
+        ScatterPanel {
+            title: title.into(),
+            groups,
+        }
+    }
+
+    #[test]
+    fn scatter_panels_writes_side_by_side_panels() {
+        let dir = scratch_dir("scatter");
+        let path = dir.join("nested/umap.png");
+        let mut panels = vec![
+            umap_panel("ω = −1", 12, 1500, 2000),
+            umap_panel("ω = 1", 12, 1500, 2000),
+        ];
+        // Non-finite points are skipped, empty groups are fine.
+        panels[0].groups[1]
+            .points
+            .extend([(f64::NAN, 0.0), (0.0, f64::INFINITY)]);
+        panels[1].groups.push(ScatterGroup {
+            name: "empty".into(),
+            points: Vec::new(),
+            style: PointStyle::Palette(12),
+        });
+        scatter_panels(&path, "UMAP: real vs generated", "UMAP1", "UMAP2", &panels).unwrap();
+
+        let img = decode_png(&path);
+        assert_eq!((img.width, img.height), (2 * 600 + 260, 50 + 560));
+        assert_eq!((img.width as u32, img.height as u32), scatter_size(2, 14));
+        assert_eq!(img.pixel(0, 0), (255, 255, 255), "white background");
+        for c in [SCATTER_PALETTE[0], SCATTER_PALETTE[11], SCATTER_PALETTE[12]] {
+            assert!(img.has_colour_near((c.0, c.1, c.2), 0), "{c:?} is drawn");
+        }
+        // Overlay crosses blend half of the near-black over the white legend background ...
+        let over = |ch: u8, base: u8| {
+            (f64::from(base) * (1.0 - OVERLAY_ALPHA) + f64::from(ch) * OVERLAY_ALPHA).round() as u8
+        };
+        let o = OVERLAY_COLOUR;
+        assert!(img.has_colour_near((over(o.0, 255), over(o.1, 255), over(o.2, 255)), 2));
+        assert_only_files(&dir.join("nested"), &["umap.png"]);
+
+        // ... and over the palette circles, because they are drawn after them.
+        let on_top = vec![ScatterPanel {
+            title: "order".into(),
+            groups: vec![
+                ScatterGroup {
+                    name: "gen".into(),
+                    points: vec![(0.5, 0.5)],
+                    style: PointStyle::Overlay,
+                },
+                ScatterGroup {
+                    name: "real".into(),
+                    points: vec![(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)],
+                    style: PointStyle::Palette(3),
+                },
+            ],
+        }];
+        scatter_panels(&path, "order", "x", "y", &on_top).unwrap();
+        let img = decode_png(&path);
+        assert_eq!((img.width, img.height), (600 + 260, 50 + 560));
+        let c = SCATTER_PALETTE[3];
+        let blended = (over(o.0, c.0), over(o.1, c.1), over(o.2, c.2));
+        assert!(img.has_colour_near(blended, 2), "overlay drawn on top");
+        assert_only_files(&dir.join("nested"), &["umap.png"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn scatter_panels_layout_and_edge_cases() {
+        let dir = scratch_dir("scatter-edge");
+        let path = dir.join("edge.png");
+        let single = |title: &str, points: Vec<(f64, f64)>| ScatterPanel {
+            title: title.into(),
+            groups: vec![ScatterGroup {
+                name: "g".into(),
+                points,
+                style: PointStyle::Palette(0),
+            }],
+        };
+        // Four panels wrap into two rows of three; single points, constant and extreme data.
+        let panels = vec![
+            single("one", vec![(1.0, 2.0)]),
+            single("constant", vec![(0.0, 0.0); 3]),
+            single(
+                "huge",
+                vec![(-f64::MAX, 1e308), (f64::MAX, -1e308), (0.0, 1e-320)],
+            ),
+            single("tiny", vec![(1.0, 1e-300), (1.0 + 1e-15, 2e-300)]),
+        ];
+        scatter_panels(&path, "grid", "x", "y", &panels).unwrap();
+        let img = decode_png(&path);
+        assert_eq!((img.width, img.height), (3 * 600 + 260, 50 + 2 * 560));
+
+        // A long legend is capped at 40 entries plus "… N more" and makes the figure taller.
+        let many = ScatterPanel {
+            title: "many".into(),
+            groups: (0..55)
+                .map(|c| ScatterGroup {
+                    name: format!("a rather long cluster name number {c}"),
+                    points: vec![(c as f64, (c * c) as f64)],
+                    style: if c % 10 == 9 {
+                        PointStyle::Overlay
+                    } else {
+                        PointStyle::Palette(c)
+                    },
+                })
+                .collect(),
+        };
+        let legend = scatter_legend(std::slice::from_ref(&many));
+        assert_eq!(legend.len(), 55);
+        assert_eq!(scatter_legend_lines(55), 41);
+        assert_eq!(scatter_legend_lines(3), 3);
+        scatter_panels(&path, "many", "x", "y", &[many.clone(), many]).unwrap();
+        let img = decode_png(&path);
+        assert_eq!(
+            (img.width, img.height),
+            (2 * 600 + 260, (50 + 2 * 20 + 41 * 18) as usize)
+        );
+        assert_only_files(&dir, &["edge.png"]);
+
+        // The legend is the union over panels in first-seen order.
+        let p = |names: &[&str]| ScatterPanel {
+            title: "p".into(),
+            groups: names
+                .iter()
+                .map(|n| ScatterGroup {
+                    name: n.to_string(),
+                    points: vec![(0.0, 0.0)],
+                    style: PointStyle::Palette(0),
+                })
+                .collect(),
+        };
+        let panels = [p(&["b", "a"]), p(&["a", "c", "b"])];
+        let names: Vec<&str> = scatter_legend(&panels).iter().map(|e| e.0).collect();
+        assert_eq!(names, ["b", "a", "c"]);
+        assert_eq!(scatter_grid(1), (1, 1));
+        assert_eq!(scatter_grid(7), (3, 3));
+        assert_eq!(scatter_colour(20), SCATTER_PALETTE[0]);
+        assert_eq!(SCATTER_PALETTE[..10], PALETTE);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn scatter_panels_rejects_bad_input() {
+        let dir = scratch_dir("scatter-bad");
+        let path = dir.join("bad.png");
+        let group = |points: Vec<(f64, f64)>| ScatterGroup {
+            name: "g".into(),
+            points,
+            style: PointStyle::Overlay,
+        };
+        let panel = |title: &str, groups: Vec<ScatterGroup>| ScatterPanel {
+            title: title.into(),
+            groups,
+        };
+        assert!(matches!(
+            scatter_panels(&path, "t", "x", "y", &[]),
+            Err(Error::Param(_))
+        ));
+        let good = panel("good", vec![group(vec![(0.0, 1.0)])]);
+        let cases = [
+            panel("no groups", Vec::new()),
+            panel("empty groups", vec![group(Vec::new()), group(Vec::new())]),
+            panel(
+                "all nan",
+                vec![group(vec![(f64::NAN, 0.0), (1.0, f64::NEG_INFINITY)])],
+            ),
+        ];
+        for bad in cases {
+            let err =
+                scatter_panels(&path, "t", "x", "y", &[good.clone(), bad.clone()]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Param(m) if m.contains(&bad.title)),
+                "{err}"
+            );
+        }
+        let too_many = vec![good; SCATTER_MAX_PANELS + 1];
+        assert!(matches!(
+            scatter_panels(&path, "t", "x", "y", &too_many),
+            Err(Error::Param(_))
+        ));
+        assert_only_files(&dir, &[]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn writing_onto_a_directory_fails_without_leftovers() {
         let dir = scratch_dir("dir-target");
@@ -1165,6 +1720,11 @@ mod tests {
         let panels = vec![("G".to_string(), groups(1.0))];
         assert!(matches!(
             violin_plot(&target, "t", &panels),
+            Err(Error::Io { .. })
+        ));
+        let scatter = vec![umap_panel("ω = 1", 2, 10, 5)];
+        assert!(matches!(
+            scatter_panels(&target, "t", "x", "y", &scatter),
             Err(Error::Io { .. })
         ));
         // A parent that is a file cannot be created either.

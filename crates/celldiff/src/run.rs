@@ -97,24 +97,24 @@ pub struct Run {
     pub history: Vec<EpochRecord>,
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::Internal(format!("serialising {}: {e}", path.display())))?;
     fs::write(path, s).map_err(|e| Error::io(path, e))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let s = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&s).map_err(|e| Error::format(path, "(json)", e.to_string()))
 }
 
-fn save_module<M: Module>(m: &M, path: &Path) -> Result<()> {
+pub(crate) fn save_module<M: Module>(m: &M, path: &Path) -> Result<()> {
     m.clone()
         .save_file(path)
         .map_err(|e| Error::Internal(format!("writing weights {}: {e:?}", path.display())))
 }
 
-fn load_module<M: Module>(m: M, path: &Path) -> Result<M> {
+pub(crate) fn load_module<M: Module>(m: M, path: &Path) -> Result<M> {
     if !path.exists() {
         return Err(Error::io(
             path,
@@ -140,12 +140,25 @@ fn load_module<M: Module>(m: M, path: &Path) -> Result<M> {
 }
 
 /// The temporary sibling directory a run is first written to.
-fn temp_dir_for(dir: &Path) -> PathBuf {
+pub(crate) fn temp_dir_for(dir: &Path) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The `model` field of a run's `config.json` (`"scvaeder"`, `"scld"`).
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Format`] if it is not JSON or has no
+/// `model` string.
+pub fn read_model_name(config_json: &Path) -> Result<String> {
+    let v: serde_json::Value = read_json(config_json)?;
+    v.get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::format(config_json, "model", "missing or not a string"))
 }
 
 /// Fails with [`Error::AlreadyExists`] if `path` exists and `force` is false.
@@ -218,7 +231,19 @@ impl Run {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "run directory not found"),
             ));
         }
-        let config: RunConfig = read_json(&dir.join("config.json"))?;
+        let cp = dir.join("config.json");
+        let model = read_model_name(&cp)?;
+        if model != "scvaeder" {
+            return Err(Error::format(
+                &cp,
+                "model",
+                format!(
+                    "this run was trained with --model {model}; this command needs a \
+                     --model scvaeder run"
+                ),
+            ));
+        }
+        let config: RunConfig = read_json(&cp)?;
         let gp = dir.join("genes.txt");
         let genes: Vec<String> = fs::read_to_string(&gp)
             .map_err(|e| Error::io(&gp, e))?

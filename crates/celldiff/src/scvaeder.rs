@@ -156,7 +156,14 @@ pub fn fit(
     let mu = encode_mean(&vae, &x, device)?;
     let t_obs = Instant::now();
     let observation = if spec.fit_observation {
-        fit_observation(&fitted, &x, &mu, &vae, spec.seed, device)?
+        fit_observation(
+            &fitted,
+            &x,
+            &mu,
+            &|z| crate::train::decode(&vae, z),
+            spec.seed,
+            device,
+        )?
     } else {
         None
     };
@@ -213,12 +220,13 @@ pub fn fit(
 
 /// Fits the [`CountObservation`] model when the model's space is log1p-normalised counts
 /// (no `scale`/min-max): size factors of the training cells, then φ matched on up to 2000
-/// training cells' reconstructions (decoder means of their μ).
-fn fit_observation(
+/// training cells' reconstructions (`decode` of their latent codes `mu`, unstandardised).
+/// Shared by scVAEDer and SCLD.
+pub(crate) fn fit_observation(
     fitted: &crate::preprocess::FittedPreprocess,
     x: &Matrix,
     mu: &DenseMatrix,
-    vae: &crate::models::Vae,
+    decode: &dyn Fn(Tensor<2>) -> Result<DenseMatrix>,
     seed: u64,
     device: &Device,
 ) -> Result<Option<CountObservation>> {
@@ -232,7 +240,7 @@ fn fit_observation(
     let idx: Vec<usize> = (0..n).collect();
     let real = x.rows_dense(&idx);
     let z = crate::train::to_tensor(&mu.select_rows(&idx), device);
-    let mut recon = crate::train::decode(vae, z)?;
+    let mut recon = decode(z)?;
     for v in &mut recon.data {
         *v = v.max(0.0);
     }

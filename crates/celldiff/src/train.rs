@@ -23,7 +23,10 @@ use crate::data::{DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::models::denoiser::timestep_embedding;
 use crate::models::vae::vae_loss_terms;
-use crate::models::{Denoiser, DenoiserConfig, Ema, Vae, VaeConfig};
+use crate::models::{
+    Autoencoder, AutoencoderConfig, CondDenoiser, CondDenoiserConfig, Denoiser, DenoiserConfig,
+    Ema, Scorer, ScorerConfig, Vae, VaeConfig,
+};
 use crate::schedulers::NoiseSchedule;
 
 /// One line of `metrics.jsonl`: the losses of one epoch of one stage.
@@ -419,6 +422,65 @@ pub fn decode(vae: &Vae, z: Tensor<2>) -> Result<DenseMatrix> {
     to_host(Tensor::cat(parts, 0))
 }
 
+/// Forward-process tables shared by the denoiser training loops: timestep embeddings for all
+/// T timesteps, √ᾱ_t and √(1 − ᾱ_t).
+struct Noising {
+    emb_table: Vec<f32>,
+    time_dim: usize,
+    sqrt_ab: Vec<f32>,
+    sqrt_1m: Vec<f32>,
+}
+
+impl Noising {
+    fn new(schedule: &NoiseSchedule, time_dim: usize) -> Self {
+        let big_t = schedule.len();
+        Self {
+            emb_table: timestep_embedding(&(0..big_t).collect::<Vec<_>>(), time_dim),
+            time_dim,
+            sqrt_ab: schedule
+                .alphas_cumprod
+                .iter()
+                .map(|a| a.sqrt() as f32)
+                .collect(),
+            sqrt_1m: schedule
+                .alphas_cumprod
+                .iter()
+                .map(|a| (1.0 - a).sqrt() as f32)
+                .collect(),
+        }
+    }
+
+    /// `(z_t, emb(t), ε)` for rows `b` of `z0`, t ~ U{0..T−1} and ε ~ N(0, I) drawn from `r`.
+    fn batch(
+        &self,
+        z0: &DenseMatrix,
+        b: &[usize],
+        r: &mut StdRng,
+        dev: &Device,
+    ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let d = z0.n_cols;
+        let td = self.time_dim;
+        let mut zt = Vec::with_capacity(b.len() * d);
+        let mut eps = Vec::with_capacity(b.len() * d);
+        let mut emb = Vec::with_capacity(b.len() * td);
+        for &i in b {
+            let t = r.random_range(0..self.sqrt_ab.len());
+            emb.extend_from_slice(&self.emb_table[t * td..(t + 1) * td]);
+            for &v in z0.row(i) {
+                let e: f32 = r.sample(StandardNormal);
+                eps.push(e);
+                zt.push(self.sqrt_ab[t] * v + self.sqrt_1m[t] * e);
+            }
+        }
+        let m = b.len();
+        (
+            Tensor::<2>::from_data(TensorData::new(zt, [m, d]), dev),
+            Tensor::<2>::from_data(TensorData::new(emb, [m, td]), dev),
+            Tensor::<2>::from_data(TensorData::new(eps, [m, d]), dev),
+        )
+    }
+}
+
 /// Trains the ε-prediction denoiser on standardised latents `z0` (`[n_cells, n_latent]`) with
 /// L_simple = ‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t)‖² (Ho et al. 2020, Eq. 14), t ~ U{0..T−1}.
 /// Returns `(denoiser, ema_denoiser, records)`; the EMA weights are the ones to sample with.
@@ -450,39 +512,8 @@ pub fn train_diffusion(
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
-    let big_t = schedule.len();
-    let emb_table = timestep_embedding(&(0..big_t).collect::<Vec<_>>(), model.time_dim);
-    let sqrt_ab: Vec<f32> = schedule
-        .alphas_cumprod
-        .iter()
-        .map(|a| a.sqrt() as f32)
-        .collect();
-    let sqrt_1m: Vec<f32> = schedule
-        .alphas_cumprod
-        .iter()
-        .map(|a| (1.0 - a).sqrt() as f32)
-        .collect();
-    // Builds (z_t, emb(t), ε) for the rows `b` with timesteps and noise from `r`.
-    let make = |b: &[usize], r: &mut StdRng, dev: &Device| {
-        let mut zt = Vec::with_capacity(b.len() * d);
-        let mut eps = Vec::with_capacity(b.len() * d);
-        let mut emb = Vec::with_capacity(b.len() * model.time_dim);
-        for &i in b {
-            let t = r.random_range(0..big_t);
-            emb.extend_from_slice(&emb_table[t * model.time_dim..(t + 1) * model.time_dim]);
-            for &v in z0.row(i) {
-                let e: f32 = r.sample(StandardNormal);
-                eps.push(e);
-                zt.push(sqrt_ab[t] * v + sqrt_1m[t] * e);
-            }
-        }
-        let m = b.len();
-        (
-            Tensor::<2>::from_data(TensorData::new(zt, [m, d]), dev),
-            Tensor::<2>::from_data(TensorData::new(emb, [m, model.time_dim]), dev),
-            Tensor::<2>::from_data(TensorData::new(eps, [m, d]), dev),
-        )
-    };
+    let tables = Noising::new(schedule, model.time_dim);
+    let make = |b: &[usize], r: &mut StdRng, dev: &Device| tables.batch(z0, b, r, dev);
     let val_batch = (!val.is_empty()).then(|| {
         let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x7a1);
         make(&val, &mut r, device)
@@ -540,4 +571,341 @@ pub fn train_diffusion(
     }
     observer.stage_end("diffusion", "done");
     Ok((net.valid(), ema.into_model(), records))
+}
+
+/// Trains the SCLD [`Autoencoder`] (arXiv 2312.14220, Eq. 3–6: MSE reconstruction) on `x`
+/// (`[n_cells, n_genes]`, preprocessed expression) with Adam, early stopping on a validation
+/// split (`cfg.validation_fraction`, `cfg.patience`); `cfg.kl_weight` and the warm-up are
+/// unused. Returns the model with the best validation loss and the per-epoch records
+/// (stage `"ae"`).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for fewer than 2 cells or a width mismatch; [`Error::Internal`] if
+/// the loss becomes non-finite.
+pub fn train_autoencoder(
+    x: &Matrix,
+    model: &AutoencoderConfig,
+    cfg: &VaeTrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Autoencoder, Vec<EpochRecord>)> {
+    let (n, g) = x.shape();
+    if n < 2 {
+        return Err(Error::InvalidInput(format!(
+            "need at least 2 cells to train, got {n}"
+        )));
+    }
+    if g != model.n_genes {
+        return Err(Error::InvalidInput(format!(
+            "X has {g} genes, the autoencoder expects {}",
+            model.n_genes
+        )));
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let mut net = model.init(&ad);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
+    let mut best: Option<(f64, Autoencoder)> = None;
+    let mut since_best = 0usize;
+    let mut records = Vec::new();
+    let mut reason = "reached the maximum number of epochs".to_string();
+    observer.stage_start("ae", cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        train.shuffle(&mut rng);
+        let (mut sum, mut nb) = (0f64, 0usize);
+        for b in batches(&train, cfg.batch_size) {
+            let loss = net.loss(to_tensor(&x.rows_dense(b), &ad));
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(cfg.learning_rate, net, grads);
+            sum += loss.into_scalar::<f32>() as f64;
+            nb += 1;
+        }
+        let train_loss = sum / nb.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(Error::Internal(format!(
+                "autoencoder loss became non-finite at epoch {epoch}; lower the learning rate"
+            )));
+        }
+        let val_loss = val_x
+            .as_ref()
+            .map(|vx| net.valid().loss(vx.clone()).into_scalar::<f32>() as f64);
+        let rec = EpochRecord {
+            stage: "ae".into(),
+            epoch,
+            train_loss,
+            val_loss,
+            recon: Some(train_loss),
+            kl: None,
+            kl_weight: None,
+            learning_rate: cfg.learning_rate,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch_end(&rec);
+        records.push(rec);
+        if let Some(v) = val_loss {
+            if best.as_ref().is_none_or(|(b, _)| v < *b) {
+                best = Some((v, net.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= cfg.patience {
+                    reason = format!(
+                        "early stop at epoch {epoch}: no better validation loss in {} epochs",
+                        cfg.patience
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    observer.stage_end("ae", &reason);
+    let model = best.map(|(_, m)| m).unwrap_or(net);
+    Ok((model.valid(), records))
+}
+
+/// Conditions of the SCLD denoiser's training cells (arXiv 2312.14220, Sec. 3.2.1–3.2.2).
+#[derive(Debug, Clone)]
+pub struct ConditionBatchSource<'a> {
+    /// Condition vectors `[K + 1, n_cond]`: clusters 0..K, then the holistic condition.
+    pub table: &'a DenseMatrix,
+    /// Cluster of each training latent (`0..K`), `[n_cells]`.
+    pub cluster: &'a [usize],
+    /// Probability p of replacing a cell's cluster condition by the holistic one (classifier-
+    /// free guidance training, Ho & Salimans 2022).
+    pub drop_prob: f64,
+}
+
+/// Trains SCLD's conditional denoiser with classifier-free guidance: each minibatch cell gets
+/// its cluster's condition, replaced by the holistic condition c_{K+1} with probability
+/// `cond.drop_prob`; loss L_simple (Ho et al. 2020, Eq. 14) as [`train_diffusion`]. The K + 1
+/// condition vectors are embedded once per step (`[K + 1, width]`) and the rows gathered per
+/// cell, so `Embed` costs K + 1 rows per step instead of a batch of rows.
+/// Returns `(denoiser, ema_denoiser, records)` (stage `"diffusion"`).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for fewer than 2 latents, a width mismatch or a cluster index out
+/// of range; [`Error::Internal`] if the loss becomes non-finite.
+pub fn train_cond_diffusion(
+    z0: &DenseMatrix,
+    cond: &ConditionBatchSource<'_>,
+    model: &CondDenoiserConfig,
+    schedule: &NoiseSchedule,
+    cfg: &DiffusionTrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(CondDenoiser, CondDenoiser, Vec<EpochRecord>)> {
+    let (n, d) = (z0.n_rows, z0.n_cols);
+    let k_hol = cond.table.n_rows.saturating_sub(1);
+    if n < 2 || d != model.n_latent || cond.cluster.len() != n {
+        return Err(Error::InvalidInput(format!(
+            "conditional denoiser: {n} latents of width {d} with {} cluster labels; expected \
+             ≥ 2 latents of width {} and one label each",
+            cond.cluster.len(),
+            model.n_latent
+        )));
+    }
+    if cond.table.n_cols != model.n_cond || cond.cluster.iter().any(|&c| c >= k_hol) {
+        return Err(Error::InvalidInput(format!(
+            "condition table {}×{} does not match {} clusters of width {}",
+            cond.table.n_rows, cond.table.n_cols, k_hol, model.n_cond
+        )));
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let tables = Noising::new(schedule, model.time_dim);
+    let idx_tensor = |b: &[usize], r: Option<&mut StdRng>, dev: &Device| {
+        let mut r = r;
+        let v: Vec<i64> = b
+            .iter()
+            .map(|&i| {
+                let dropped = r
+                    .as_deref_mut()
+                    .is_some_and(|r| r.random::<f64>() < cond.drop_prob);
+                (if dropped { k_hol } else { cond.cluster[i] }) as i64
+            })
+            .collect();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [b.len()]), dev)
+    };
+    let table_ad = to_tensor(cond.table, &ad);
+    let table_plain = to_tensor(cond.table, device);
+    let val_batch = (!val.is_empty()).then(|| {
+        let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x7a1);
+        let (zt, emb, eps) = tables.batch(z0, &val, &mut r, device);
+        (zt, emb, eps, idx_tensor(&val, None, device))
+    });
+    let mut net = model.init(&ad);
+    let mut ema = Ema::new(&net, cfg.ema_decay);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1)).max(1);
+    let total_steps = (steps_per_epoch * cfg.epochs).max(1);
+    let mut step = 0usize;
+    let mut records = Vec::new();
+    observer.stage_start("diffusion", cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        train.shuffle(&mut rng);
+        let (mut sum, mut nb) = (0f64, 0usize);
+        let mut lr = cfg.learning_rate;
+        for b in train.chunks(cfg.batch_size.max(1)) {
+            let progress = step as f64 / total_steps as f64;
+            lr = cfg.learning_rate
+                * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            let (zt, emb, eps) = tables.batch(z0, b, &mut rng, &ad);
+            let idx = idx_tensor(b, Some(&mut rng), &ad);
+            let c_emb = net.embed_conditions(table_ad.clone()).select(0, idx);
+            let loss = net.forward(zt, emb, c_emb).sub(eps).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads);
+            ema.update(&net);
+            sum += loss.into_scalar::<f32>() as f64;
+            nb += 1;
+            step += 1;
+        }
+        let train_loss = sum / nb.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(Error::Internal(format!(
+                "diffusion loss became non-finite at epoch {epoch}; lower the learning rate"
+            )));
+        }
+        let val_loss = val_batch.as_ref().map(|(zt, emb, eps, idx)| {
+            let m = ema.model();
+            let c = m
+                .embed_conditions(table_plain.clone())
+                .select(0, idx.clone());
+            m.forward(zt.clone(), emb.clone(), c)
+                .sub(eps.clone())
+                .square()
+                .mean()
+                .into_scalar::<f32>() as f64
+        });
+        let rec = EpochRecord {
+            stage: "diffusion".into(),
+            epoch,
+            train_loss,
+            val_loss,
+            recon: None,
+            kl: None,
+            kl_weight: None,
+            learning_rate: lr,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch_end(&rec);
+        records.push(rec);
+    }
+    observer.stage_end("diffusion", "done");
+    Ok((net.valid(), ema.into_model(), records))
+}
+
+/// Training parameters of the post-guidance [`Scorer`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScorerTrainConfig {
+    /// Epochs over the real + generated latents.
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Fraction held out to report the Scorer's accuracy.
+    pub validation_fraction: f64,
+    /// Seed of the split and shuffling.
+    pub seed: u64,
+}
+
+impl Default for ScorerTrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 256,
+            learning_rate: 1e-3,
+            validation_fraction: 0.2,
+            seed: 0,
+        }
+    }
+}
+
+/// Trains SCLD's post-guidance [`Scorer`] (arXiv 2312.14220, Sec. 3.2.3) with cross-entropy on
+/// `real` (label 0) vs `generated` (label 1) standardised latents, both `[n, n_latent]`.
+/// Returns the Scorer and its accuracy on the held-out fraction (None without a split).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for empty sets or a width mismatch; [`Error::Internal`] if the loss
+/// becomes non-finite.
+pub fn train_scorer(
+    real: &DenseMatrix,
+    generated: &DenseMatrix,
+    model: &ScorerConfig,
+    cfg: &ScorerTrainConfig,
+    device: &Device,
+) -> Result<(Scorer, Option<f64>)> {
+    if real.n_rows < 2
+        || generated.n_rows < 2
+        || real.n_cols != model.n_input
+        || generated.n_cols != model.n_input
+    {
+        return Err(Error::InvalidInput(format!(
+            "scorer: {}×{} real and {}×{} generated latents, expected ≥ 2 rows of width {}",
+            real.n_rows, real.n_cols, generated.n_rows, generated.n_cols, model.n_input
+        )));
+    }
+    let n = real.n_rows + generated.n_rows;
+    let mut all = real.clone();
+    all.data.extend_from_slice(&generated.data);
+    all.n_rows = n;
+    let label = |i: usize| usize::from(i >= real.n_rows);
+    let one_hot = |b: &[usize], dev: &Device| {
+        let v: Vec<f32> = b
+            .iter()
+            .flat_map(|&i| {
+                if label(i) == 1 {
+                    [0.0, 1.0]
+                } else {
+                    [1.0, 0.0]
+                }
+            })
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(v, [b.len(), 2]), dev)
+    };
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let mut net = model.init(&ad);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    for epoch in 1..=cfg.epochs {
+        train.shuffle(&mut rng);
+        let mut sum = 0f64;
+        for b in batches(&train, cfg.batch_size) {
+            let loss = net.loss(to_tensor(&all.select_rows(b), &ad), one_hot(b, &ad));
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(cfg.learning_rate, net, grads);
+            sum += loss.into_scalar::<f32>() as f64;
+        }
+        if !sum.is_finite() {
+            return Err(Error::Internal(format!(
+                "scorer loss became non-finite at epoch {epoch}"
+            )));
+        }
+    }
+    let net = net.valid();
+    let acc = if val.is_empty() {
+        None
+    } else {
+        let lp = to_host(
+            net.log_prob_real(to_tensor(&all.select_rows(&val), device))
+                .reshape([val.len(), 1]),
+        )?;
+        let correct = val
+            .iter()
+            .zip(&lp.data)
+            .filter(|&(&i, &l)| (l.exp() < 0.5) == (label(i) == 1))
+            .count();
+        Some(correct as f64 / val.len() as f64)
+    };
+    Ok((net, acc))
 }

@@ -5,4 +5,5 @@
 mod analysis;
 mod bad_input;
 mod cli;
+mod cluster;
 mod common;

@@ -4,14 +4,23 @@
 //!   kernel can later replace Burn's matmul + bias + activation without touching callers).
 //! - [`vae`]: the scVAEDer VAE (Sadria & Layton 2025; Kingma & Welling 2014).
 //! - [`denoiser`]: the ε-prediction MLP of the latent DDPM.
+//! - [`autoencoder`]: the SCLD autoencoder (Wang et al. 2023, Eq. 3–6).
+//! - [`cond_denoiser`]: SCLD's conditional denoiser (MLP or U-Net; add/concat/attention fusion).
+//! - [`scorer`]: SCLD's post-guidance real-vs-generated Scorer.
 //! - [`ema`]: exponential moving average of weights (diffusers `EMAModel`).
 
+pub mod autoencoder;
+pub mod cond_denoiser;
 pub mod denoiser;
 pub mod ema;
 pub mod layers;
+pub mod scorer;
 pub mod vae;
 
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use cond_denoiser::{Architecture, CondDenoiser, CondDenoiserConfig, Fusion};
 pub use denoiser::{Denoiser, DenoiserConfig};
 pub use ema::Ema;
 pub use layers::{Activation, Dense, DenseConfig};
+pub use scorer::{Scorer, ScorerConfig};
 pub use vae::{Vae, VaeConfig, VaeOutput};

@@ -22,6 +22,7 @@ pub struct DdimScheduler {
     timesteps: Vec<usize>,
     step_ratio: usize,
     eta: f64,
+    use_clipped_model_output: bool,
 }
 
 impl DdimScheduler {
@@ -42,7 +43,19 @@ impl DdimScheduler {
             timesteps,
             step_ratio,
             eta,
+            use_clipped_model_output: false,
         })
+    }
+
+    /// diffusers' `use_clipped_model_output`: when x̂₀ is clipped, re-derive ε̂ from the
+    /// clipped x̂₀ (ε̂ = (z_t − √ᾱ_t x̂₀)/√(1 − ᾱ_t)) for the direction term, so that the
+    /// step stays consistent with the clipped prediction. Needed with classifier-free
+    /// guidance: a guided ε̂ can put x̂₀ far outside the clip range, and with the model's ε̂ in
+    /// the direction term the step then moves *away* from the guided prediction (SCLD
+    /// sampling uses it; scVAEDer keeps the default `false`).
+    pub fn with_clipped_model_output(mut self, on: bool) -> Self {
+        self.use_clipped_model_output = on;
+        self
     }
 
     fn alpha_prev(&self, t: usize) -> f64 {
@@ -98,7 +111,14 @@ impl Scheduler for DdimScheduler {
         let t = self.timesteps[i];
         let a_t = self.schedule.alphas_cumprod[t];
         let a_prev = self.alpha_prev(t);
-        let x0 = predict_x0(sample, model_output.clone(), a_t, clip);
+        let x0 = predict_x0(sample.clone(), model_output.clone(), a_t, clip);
+        let model_output = if self.use_clipped_model_output && clip.is_some() {
+            sample
+                .sub(x0.clone().mul_scalar(a_t.sqrt()))
+                .div_scalar((1.0 - a_t).sqrt().max(1e-12))
+        } else {
+            model_output
+        };
         let t_prev = t.checked_sub(self.step_ratio);
         let std = self.eta * self.variance(t, t_prev).max(0.0).sqrt();
         // diffusers re-derives ε̂ from the clipped x̂₀ only when clip_sample is on; the
