@@ -17,6 +17,8 @@
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the hand-written two-stage training loops.
 //! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
+//! - [`scld`]: SCLD end to end (conditions, guided generation, Scorer); [`cluster`],
+//!   [`neighbors`], [`umap`]: scanpy-style Leiden clustering and UMAP.
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).

@@ -47,6 +47,9 @@ pub struct ScldTrainArgs {
     /// Do not train the post-guidance Scorer.
     #[arg(long)]
     pub no_scorer: bool,
+    /// What the Scorer looks at: genes (generated cells as returned, count-sampled) or latent.
+    #[arg(long, default_value = "genes")]
+    pub scorer_space: String,
     /// Guidance ω of the generated cells the Scorer learns to reject.
     #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true)]
     pub scorer_guidance: f64,
@@ -66,6 +69,10 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
         .denoiser
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--denoiser: {e}"))?;
+    let scorer_space: celldiff::scld::ScorerSpace = s
+        .scorer_space
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--scorer-space: {e}"))?;
     if !(0.0..=1.0).contains(&s.cond_drop) {
         bail!("--cond-drop must be in [0, 1], got {}", s.cond_drop);
     }
@@ -90,6 +97,7 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
         schedule: base.schedule,
         scorer: !s.no_scorer,
         scorer_guidance: s.scorer_guidance,
+        scorer_space,
         fit_observation: base.fit_observation,
         seed,
         ..ScldSpec::default()

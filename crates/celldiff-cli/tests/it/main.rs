@@ -7,3 +7,4 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod common;
+mod scld;

@@ -3,9 +3,9 @@
 //! from cells the trained diffusion model generated. At generation time the cells with the
 //! highest "real" probability are kept.
 //!
-//! celldiff scores **standardised latents** `[batch, n_latent]`, not genes: the decoder is
-//! deterministic, so a decoded cell carries no information its latent does not, and 50 inputs
-//! instead of 2000 give a small classifier that does not overfit a few hundred training cells.
+//! The input is either the generated cells in the model's expression space `[batch, n_genes]`
+//! (default; the space the evaluator's random forest sees) or standardised latents
+//! `[batch, n_latent]`; see [`crate::scld::ScorerSpace`] for the measured difference.
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -16,7 +16,7 @@ use super::layers::{Activation, Dense, DenseConfig};
 /// Configuration of a [`Scorer`].
 #[derive(Config, Debug)]
 pub struct ScorerConfig {
-    /// Input width (`n_latent`).
+    /// Input width (`n_genes` in gene space, `n_latent` in latent space).
     pub n_input: usize,
     /// Hidden width of the two hidden layers.
     #[config(default = 256)]
@@ -46,7 +46,7 @@ impl Scorer {
     /// Logits `[real, generated]`.
     ///
     /// # Shapes
-    /// `z`: `[batch, n_input]` (standardised latents) → `[batch, 2]`
+    /// `z`: `[batch, n_input]` (cells or standardised latents) → `[batch, 2]`
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
         let h = self.l1.forward(z, Activation::Silu);
         let h = self.l2.forward(h, Activation::Silu);
