@@ -161,6 +161,77 @@ pub fn read_model_name(config_json: &Path) -> Result<String> {
         .ok_or_else(|| Error::format(config_json, "model", "missing or not a string"))
 }
 
+/// Writes a run directory atomically: `write` fills a fresh temporary sibling directory, which
+/// is then renamed onto `dir` (replacing it only with `force`). On any error the temporary
+/// directory is removed and `dir` is left as it was. Shared by scVAEDer and SCLD runs.
+///
+/// # Errors
+/// [`Error::AlreadyExists`] if `dir` exists and `force` is false; whatever `write` returns;
+/// [`Error::Io`] for the directory operations.
+pub(crate) fn save_dir_atomically(
+    dir: &Path,
+    force: bool,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    check_overwrite(dir, force)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = temp_dir_for(dir);
+    let _ = fs::remove_dir_all(&tmp);
+    let res = fs::create_dir_all(&tmp)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| write(&tmp));
+    if let Err(e) = res {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `genes.txt` (one gene per line) into `dir`.
+pub(crate) fn write_genes(dir: &Path, genes: &[String]) -> Result<()> {
+    let p = dir.join("genes.txt");
+    fs::write(&p, genes.join("\n") + "\n").map_err(|e| Error::io(p, e))
+}
+
+/// Reads `genes.txt` from `dir`.
+pub(crate) fn read_genes(dir: &Path) -> Result<Vec<String>> {
+    let gp = dir.join("genes.txt");
+    Ok(fs::read_to_string(&gp)
+        .map_err(|e| Error::io(&gp, e))?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Writes the training history as `metrics.jsonl` (one [`EpochRecord`] per line) into `dir`.
+pub(crate) fn write_history(dir: &Path, history: &[EpochRecord]) -> Result<()> {
+    let p = dir.join("metrics.jsonl");
+    let mut f = fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+    for r in history {
+        let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
+}
+
+/// Reads `metrics.jsonl` from `dir` (missing file or unreadable lines: skipped — the history is
+/// informational).
+pub(crate) fn read_history(dir: &Path) -> Vec<EpochRecord> {
+    fs::read_to_string(dir.join("metrics.jsonl"))
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Fails with [`Error::AlreadyExists`] if `path` exists and `force` is false.
 ///
 /// # Errors
@@ -181,17 +252,9 @@ impl Run {
     /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
     /// failures (the temporary directory is removed).
     pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        check_overwrite(dir, force)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let tmp = temp_dir_for(dir);
-        let _ = fs::remove_dir_all(&tmp);
-        let res = (|| {
-            fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        save_dir_atomically(dir, force, |tmp| {
             write_json(&tmp.join("config.json"), &self.config)?;
-            fs::write(tmp.join("genes.txt"), self.genes.join("\n") + "\n")
-                .map_err(|e| Error::io(tmp.join("genes.txt"), e))?;
+            write_genes(tmp, &self.genes)?;
             write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
             write_json(&tmp.join("latent.json"), &self.latent)?;
             if let Some(o) = &self.observation {
@@ -200,22 +263,8 @@ impl Run {
             save_module(&self.vae, &tmp.join("vae.bpk"))?;
             save_module(&self.denoiser, &tmp.join("denoiser.bpk"))?;
             save_module(&self.denoiser_ema, &tmp.join("denoiser_ema.bpk"))?;
-            let p = tmp.join("metrics.jsonl");
-            let mut f = fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
-            for r in &self.history {
-                let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
-                writeln!(f, "{line}").map_err(|e| Error::io(&p, e))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if dir.exists() {
-            fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+            write_history(tmp, &self.history)
+        })
     }
 
     /// Loads and checks a run directory: all files present, genes consistent with the
@@ -245,12 +294,7 @@ impl Run {
         }
         let config: RunConfig = read_json(&cp)?;
         let gp = dir.join("genes.txt");
-        let genes: Vec<String> = fs::read_to_string(&gp)
-            .map_err(|e| Error::io(&gp, e))?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
+        let genes = read_genes(dir)?;
         if genes.len() != config.vae.n_genes {
             return Err(Error::format(
                 &gp,
@@ -281,13 +325,7 @@ impl Run {
         } else {
             None
         };
-        let history = fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|s| {
-                s.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let history = read_history(dir);
         Ok(Run {
             config,
             genes,

@@ -33,8 +33,6 @@
 //! (when trained), `observation.json` (log1p count data), `metrics.jsonl`. Written to a
 //! temporary sibling and renamed, like scVAEDer runs.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
@@ -54,7 +52,8 @@ use crate::observation::CountObservation;
 use crate::pipeline::denoise_loop;
 use crate::preprocess::{FittedPreprocess, PreprocessConfig, fit_transform};
 use crate::run::{
-    check_overwrite, load_module, read_json, read_model_name, save_module, temp_dir_for, write_json,
+    load_module, read_genes, read_history, read_json, read_model_name, save_dir_atomically,
+    save_module, write_genes, write_history, write_json,
 };
 use crate::schedulers::{DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
 use crate::scvaeder::{
@@ -1123,17 +1122,9 @@ impl ScldRun {
     /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
     /// failures (the temporary directory is removed).
     pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        check_overwrite(dir, force)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let tmp = temp_dir_for(dir);
-        let _ = fs::remove_dir_all(&tmp);
-        let res = (|| {
-            fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        save_dir_atomically(dir, force, |tmp| {
             write_json(&tmp.join("config.json"), &self.config)?;
-            fs::write(tmp.join("genes.txt"), self.genes.join("\n") + "\n")
-                .map_err(|e| Error::io(tmp.join("genes.txt"), e))?;
+            write_genes(tmp, &self.genes)?;
             write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
             write_json(&tmp.join("latent.json"), &self.latent)?;
             write_json(&tmp.join("conditions.json"), &self.conditions)?;
@@ -1149,22 +1140,8 @@ impl ScldRun {
             if let Some(s) = &self.scorer {
                 save_module(s, &tmp.join("scorer.bpk"))?;
             }
-            let p = tmp.join("metrics.jsonl");
-            let mut f = fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
-            for r in &self.history {
-                let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
-                writeln!(f, "{line}").map_err(|e| Error::io(&p, e))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if dir.exists() {
-            fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+            write_history(tmp, &self.history)
+        })
     }
 
     /// Loads and checks an SCLD run directory.
@@ -1190,12 +1167,7 @@ impl ScldRun {
         }
         let config: ScldConfig = read_json(&cp)?;
         let gp = dir.join("genes.txt");
-        let genes: Vec<String> = fs::read_to_string(&gp)
-            .map_err(|e| Error::io(&gp, e))?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
+        let genes = read_genes(dir)?;
         if genes.len() != config.denoiser.n_cond {
             return Err(Error::format(
                 &gp,
@@ -1259,13 +1231,7 @@ impl ScldRun {
         } else {
             None
         };
-        let history = fs::read_to_string(dir.join("metrics.jsonl"))
-            .map(|s| {
-                s.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let history = read_history(dir);
         Ok(ScldRun {
             config,
             genes,
