@@ -23,6 +23,8 @@ mod bench;
 mod cluster;
 mod demo;
 mod evaluate;
+mod graph;
+mod identify;
 mod interpolate;
 mod perturb;
 mod scld;
@@ -75,6 +77,11 @@ pub enum Command {
     ScldBench(Box<scld_bench::ScldBenchArgs>),
     /// Cluster cells (scanpy pp + neighbors + Leiden/Louvain, optional UMAP): obs['leiden'].
     Cluster(cluster::ClusterArgs),
+    /// Graph-DiffVAE: correlation graph of the cells, graph VAE, held-out link AUC/AP, predicted links.
+    Graph(Box<graph::GraphArgs>),
+    /// DiffVAE: `identify` (cell types, latent dimensions, high-weight genes) and `identify-bench`.
+    #[command(flatten)]
+    Identify(identify::IdentifyCommand),
 }
 
 /// Input selection shared by commands that read a dataset.
@@ -504,6 +511,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::EvaluatePerturbation(a) => perturb::run_evaluate(a, quiet),
         Command::ScldBench(a) => scld_bench::run(*a, cli.device, quiet),
         Command::Cluster(a) => cluster::run(a, quiet),
+        Command::Graph(a) => graph::run(*a, cli.device, quiet),
+        Command::Identify(c) => identify::run(c, cli.device, quiet),
     }
 }
 

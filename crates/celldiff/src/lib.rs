@@ -23,6 +23,8 @@
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
 //! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
+//! - [`diffvae`], [`identify`]: DiffVAE and its baselines; cell-type identification.
+//! - [`graph`]: Graph-DiffVAE (correlation graph, graph VAE, link prediction).
 //! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
 pub mod data;
@@ -33,12 +35,15 @@ pub mod pca;
 pub mod preprocess;
 
 pub mod cluster;
+pub mod graph;
 pub mod neighbors;
 pub mod umap;
 
 pub mod analysis;
 pub mod backend;
 pub mod bench;
+pub mod diffvae;
+pub mod identify;
 pub mod models;
 pub mod observation;
 pub mod pipeline;

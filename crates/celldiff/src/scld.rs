@@ -98,7 +98,9 @@ impl FromStr for ScorerSpace {
         match s {
             "latent" => Ok(Self::Latent),
             "genes" => Ok(Self::Genes),
-            _ => Err(format!("unknown scorer space `{s}` (expected latent or genes)")),
+            _ => Err(format!(
+                "unknown scorer space `{s}` (expected latent or genes)"
+            )),
         }
     }
 }
@@ -948,7 +950,12 @@ pub fn generate_conditions(
             .collect()
     };
     let z_std = sample_standardized(run, &draw, &opts.sample, device, on_step)?;
-    let cells = observe(run, z_std.clone(), opts.observation, opts.sample.seed ^ 0x0b5e_77ed)?;
+    let cells = observe(
+        run,
+        z_std.clone(),
+        opts.observation,
+        opts.sample.seed ^ 0x0b5e_77ed,
+    )?;
     let scores: Option<Vec<f32>> = match &run.scorer {
         Some(s) => {
             let input = match run.config.scorer_space {

@@ -7,4 +7,6 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod common;
+mod graph;
+mod identify;
 mod scld;

@@ -110,17 +110,30 @@ fn scld_train_writes_a_complete_run_with_conditions() {
 #[test]
 fn scld_generate_conditions_scores_and_reproduces() {
     let run = tiny_scld_run();
-    let one = generate(run, &["-n", "30", "--condition", "CD14+ Monocyte", "--seed", "4"]);
+    let one = generate(
+        run,
+        &["-n", "30", "--condition", "CD14+ Monocyte", "--seed", "4"],
+    );
     assert_eq!(one.n_obs(), 30);
-    assert!(labels(&one, "celldiff_condition").iter().all(|l| l == "CD14+ Monocyte"));
+    assert!(
+        labels(&one, "celldiff_condition")
+            .iter()
+            .all(|l| l == "CD14+ Monocyte")
+    );
     match one.obs_column("celldiff_score").unwrap() {
         Column::Numeric(v) => assert!(v.iter().all(|s| (0.0..=1.0).contains(s))),
         c => panic!("celldiff_score is not numeric: {c:?}"),
     }
-    let again = generate(run, &["-n", "30", "--condition", "CD14+ Monocyte", "--seed", "4"]);
+    let again = generate(
+        run,
+        &["-n", "30", "--condition", "CD14+ Monocyte", "--seed", "4"],
+    );
     assert_eq!(one.x.to_dense(), again.x.to_dense());
     // The mix follows the training proportions (CD4+/CD25 T Reg is 68 of 700 demo cells).
-    let mix = generate(run, &["-n", "100", "--condition-mix", "--post-guidance", "off"]);
+    let mix = generate(
+        run,
+        &["-n", "100", "--condition-mix", "--post-guidance", "off"],
+    );
     let treg = labels(&mix, "celldiff_condition")
         .iter()
         .filter(|l| *l == "CD4+/CD25 T Reg")
@@ -129,7 +142,11 @@ fn scld_generate_conditions_scores_and_reproduces() {
     assert!(mix.obs_column("celldiff_score").is_ok());
     // ω = −1 is holistic generation.
     let hol = generate(run, &["-n", "20", "--guidance", "-1"]);
-    assert!(labels(&hol, "celldiff_condition").iter().all(|l| l == "holistic"));
+    assert!(
+        labels(&hol, "celldiff_condition")
+            .iter()
+            .all(|l| l == "holistic")
+    );
 }
 
 #[test]

@@ -34,7 +34,8 @@
 //!
 //! # Layout written
 //! [`write_h5ad`] writes the anndata ≥ 0.8 specification (encoding versions as anndata 0.10–0.12
-//! write them), uncompressed, to a temporary file in the destination directory that is renamed
+//! write them; [`write_h5ad_with_obsp`] adds sparse `obsp` matrices, [`read_obsp`] reads them),
+//! uncompressed, to a temporary file in the destination directory that is renamed
 //! into place, so a failed write never leaves a half-written output.
 
 use std::collections::HashSet;
@@ -134,10 +135,33 @@ pub fn read_h5ad(path: &Path, opts: &ReadOptions) -> Result<AnnData> {
             "choose either a layer or raw (use_raw) as the source of X, not both".into(),
         ));
     }
+    with_reader(path, |r| r.read(opts))
+}
+
+/// Reads the pairwise per-cell matrices `obsp` of an `.h5ad` file (anndata ≥ 0.7: scanpy's
+/// `obsp['connectivities']`/`obsp['distances']`, celldiff's `obsp['celldiff_links']`), each as a
+/// CSR matrix `[n_obs, n_obs]` with sorted column indices, in member-name order.
+///
+/// `csr_matrix` and `csc_matrix` groups and dense 2-D numeric arrays (converted to CSR,
+/// zeros dropped) are read; members in an encoding celldiff cannot read (e.g. blosc) are
+/// skipped with a warning. A file without `obsp` (or a pre-0.7 file, which kept these in
+/// `uns`) gives an empty list. `n_obs` is the number of cells the caller read from `X`.
+///
+/// # Errors
+/// - [`Error::Io`]: the file is missing or unreadable.
+/// - [`Error::Format`] naming the file and field: `(file)` not HDF5 / corrupt; `obsp` is not a
+///   group; `obsp/<name>` is not `[n_obs, n_obs]` or has an invalid sparse structure.
+pub fn read_obsp(path: &Path, n_obs: usize) -> Result<Vec<(String, CsMat<f32>)>> {
+    with_reader(path, |r| r.read_obsp(n_obs))
+}
+
+/// Opens `path` as HDF5 and runs `f` on a [`Reader`], turning a corrupt or truncated file and
+/// any panic inside the HDF5 decoder into an [`Error::Format`] (field `(file)`).
+fn with_reader<T>(path: &Path, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
     check_hdf5_signature(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file_len = bytes.len() as u64;
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<AnnData> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<T> {
         let file = File::from_bytes(bytes).map_err(|e| {
             Error::format(
                 path,
@@ -159,12 +183,11 @@ pub fn read_h5ad(path: &Path, opts: &ReadOptions) -> Result<AnnData> {
                 ));
             }
         }
-        Reader {
+        f(&Reader {
             file,
             path,
             file_len,
-        }
-        .read(opts)
+        })
     }));
     match outcome {
         Ok(result) => result,
@@ -1016,6 +1039,75 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// `obsp`: every sparse or dense 2-D numeric member as CSR `[n_obs, n_obs]`.
+    fn read_obsp(&self, n_obs: usize) -> Result<Vec<(String, CsMat<f32>)>> {
+        let g = match self.node("obsp")? {
+            Node::Missing => return Ok(Vec::new()),
+            Node::Dataset(_) => {
+                return Err(self.err(
+                    "obsp",
+                    "is a dataset; expected a group of [n_obs, n_obs] matrices",
+                ));
+            }
+            Node::Group(g) => g,
+        };
+        let mut out = Vec::new();
+        for name in self.members(&g, "obsp")? {
+            let field = format!("obsp/{name}");
+            if let Some(reason) = self.unreadable_reason(&field) {
+                tracing::warn!("{}: skipping `{field}`: {reason}", self.path.display());
+                continue;
+            }
+            let m = match self.node(&field)? {
+                Node::Dataset(ds) => {
+                    let shape = self.checked_shape(&ds, &field)?;
+                    if shape.len() != 2
+                        || !matches!(
+                            self.kind(&ds, &field)?,
+                            Kind::Float | Kind::Int | Kind::Bool
+                        )
+                    {
+                        tracing::warn!(
+                            "{}: skipping `{field}` (not a 2-D numeric array)",
+                            self.path.display()
+                        );
+                        continue;
+                    }
+                    let (_, data) = self.read_f32(&ds, &field)?;
+                    dense_to_csr(shape[0], shape[1], &data)
+                }
+                Node::Group(sub) => {
+                    let attrs = self.group_attrs(&sub, &field)?;
+                    let enc = attr_str(&attrs, "encoding-type").unwrap_or_default();
+                    match enc.as_str() {
+                        "csr_matrix" => self.read_sparse(&field, &attrs, true)?,
+                        "csc_matrix" => self.read_sparse(&field, &attrs, false)?,
+                        _ => {
+                            tracing::warn!(
+                                "{}: skipping `{field}` (encoding-type `{enc}`)",
+                                self.path.display()
+                            );
+                            continue;
+                        }
+                    }
+                }
+                Node::Missing => continue,
+            };
+            if m.shape() != (n_obs, n_obs) {
+                return Err(self.err(
+                    &field,
+                    format!(
+                        "has shape [{}, {}]; expected [n_obs, n_obs] = [{n_obs}, {n_obs}]",
+                        m.rows(),
+                        m.cols()
+                    ),
+                ));
+            }
+            out.push((name, m));
+        }
+        Ok(out)
+    }
+
     fn read_layers(&self, n_obs: usize, n_vars: usize) -> Result<Vec<(String, Matrix)>> {
         let mut out = Vec::new();
         for name in self.layer_names() {
@@ -1312,6 +1404,24 @@ fn decode_field(raw: &[u8], rec: usize, n: usize, off: usize, dt: &Datatype) -> 
     }
 }
 
+/// A dense row-major `[n_rows, n_cols]` array as CSR, zeros dropped.
+fn dense_to_csr(n_rows: usize, n_cols: usize, data: &[f32]) -> CsMat<f32> {
+    let mut indptr = Vec::with_capacity(n_rows + 1);
+    let mut indices = Vec::new();
+    let mut values = Vec::new();
+    indptr.push(0);
+    for i in 0..n_rows {
+        for (j, &v) in data[i * n_cols..(i + 1) * n_cols].iter().enumerate() {
+            if v != 0.0 {
+                indices.push(j);
+                values.push(v);
+            }
+        }
+        indptr.push(indices.len());
+    }
+    CsMat::new((n_rows, n_cols), indptr, indices, values)
+}
+
 /// Sorts the column indices (and values) of each CSR row.
 fn sort_rows(
     indptr: Vec<usize>,
@@ -1381,7 +1491,8 @@ fn transpose_compressed(
 /// `indptr` i32 or i64, attribute `shape`); `obs`/`var` as `dataframe` groups (0.2.0) with
 /// `_index`, `column-order`, categorical columns (`categorical` 0.2.0: `codes` int8/16/32 +
 /// `categories` string-array), strings (`string-array`), numbers (f64 `array`) and bools (HDF5
-/// bool enum, as h5py); `obsm` (f32 arrays), `layers` (as X), empty `varm`/`obsp`/`varp`; `uns`
+/// bool enum, as h5py); `obsm` (f32 arrays), `layers` (as X), empty `varm`/`varp`, `obsp` empty here (see
+/// [`write_h5ad_with_obsp`]); `uns`
 /// from JSON: objects → `dict` groups, strings → `string` scalars, numbers (i64/u64/f64) and
 /// bools → `numeric-scalar`, arrays of numbers/bools → `array` (rectangular nested number
 /// arrays → 2-D), arrays of strings → `string-array`, anything else (null, mixed arrays) → its
@@ -1399,7 +1510,24 @@ fn transpose_compressed(
 ///   (missing parent directories are created).
 /// - [`Error::Internal`]: the HDF5 encoder refused the data.
 pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
+    write_h5ad_with_obsp(path, adata, &[])
+}
+
+/// [`write_h5ad`] with pairwise per-cell matrices in `obsp` (anndata's `adata.obsp`): each
+/// `(name, matrix)` is written as `obsp/<name>`, a `csr_matrix` group (encoding-version 0.1.0;
+/// `data` f32, `indices` i32, `indptr` i32 or i64, attribute `shape = [n_obs, n_obs]`) exactly
+/// like a sparse `X`. A CSC matrix is converted to CSR. [`read_obsp`] reads them back.
+///
+/// # Errors
+/// Those of [`write_h5ad`], and [`Error::InvalidInput`] if an `obsp` matrix is not
+/// `[n_obs, n_obs]`, two have the same name, or a name is empty or contains `/`.
+pub fn write_h5ad_with_obsp(
+    path: &Path,
+    adata: &AnnData,
+    obsp: &[(String, CsMat<f32>)],
+) -> Result<()> {
     validate_for_write(adata)?;
+    validate_obsp(adata.n_obs(), obsp)?;
     let mut fb = FileBuilder::new();
     fb.set_attr("encoding-type", vstr("anndata"));
     fb.set_attr("encoding-version", vstr("0.1.0"));
@@ -1420,7 +1548,12 @@ pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
         write_matrix(&mut layers, k, m)?;
     }
     fb.add_group(layers.finish());
-    for empty in ["varm", "obsp", "varp"] {
+    let mut obsp_group = dict_group(&mut fb, "obsp");
+    for (k, m) in obsp {
+        write_csr(&mut obsp_group, k, m);
+    }
+    fb.add_group(obsp_group.finish());
+    for empty in ["varm", "varp"] {
         let g = dict_group(&mut fb, empty);
         fb.add_group(g.finish());
     }
@@ -1534,52 +1667,56 @@ fn write_matrix(p: &mut impl Parent, name: &str, m: &Matrix) -> Result<()> {
                 .with_shape(&[d.n_rows as u64, d.n_cols as u64]);
             set_enc_ds(ds, "array", "0.2.0");
         }
-        Matrix::Csr(c) => {
-            let (n_rows, n_cols) = (c.rows(), c.cols());
-            let mut indptr: Vec<i64> = Vec::with_capacity(n_rows + 1);
-            let mut indices: Vec<i32> = Vec::with_capacity(c.nnz());
-            let mut data: Vec<f32> = Vec::with_capacity(c.nnz());
-            indptr.push(0);
-            if c.is_csr() {
-                for row in c.outer_iterator() {
-                    let mut entries: Vec<(usize, f32)> = row.iter().map(|(j, &v)| (j, v)).collect();
-                    if entries.windows(2).any(|w| w[0].0 > w[1].0) {
-                        entries.sort_unstable_by_key(|e| e.0);
-                    }
-                    for (j, v) in entries {
-                        indices.push(j as i32);
-                        data.push(v);
-                    }
-                    indptr.push(indices.len() as i64);
-                }
-            } else {
-                let csr = c.to_csr();
-                for row in csr.outer_iterator() {
-                    for (j, &v) in row.iter() {
-                        indices.push(j as i32);
-                        data.push(v);
-                    }
-                    indptr.push(indices.len() as i64);
-                }
-            }
-            let mut g = p.sub(name);
-            set_enc_group(&mut g, "csr_matrix", "0.1.0");
-            g.set_attr(
-                "shape",
-                AttrValue::I64Array(vec![n_rows as i64, n_cols as i64]),
-            );
-            g.create_dataset("data").with_f32_data(&data);
-            g.create_dataset("indices").with_i32_data(&indices);
-            if indices.len() <= i32::MAX as usize {
-                let p32: Vec<i32> = indptr.iter().map(|&x| x as i32).collect();
-                g.create_dataset("indptr").with_i32_data(&p32);
-            } else {
-                g.create_dataset("indptr").with_i64_data(&indptr);
-            }
-            p.put(g.finish());
-        }
+        Matrix::Csr(c) => write_csr(p, name, c),
     }
     Ok(())
+}
+
+/// A sparse matrix as an anndata `csr_matrix` group (CSC input is converted; row indices
+/// are sorted).
+fn write_csr(p: &mut impl Parent, name: &str, c: &CsMat<f32>) {
+    let (n_rows, n_cols) = (c.rows(), c.cols());
+    let mut indptr: Vec<i64> = Vec::with_capacity(n_rows + 1);
+    let mut indices: Vec<i32> = Vec::with_capacity(c.nnz());
+    let mut data: Vec<f32> = Vec::with_capacity(c.nnz());
+    indptr.push(0);
+    if c.is_csr() {
+        for row in c.outer_iterator() {
+            let mut entries: Vec<(usize, f32)> = row.iter().map(|(j, &v)| (j, v)).collect();
+            if entries.windows(2).any(|w| w[0].0 > w[1].0) {
+                entries.sort_unstable_by_key(|e| e.0);
+            }
+            for (j, v) in entries {
+                indices.push(j as i32);
+                data.push(v);
+            }
+            indptr.push(indices.len() as i64);
+        }
+    } else {
+        let csr = c.to_csr();
+        for row in csr.outer_iterator() {
+            for (j, &v) in row.iter() {
+                indices.push(j as i32);
+                data.push(v);
+            }
+            indptr.push(indices.len() as i64);
+        }
+    }
+    let mut g = p.sub(name);
+    set_enc_group(&mut g, "csr_matrix", "0.1.0");
+    g.set_attr(
+        "shape",
+        AttrValue::I64Array(vec![n_rows as i64, n_cols as i64]),
+    );
+    g.create_dataset("data").with_f32_data(&data);
+    g.create_dataset("indices").with_i32_data(&indices);
+    if indices.len() <= i32::MAX as usize {
+        let p32: Vec<i32> = indptr.iter().map(|&x| x as i32).collect();
+        g.create_dataset("indptr").with_i32_data(&p32);
+    } else {
+        g.create_dataset("indptr").with_i64_data(&indptr);
+    }
+    p.put(g.finish());
 }
 
 fn write_dataframe(p: &mut impl Parent, name: &str, index: &[String], frame: &Frame) -> Result<()> {
@@ -1738,6 +1875,31 @@ fn validate_for_write(a: &AnnData) -> Result<()> {
         }
     }
     check_uns_keys(&a.uns, 0)
+}
+
+fn validate_obsp(n_obs: usize, obsp: &[(String, CsMat<f32>)]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for (k, m) in obsp {
+        check_key(k, "obsp")?;
+        if !seen.insert(k.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "obsp has two entries named `{k}`"
+            )));
+        }
+        if (m.rows(), m.cols()) != (n_obs, n_obs) {
+            return Err(Error::InvalidInput(format!(
+                "obsp `{k}` has shape [{}, {}]; expected [n_obs, n_obs] = [{n_obs}, {n_obs}]",
+                m.rows(),
+                m.cols()
+            )));
+        }
+        if n_obs > i32::MAX as usize {
+            return Err(Error::InvalidInput(format!(
+                "obsp `{k}` has {n_obs} columns; at most 2^31 - 1 can be written"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_uns_keys(m: &Map<String, Value>, depth: usize) -> Result<()> {
@@ -2715,5 +2877,102 @@ with h5py.File(sys.argv[2], "a") as f:
         let (field, msg) = format_field(read_h5ad(&layer_blosc, &opts).unwrap_err());
         assert_eq!(field, "layers/counts");
         assert!(msg.contains("blosc"), "{msg}");
+    }
+
+    #[test]
+    fn obsp_round_trip_and_anndata_reads_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("obsp.h5ad");
+        // A symmetric 4-cell graph with probabilities, and an empty one.
+        let links = CsMat::new(
+            (4, 4),
+            vec![0, 2, 4, 5, 8],
+            vec![1, 3, 0, 3, 3, 0, 1, 2],
+            vec![0.9, 0.75, 0.9, 0.5, 0.5, 0.75, 0.5, 0.5],
+        );
+        let empty = CsMat::new((4, 4), vec![0; 5], Vec::new(), Vec::new());
+        let obsp = vec![("links".to_string(), links.clone()), ("zero".into(), empty)];
+        write_h5ad_with_obsp(&p, &example(false), &obsp).unwrap();
+        // The rest of the file is unchanged and obsp reads back exactly.
+        assert_same(
+            &example(false),
+            &read_h5ad(&p, &ReadOptions::default()).unwrap(),
+        );
+        let back = read_obsp(&p, 4).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].0, "links");
+        assert_eq!(back[0].1, links);
+        assert_eq!((back[1].0.as_str(), back[1].1.nnz()), ("zero", 0));
+        // A file without obsp entries, and a wrong n_obs.
+        let plain = tmp.path().join("plain.h5ad");
+        write_h5ad(&plain, &example(false)).unwrap();
+        assert!(read_obsp(&plain, 4).unwrap().is_empty());
+        let (field, msg) = format_field(read_obsp(&p, 5).unwrap_err());
+        assert_eq!(field, "obsp/links");
+        assert!(msg.contains("expected [n_obs, n_obs] = [5, 5]"), "{msg}");
+        // Bad obsp input: nothing is written.
+        let q = tmp.path().join("bad.h5ad");
+        let wrong = CsMat::new((3, 3), vec![0; 4], Vec::new(), Vec::new());
+        for bad in [
+            vec![("w".to_string(), wrong)],
+            vec![("a/b".to_string(), links.clone())],
+            vec![
+                ("d".to_string(), links.clone()),
+                ("d".into(), links.clone()),
+            ],
+        ] {
+            assert!(matches!(
+                write_h5ad_with_obsp(&q, &example(false), &bad),
+                Err(Error::InvalidInput(_))
+            ));
+            assert!(!q.exists());
+        }
+        let ok = std::process::Command::new(python())
+            .args(["-c", "import anndata"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipping the anndata part: anndata not installed");
+            return;
+        }
+        let theirs = tmp.path().join("theirs.h5ad");
+        let script = r#"
+import sys, warnings
+import numpy as np, scipy.sparse as sp, anndata as ad
+warnings.simplefilter("error")
+a = ad.read_h5ad(sys.argv[1])
+L = a.obsp["links"]
+assert sp.issparse(L) and L.format == "csr" and L.dtype == np.float32, (type(L), L.dtype)
+expected = np.array([[0, .9, 0, .75], [.9, 0, 0, .5], [0, 0, 0, .5], [.75, .5, .5, 0]], np.float32)
+assert np.array_equal(L.toarray(), expected), L.toarray()
+assert np.array_equal(L.toarray(), L.toarray().T)
+assert a.obsp["zero"].nnz == 0
+# anndata's own obsp: a CSR and a dense matrix.
+a.obsp["dense"] = np.eye(4, dtype=np.float32) * 2
+a.obsp["csc"] = sp.csc_matrix(expected)
+a.write_h5ad(sys.argv[2])
+print("PYTHON_OK")
+"#;
+        let out = std::process::Command::new(python())
+            .args(["-c", script])
+            .arg(&p)
+            .arg(&theirs)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("PYTHON_OK"),
+            "python check failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back: std::collections::HashMap<String, CsMat<f32>> =
+            read_obsp(&theirs, 4).unwrap().into_iter().collect();
+        assert_eq!(back["links"], links);
+        let dense = &back["dense"];
+        assert_eq!(dense.nnz(), 4);
+        assert!((0..4).all(|i| dense.get(i, i) == Some(&2.0)));
+        // anndata writes a csc_matrix as CSC; we read it as CSR.
+        assert_eq!(back["csc"].get(0, 1), Some(&0.9));
+        assert_eq!(back["csc"].get(2, 3), Some(&0.5));
     }
 }

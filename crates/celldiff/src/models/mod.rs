@@ -7,12 +7,16 @@
 //! - [`autoencoder`]: the SCLD autoencoder (Wang et al. 2023, Eq. 3–6).
 //! - [`cond_denoiser`]: SCLD's conditional denoiser (MLP or U-Net; add/concat/attention fusion).
 //! - [`scorer`]: SCLD's post-guidance real-vs-generated Scorer.
+//! - [`diffvae`]: the DiffVAE encoder/decoder and its Bernoulli, MMD and KL loss terms.
+//! - [`graph_vae`]: Graph-DiffVAE's variational graph autoencoder (sparse GCN propagation).
 //! - [`ema`]: exponential moving average of weights (diffusers `EMAModel`).
 
 pub mod autoencoder;
 pub mod cond_denoiser;
 pub mod denoiser;
+pub mod diffvae;
 pub mod ema;
+pub mod graph_vae;
 pub mod layers;
 pub mod scorer;
 pub mod vae;
@@ -20,6 +24,7 @@ pub mod vae;
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use cond_denoiser::{Architecture, CondDenoiser, CondDenoiserConfig, Fusion};
 pub use denoiser::{Denoiser, DenoiserConfig};
+pub use diffvae::{DiffVae, DiffVaeConfig};
 pub use ema::Ema;
 pub use layers::{Activation, Dense, DenseConfig};
 pub use scorer::{Scorer, ScorerConfig};

@@ -1,0 +1,317 @@
+//! `celldiff graph`: Graph-DiffVAE (Bica et al., Sci. Rep. 2020) on a dataset. Builds the
+//! Pearson-correlation graph of the cells, trains the variational graph autoencoder with 15 %
+//! of the edges held out, reports the held-out ROC AUC / average precision, and writes the
+//! input with `obsm['X_graph']` (node embedding Z*), `obsm['X_graph_mu']` (posterior mean μ),
+//! `obsp['celldiff_links']` (predicted links, probabilities), `obsp['celldiff_graph_input']`
+//! (the correlation graph, 0/1) and `uns['celldiff_graph']`, plus `<stem>_links.tsv`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use celldiff::Error;
+use celldiff::backend::DeviceChoice;
+use celldiff::graph::{self, GraphSpec, LinkMode};
+use celldiff::io;
+use celldiff::run::check_overwrite;
+
+use super::{DataArgs, Written, write_atomic};
+use crate::progress::Bars;
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output .h5ad: the input (all genes, as read) with obsm['X_graph'], obsm['X_graph_mu'],
+    /// obsp['celldiff_links'], obsp['celldiff_graph_input'] and uns['celldiff_graph'];
+    /// `<stem>_links.tsv` is written beside it.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Correlation neighbours per cell of the initial graph (each cell is linked to its k most
+    /// Pearson-correlated cells, then symmetrised).
+    #[arg(long, default_value_t = 1)]
+    pub k: usize,
+    /// Training epochs (full-batch Adam steps).
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+    /// Adam learning rate (the paper's 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Highly variable genes used as node features (0 = all genes).
+    #[arg(long, default_value_t = 2000)]
+    pub n_top_genes: usize,
+    /// Width of the hidden graph convolutions.
+    #[arg(long, default_value_t = 512)]
+    pub hidden: usize,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 50)]
+    pub latent: usize,
+    /// Predicted links: every pair with probability ≥ this (0 < p < 1; each cell selects at
+    /// most its 100 most probable partners).
+    #[arg(long, conflicts_with = "top_k_links")]
+    pub threshold: Option<f64>,
+    /// Predicted links: the k most probable partners of each cell among all cells.
+    #[arg(long, default_value_t = 5)]
+    pub top_k_links: usize,
+    /// Up to this many cells the reconstruction loss is computed over all N² cell pairs
+    /// (memory ~N² floats); above, over the edges plus an equal number of sampled non-edges
+    /// per epoch (an unbiased estimate).
+    #[arg(long, default_value_t = 5000)]
+    pub dense_max_cells: usize,
+    /// Seed of the edge split, the initialisation, ε and the sampled non-edges.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `<dir>/<stem>_links.tsv` beside `out`.
+fn links_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "graph".into());
+    out.with_file_name(format!("{stem}_links.tsv"))
+}
+
+fn param(msg: String) -> anyhow::Error {
+    Error::Param(msg).into()
+}
+
+impl GraphArgs {
+    /// The library spec these flags describe, with every flag checked.
+    fn spec(&self) -> Result<GraphSpec> {
+        if self.k == 0 {
+            return Err(param(
+                "--k must be at least 1 (correlation neighbours per cell)".into(),
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(param("--epochs must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(param(format!(
+                "--lr must be a positive number, got {}",
+                self.lr
+            )));
+        }
+        if self.hidden == 0 || self.latent == 0 {
+            return Err(param("--hidden and --latent must be at least 1".into()));
+        }
+        let links = match self.threshold {
+            Some(p) if !(p > 0.0 && p < 1.0) => {
+                return Err(param(format!(
+                    "--threshold must be a probability strictly between 0 and 1, got {p}"
+                )));
+            }
+            Some(p) => LinkMode::Threshold(p),
+            None if self.top_k_links == 0 => {
+                return Err(param("--top-k-links must be at least 1".into()));
+            }
+            None => LinkMode::TopK(self.top_k_links),
+        };
+        let mut spec = GraphSpec {
+            n_top_genes: (self.n_top_genes > 0).then_some(self.n_top_genes),
+            k: self.k,
+            hidden: self.hidden,
+            n_latent: self.latent,
+            links,
+            ..GraphSpec::default()
+        }
+        .with_seed(self.seed);
+        spec.train.epochs = self.epochs;
+        spec.train.learning_rate = self.lr;
+        spec.train.dense_max_nodes = self.dense_max_cells;
+        Ok(spec)
+    }
+}
+
+/// Runs `celldiff graph`: checks the flags and outputs, fits Graph-DiffVAE
+/// ([`graph::fit`]), writes the TSV and then the .h5ad (both atomic; the TSV is removed again if
+/// the .h5ad fails) and prints a one-line JSON summary on stdout.
+pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    let tsv = links_path(&a.out);
+    check_overwrite(&a.out, a.force)?;
+    check_overwrite(&tsv, a.force)?;
+    let spec = a.spec()?;
+    let device = super::device(dev)?;
+    let mut bars = Bars::new(quiet);
+    let start = Instant::now();
+    let mut adata = a.data.read()?;
+    let n = adata.n_obs();
+    if let LinkMode::TopK(k) = spec.links
+        && k >= n
+    {
+        return Err(param(format!(
+            "--top-k-links {k} needs more than {k} cells; the data have {n}"
+        )));
+    }
+    if spec.k >= n {
+        return Err(param(format!(
+            "--k {} needs more than {} cells; the data have {n}",
+            spec.k, spec.k
+        )));
+    }
+    // Keep the input's own obsp matrices (scanpy's connectivities, ...).
+    let mut obsp = if a.data.data.is_file() {
+        match io::h5ad::read_obsp(&a.data.data, n) {
+            Ok(v) => v,
+            Err(e) => {
+                bars.println(format!("warning: not keeping the input's obsp: {e}"));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    bars.println(format!(
+        "read {} cells × {} genes from {}",
+        n,
+        adata.n_vars(),
+        a.data.data.display()
+    ));
+    let fit = graph::fit(&adata, &spec, &device, &mut bars)
+        .with_context(|| format!("Graph-DiffVAE on {}", a.data.data.display()))?;
+    for m in &fit.preprocess.messages {
+        bars.println(format!("preprocess: {m}"));
+    }
+    if fit.n_constant_cells > 0 {
+        bars.println(format!(
+            "warning: {} cells have constant features (correlation undefined); they are linked \
+             to the lowest-index cells",
+            fit.n_constant_cells
+        ));
+    }
+    if fit.links.n_capped > 0 {
+        bars.println(format!(
+            "warning: {} cells had more than {} partners above --threshold; only the most \
+             probable were kept",
+            fit.links.n_capped,
+            graph::MAX_LINKS_PER_CELL
+        ));
+    }
+    let records = &fit.trained.records;
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let (link_mode, top_k, threshold) = match spec.links {
+        LinkMode::TopK(k) => ("top_k", Some(k), None),
+        LinkMode::Threshold(p) => ("threshold", None, Some(p)),
+    };
+    let mut summary = serde_json::json!({
+        "model": "graph_diffvae",
+        "params": {
+            "k": spec.k,
+            "epochs": spec.train.epochs,
+            "lr": spec.train.learning_rate,
+            "n_top_genes": a.n_top_genes,
+            "hidden": spec.hidden,
+            "latent": spec.n_latent,
+            "seed": spec.seed,
+            "link_mode": link_mode,
+            "test_fraction": spec.test_fraction,
+            "val_fraction": spec.val_fraction,
+            "dense_max_nodes": spec.train.dense_max_nodes,
+            "negative_ratio": spec.train.negative_ratio,
+        },
+        "n_cells": n,
+        "n_features": fit.preprocess.genes.len(),
+        "n_edges": fit.graph.n_edges(),
+        "n_train_edges": fit.split.train.n_edges(),
+        "n_val_edges": fit.split.val.len(),
+        "n_test_edges": fit.split.test.len(),
+        "n_constant_cells": fit.n_constant_cells,
+        "dense_loss": fit.trained.dense_loss,
+        "negatives_per_epoch": fit.trained.negatives_per_epoch,
+        "pos_weight": fit.trained.pos_weight,
+        "norm": fit.trained.norm,
+        "loss": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
+        "recon": records.iter().map(|r| r.recon).collect::<Vec<_>>(),
+        "kl": records.iter().map(|r| r.kl).collect::<Vec<_>>(),
+        "n_links": fit.links.matrix.nnz() / 2,
+        "n_capped_cells": fit.links.n_capped,
+    });
+    let obj = summary.as_object_mut().expect("an object");
+    let params = obj["params"].as_object_mut().expect("an object");
+    if let Some(k) = top_k {
+        params.insert("top_k_links".into(), k.into());
+    }
+    if let Some(p) = threshold {
+        params.insert("threshold".into(), p.into());
+    }
+    for (key, v) in [
+        ("test_auc", finite(fit.test.auc)),
+        ("test_ap", finite(fit.test.ap)),
+        ("val_auc", fit.val.and_then(|s| finite(s.auc))),
+        ("val_ap", fit.val.and_then(|s| finite(s.ap))),
+    ] {
+        if let Some(v) = v {
+            obj.insert(key.into(), v.into());
+        }
+    }
+    obj.insert("preprocess".into(), fit.preprocess.messages.clone().into());
+    obj.insert("seconds".into(), start.elapsed().as_secs_f64().into());
+    adata.set_obsm("X_graph", fit.z_star.clone());
+    adata.set_obsm("X_graph_mu", fit.mu.clone());
+    adata.uns.insert("celldiff_graph".into(), summary.clone());
+    for (name, m) in [
+        ("celldiff_links", fit.links.matrix.clone()),
+        ("celldiff_graph_input", fit.graph.adjacency()),
+    ] {
+        obsp.retain(|(k, _)| k != name);
+        obsp.push((name.to_string(), m));
+    }
+
+    let mut text = String::from("cell_i\tcell_j\tprobability\tin_input_graph\n");
+    for (i, row) in fit.links.matrix.outer_iterator().enumerate() {
+        for (j, &p) in row.iter().filter(|(j, _)| *j > i) {
+            let _ = writeln!(
+                text,
+                "{}\t{}\t{p:.6}\t{}",
+                adata.obs_names[i],
+                adata.obs_names[j],
+                u8::from(fit.graph.has_edge(i, j))
+            );
+        }
+    }
+    // All or none: the TSV is removed again if the .h5ad cannot be written; each file is
+    // written to a temporary name and renamed into place.
+    let mut written = Written::default();
+    write_atomic(&tsv, &text)?;
+    written.push(&tsv);
+    io::h5ad::write_h5ad_with_obsp(&a.out, &adata, &obsp)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    written.keep();
+    let secs = start.elapsed().as_secs_f64();
+    let mut line = serde_json::json!({
+        "n_cells": n,
+        "n_edges": fit.graph.n_edges(),
+        "n_test_edges": fit.split.test.len(),
+        "n_links": fit.links.matrix.nnz() / 2,
+        "final_loss": records.last().map(|r| r.loss),
+        "seconds": secs,
+        "out": a.out.display().to_string(),
+        "links": tsv.display().to_string(),
+    });
+    for key in ["test_auc", "test_ap", "val_auc", "val_ap"] {
+        if let Some(v) = summary.get(key) {
+            line[key] = v.clone();
+        }
+    }
+    println!("{line}");
+    bars.println(format!(
+        "Graph-DiffVAE: {} cells, {} edges ({} held out for testing): test AUC {:.3}, AP {:.3}; \
+         {} predicted links; {secs:.1}s; wrote {} and {}",
+        n,
+        fit.graph.n_edges(),
+        fit.split.test.len(),
+        fit.test.auc,
+        fit.test.ap,
+        fit.links.matrix.nnz() / 2,
+        a.out.display(),
+        tsv.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! `celldiff identify` and `celldiff identify-bench`: DiffVAE cell-type identification (Bica
+//! et al., *Sci. Rep.* 2020) and its clustering benchmark (the paper's Table 2). The science is
+//! in [`celldiff::diffvae`] and [`celldiff::identify`].
+//!
+//! `identify` writes the input (all genes, as read) with `obs['celldiff_cluster']`,
+//! `obsm['X_celldiff']` (the latent means), `obsm['X_tsne']` and `uns['celldiff_identify']`,
+//! plus `<stem>_dimensions.tsv` and `<stem>_genes.tsv` beside it, all or none.
+//! `identify-bench` writes `DIR/results.json` and `DIR/table.md`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use celldiff::backend::DeviceChoice;
+use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
+use celldiff::identify::{
+    self, BenchOptions, ClusterSpace, Clustering, DEFAULT_EPS_QUANTILE, DbscanEps, IdentifyOptions,
+    TsneOptions,
+};
+use celldiff::io;
+use celldiff::run::check_overwrite;
+
+use super::interpolate::sibling;
+use super::{DataArgs, Written, device, write_atomic};
+use crate::progress::Bars;
+
+/// The two DiffVAE subcommands (flattened into the top-level command list).
+#[derive(Subcommand, Debug)]
+pub enum IdentifyCommand {
+    /// DiffVAE cell-type identification: latent model → t-SNE → k-means/DBSCAN → top latent
+    /// dimensions and high-weight genes per cluster (obs['celldiff_cluster']).
+    Identify(Box<IdentifyArgs>),
+    /// DiffVAE's clustering benchmark (Table 2): ARI of DiffVAE, VAE, AE and PCA × latent
+    /// sizes × {k-means, DBSCAN} × {latent, t-SNE} over several seeds.
+    IdentifyBench(Box<IdentifyBenchArgs>),
+}
+
+/// Training and t-SNE flags shared by `identify` and `identify-bench`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainFlags {
+    /// Highly variable genes (seurat flavor) the model sees (0 = all genes).
+    #[arg(long, default_value_t = 2000)]
+    pub n_top_genes: usize,
+    /// Encoder hidden widths h2,h1, outer first (decoder mirrored; the paper: 512,256).
+    #[arg(long, default_value = "512,256", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// ReLU on the μ and log σ² heads, as the paper (then σ ≥ 1 and μ ≥ 0 for every cell).
+    #[arg(long)]
+    pub relu_heads: bool,
+    /// λ, the weight of DiffVAE's MMD term (the published code: 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub mmd_weight: f64,
+    /// β, the weight of the VAE baseline's KL term.
+    #[arg(long, default_value_t = 1.0)]
+    pub kl_weight: f64,
+    /// Training epochs over all cells.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Minibatch size (cells).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// t-SNE perplexity (lowered to (n_cells − 1)/3 for few cells).
+    #[arg(long, default_value_t = 30.0)]
+    pub perplexity: f64,
+    /// t-SNE epochs.
+    #[arg(long, default_value_t = 1000)]
+    pub tsne_epochs: usize,
+    /// k-means restarts (best inertia kept).
+    #[arg(long, default_value_t = 10)]
+    pub kmeans_n_init: usize,
+}
+
+impl TrainFlags {
+    /// The latent-model configuration (kind and size from the caller).
+    fn latent(
+        &self,
+        kind: LatentModelKind,
+        n_latent: usize,
+        seed: u64,
+    ) -> Result<LatentModelConfig> {
+        let [h2, h1] = self.hidden[..] else {
+            bail!(
+                "--hidden: expected two widths h2,h1 (e.g. 512,256), got {:?}",
+                self.hidden
+            );
+        };
+        let cfg = LatentModelConfig {
+            kind,
+            n_latent,
+            h1,
+            h2,
+            relu_heads: self.relu_heads,
+            mmd_weight: self.mmd_weight,
+            kl_weight: self.kl_weight,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.lr,
+            seed,
+        };
+        cfg.validate().context("model flags")?;
+        Ok(cfg)
+    }
+
+    fn tsne(&self, seed: u64) -> Result<TsneOptions> {
+        let t = TsneOptions {
+            perplexity: self.perplexity,
+            epochs: self.tsne_epochs,
+            seed,
+            ..TsneOptions::default()
+        };
+        t.validate().context("--perplexity / --tsne-epochs")?;
+        Ok(t)
+    }
+
+    fn n_top_genes(&self) -> Option<usize> {
+        (self.n_top_genes > 0).then_some(self.n_top_genes)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IdentifyArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Latent model: diffvae, vae (Gaussian VAE), ae (plain autoencoder) or pca.
+    #[arg(long, default_value = "diffvae")]
+    pub latent_model: String,
+    /// Latent dimension m.
+    #[arg(long, default_value_t = 50)]
+    pub latent: usize,
+    #[command(flatten)]
+    pub train: TrainFlags,
+    /// obs column with reference labels: the ARI is reported against it, and k-means takes its
+    /// number of labels as k unless --n-clusters is given.
+    #[arg(long)]
+    pub labels_key: Option<String>,
+    /// k-means with K clusters.
+    #[arg(long, conflicts_with = "dbscan_eps")]
+    pub n_clusters: Option<usize>,
+    /// DBSCAN instead of k-means, with radius E (in the units of the clustered space) or
+    /// `auto` (a quantile, --eps-quantile, of the distances to the min_samples-th nearest
+    /// cell).
+    #[arg(long, value_name = "E|auto", allow_negative_numbers = true)]
+    pub dbscan_eps: Option<String>,
+    /// DBSCAN's minimum neighbourhood size, the cell itself included (default 5).
+    #[arg(long)]
+    pub dbscan_min_samples: Option<usize>,
+    /// With --dbscan-eps auto: the quantile of the distances to the min_samples-th nearest
+    /// cell taken as ε (≈ the fraction of cells that become core points).
+    #[arg(long)]
+    pub eps_quantile: Option<f64>,
+    /// Cluster the latent means (latent) or their 2-D t-SNE (tsne).
+    #[arg(long, default_value = "latent")]
+    pub on: String,
+    /// Top latent dimensions reported per cluster.
+    #[arg(long, default_value_t = 10)]
+    pub top_dimensions: usize,
+    /// High-weight genes reported per dimension.
+    #[arg(long, default_value_t = 20)]
+    pub top_genes: usize,
+    /// Seed of the model, the t-SNE and k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output .h5ad (TSVs beside it: <stem>_dimensions.tsv, <stem>_genes.tsv).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdentifyBenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// obs column with reference labels (k-means uses their number as k).
+    #[arg(long)]
+    pub labels_key: String,
+    /// Seeds per configuration.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Latent sizes, comma-separated.
+    #[arg(long, default_value = "20,50,100", value_delimiter = ',')]
+    pub latent_sizes: Vec<usize>,
+    /// Models, comma-separated (diffvae, vae, ae, pca).
+    #[arg(long, default_value = "diffvae,vae,ae,pca", value_delimiter = ',')]
+    pub models: Vec<String>,
+    #[command(flatten)]
+    pub train: TrainFlags,
+    /// DBSCAN's minimum neighbourhood size.
+    #[arg(long, default_value_t = 5)]
+    pub dbscan_min_samples: usize,
+    /// DBSCAN's ε: this quantile of the distances to the min_samples-th nearest cell, per
+    /// space and run.
+    #[arg(long, default_value_t = DEFAULT_EPS_QUANTILE)]
+    pub eps_quantile: f64,
+    /// First seed (repeat r uses seed + r).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (results.json, table.md).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(c: IdentifyCommand, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    match c {
+        IdentifyCommand::Identify(a) => run_identify(*a, dev, quiet),
+        IdentifyCommand::IdentifyBench(a) => run_bench(*a, dev, quiet),
+    }
+}
+
+fn parse_model(s: &str) -> Result<LatentModelKind> {
+    s.parse::<LatentModelKind>().context("--latent-model")
+}
+
+/// The options of `identify`, all checked before any data are read.
+fn options(a: &IdentifyArgs) -> Result<IdentifyOptions> {
+    let kind = parse_model(&a.latent_model)?;
+    let latent = a.train.latent(kind, a.latent, a.seed)?;
+    let space: ClusterSpace = a.on.parse().context("--on")?;
+    if (a.dbscan_min_samples.is_some() || a.eps_quantile.is_some()) && a.dbscan_eps.is_none() {
+        bail!(
+            "--dbscan-min-samples / --eps-quantile need --dbscan-eps (DBSCAN); k-means is the \
+             default"
+        );
+    }
+    let clustering = match &a.dbscan_eps {
+        Some(e) => {
+            let mut eps: DbscanEps = e.parse().context("--dbscan-eps")?;
+            if let Some(q) = a.eps_quantile {
+                if !matches!(eps, DbscanEps::Auto { .. }) {
+                    bail!("--eps-quantile only applies to --dbscan-eps auto");
+                }
+                if !(0.0..=1.0).contains(&q) {
+                    bail!("--eps-quantile must be in [0, 1], got {q}");
+                }
+                eps = DbscanEps::Auto { quantile: q };
+            }
+            let min_samples = a.dbscan_min_samples.unwrap_or(5);
+            if min_samples == 0 {
+                return Err(celldiff::Error::Param(
+                    "--dbscan-min-samples must be at least 1".into(),
+                )
+                .into());
+            }
+            Clustering::Dbscan { eps, min_samples }
+        }
+        None => {
+            if a.n_clusters == Some(0) {
+                return Err(celldiff::Error::Param(
+                    "--n-clusters must be at least 1 (k-means needs k ≥ 1)".into(),
+                )
+                .into());
+            }
+            if a.n_clusters.is_none() && a.labels_key.is_none() {
+                bail!(
+                    "k-means needs a number of clusters: give --n-clusters K, or --labels-key \
+                     KEY to use its number of labels, or --dbscan-eps E|auto for DBSCAN"
+                );
+            }
+            Clustering::KMeans {
+                k: a.n_clusters,
+                n_init: a.train.kmeans_n_init,
+            }
+        }
+    };
+    if a.train.kmeans_n_init == 0 {
+        bail!("--kmeans-n-init must be at least 1");
+    }
+    Ok(IdentifyOptions {
+        latent,
+        n_top_genes: a.train.n_top_genes(),
+        clustering,
+        space,
+        tsne: a.train.tsne(a.seed)?,
+        n_top_dimensions: a.top_dimensions,
+        n_top_weight_genes: a.top_genes,
+        labels_key: a.labels_key.clone(),
+    })
+}
+
+fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    let dims_tsv = sibling(&a.out, "_dimensions.tsv");
+    let genes_tsv = sibling(&a.out, "_genes.tsv");
+    for p in [&a.out, &dims_tsv, &genes_tsv] {
+        check_overwrite(p, a.force)?;
+    }
+    let opts = options(&a)?;
+    let device = device(dev)?;
+    let mut bars = Bars::new(quiet);
+    let start = Instant::now();
+    let mut adata = a.data.read()?;
+    if let Some(k) = &a.labels_key {
+        adata.obs_column(k).context("--labels-key")?;
+    }
+    bars.println(format!(
+        "read {} cells × {} genes from {}",
+        adata.n_obs(),
+        adata.n_vars(),
+        a.data.data.display()
+    ));
+    let res = identify::identify(&adata, &opts, &device, &mut bars)
+        .with_context(|| format!("identifying cell types in {}", a.data.data.display()))?;
+    for m in &res.preprocess.messages {
+        bars.println(format!("preprocess: {m}"));
+    }
+    adata.set_obs("celldiff_cluster", res.obs_column());
+    adata.set_obsm("X_celldiff", res.fit.latent.clone());
+    adata.set_obsm("X_tsne", res.tsne.clone());
+    let mut uns = res.uns(&opts);
+    if let Some(o) = uns.as_object_mut() {
+        o.insert(
+            "dimensions_tsv".into(),
+            dims_tsv.display().to_string().into(),
+        );
+        o.insert("genes_tsv".into(), genes_tsv.display().to_string().into());
+    }
+    adata.uns.insert("celldiff_identify".into(), uns);
+    let mut written = Written::default();
+    write_atomic(&dims_tsv, &res.dimensions_tsv())?;
+    written.push(&dims_tsv);
+    write_atomic(&genes_tsv, &res.genes_tsv())?;
+    written.push(&genes_tsv);
+    // write_h5ad writes a temporary file and renames it over the output (atomic).
+    io::write_h5ad(&a.out, &adata)?;
+    written.keep();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "n_cells": adata.n_obs(),
+            "n_genes_used": res.genes.len(),
+            "latent_model": opts.latent.kind.name(),
+            "n_latent": res.fit.latent.n_cols,
+            "clustering": opts.clustering.name(),
+            "on": opts.space.name(),
+            "n_clusters": res.n_clusters(),
+            "cluster_sizes": res.sizes,
+            "n_noise": res.n_noise,
+            "k": res.k,
+            "eps": res.eps,
+            "ari": res.ari,
+            "labels_key": opts.labels_key,
+            "seconds": secs,
+            "timings": res.timings,
+            "out": a.out.display().to_string(),
+        })
+    );
+    bars.println(format!(
+        "{} clusters ({} on {}{}) of {} cells in {secs:.1}s{}; wrote {}, {}, {}",
+        res.n_clusters(),
+        opts.clustering.name(),
+        opts.space.name(),
+        if res.n_noise > 0 {
+            format!(", {} noise", res.n_noise)
+        } else {
+            String::new()
+        },
+        adata.n_obs(),
+        res.ari
+            .map(|v| format!(
+                ", ARI vs obs['{}'] = {v:.3}",
+                a.labels_key.as_deref().unwrap_or("")
+            ))
+            .unwrap_or_default(),
+        a.out.display(),
+        dims_tsv.display(),
+        genes_tsv.display()
+    ));
+    Ok(())
+}
+
+fn run_bench(a: IdentifyBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    let outputs = ["results.json", "table.md"].map(|f| a.out.join(f));
+    for p in &outputs {
+        check_overwrite(p, a.force)?;
+    }
+    let models = a
+        .models
+        .iter()
+        .map(|m| m.parse::<LatentModelKind>().context("--models"))
+        .collect::<Result<Vec<_>>>()?;
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if a.latent_sizes.is_empty() || a.latent_sizes.contains(&0) {
+        bail!("--latent-sizes must be positive, got {:?}", a.latent_sizes);
+    }
+    if !(0.0..=1.0).contains(&a.eps_quantile) {
+        bail!("--eps-quantile must be in [0, 1], got {}", a.eps_quantile);
+    }
+    let opts = BenchOptions {
+        labels_key: a.labels_key.clone(),
+        repeats: a.repeats,
+        latent_sizes: a.latent_sizes.clone(),
+        models,
+        latent: a
+            .train
+            .latent(LatentModelKind::DiffVae, a.latent_sizes[0], a.seed)?,
+        n_top_genes: a.train.n_top_genes(),
+        min_samples: a.dbscan_min_samples,
+        eps_quantile: a.eps_quantile,
+        n_init: a.train.kmeans_n_init,
+        tsne: a.train.tsne(a.seed)?,
+        seed: a.seed,
+    };
+    let device = device(dev)?;
+    let mut bars = Bars::new(quiet);
+    let adata = a.data.read()?;
+    adata.obs_column(&a.labels_key).context("--labels-key")?;
+    let mut lines = Vec::new();
+    let res = {
+        let mut progress = |l: &str| {
+            if !quiet {
+                eprintln!("{l}");
+            }
+            lines.push(l.to_string());
+        };
+        identify::identify_bench(&adata, &opts, &device, &mut bars, &mut progress)
+            .with_context(|| format!("identify-bench on {}", a.data.data.display()))?
+    };
+    let md = res.markdown();
+    let mut doc = serde_json::to_value(&res)?;
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("data".into(), a.data.data.display().to_string().into());
+        o.insert("log".into(), lines.into());
+    }
+    if let Some(p) = outputs[0].parent() {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    let mut written = Written::default();
+    write_atomic(&outputs[1], &md)?;
+    written.push(&outputs[1]);
+    write_atomic(&outputs[0], &serde_json::to_string_pretty(&doc)?)?;
+    written.keep();
+    print!("{md}");
+    bars.println(format!(
+        "wrote {} and {} in {:.1}s",
+        outputs[0].display(),
+        outputs[1].display(),
+        res.seconds
+    ));
+    Ok(())
+}
