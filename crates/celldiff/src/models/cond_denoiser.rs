@@ -30,11 +30,10 @@ use std::str::FromStr;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use super::denoiser::timestep_embedding;
+use super::denoiser::timestep_embedding_tensor;
 use super::layers::{Activation, Dense, DenseConfig};
 
 /// How the condition embedding enters the denoiser (SCLD Table 4).
@@ -289,11 +288,7 @@ impl CondDenoiser {
     /// # Shapes
     /// output: `[ts.len(), time_dim]`
     pub fn embed_timesteps(&self, ts: &[usize], device: &Device) -> Tensor<2> {
-        let data = TensorData::new(
-            timestep_embedding(ts, self.time_dim),
-            [ts.len(), self.time_dim],
-        );
-        Tensor::from_data(data, device)
+        timestep_embedding_tensor(ts, self.time_dim, device)
     }
 
     /// `Embed(c)`: condition vectors to condition embeddings (SCLD Sec. 3.2.1).

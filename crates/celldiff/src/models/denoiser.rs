@@ -71,6 +71,17 @@ pub fn timestep_embedding(ts: &[usize], dim: usize) -> Vec<f32> {
     out
 }
 
+/// [`timestep_embedding`] as a tensor on `device`.
+///
+/// # Shapes
+/// output: `[ts.len(), dim]`
+pub fn timestep_embedding_tensor(ts: &[usize], dim: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(timestep_embedding(ts, dim), [ts.len(), dim]),
+        device,
+    )
+}
+
 impl Denoiser {
     /// Width of the timestep embedding this network expects.
     pub fn time_dim(&self) -> usize {
@@ -82,11 +93,7 @@ impl Denoiser {
     /// # Shapes
     /// output: `[ts.len(), time_dim]`
     pub fn embed_timesteps(&self, ts: &[usize], device: &Device) -> Tensor<2> {
-        let data = TensorData::new(
-            timestep_embedding(ts, self.time_dim),
-            [ts.len(), self.time_dim],
-        );
-        Tensor::from_data(data, device)
+        timestep_embedding_tensor(ts, self.time_dim, device)
     }
 
     /// Predicts ε from the noisy latent and the (already embedded) timestep.
