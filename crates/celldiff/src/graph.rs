@@ -30,7 +30,13 @@
 //!    so that its expectation equals the dense loss (no `N × N` matrix is formed).
 //! 5. **Evaluation** ([`link_scores`]): ROC AUC and average precision of
 //!    `σ(z*_i · z*_j)` (with `Z = μ`, the posterior mean) on the test pairs, as GAE's
-//!    `get_roc_score`. The validation metrics are recorded every 10 epochs.
+//!    `get_roc_score`. The validation metrics are recorded every 10 epochs. The same test pairs
+//!    are also scored by the Pearson correlation of their features
+//!    ([`GraphFit::test_correlation`]), the quantity the graph was built from. Measured on the
+//!    shared datasets (700–1975 cells, defaults): 200 epochs give a test AUC of 0.91–0.96,
+//!    about what a single epoch gives (the propagated features already rank the pairs) and not
+//!    above that correlation reference (0.92–0.97), so the AUC says the embedding preserves the
+//!    graph, not that it finds links the features miss.
 //! 6. **Outputs** ([`fit`]): the node embedding `Z*` (and μ) computed with the trained weights
 //!    on the full graph (all edges, none hidden), and the predicted links ([`predict_links`]):
 //!    for every cell its `top_k` partners by probability among **all** other cells (exact;
@@ -253,6 +259,32 @@ fn blocked_top_k(a: &DenseMatrix, k: usize, min_score: Option<f32>) -> Vec<Vec<(
     per_block.into_iter().flatten().collect()
 }
 
+/// The rows of `x` (`[n, d]`) centred and scaled to unit Euclidean norm (in `f64`), so that
+/// `u_i · u_j` is the Pearson correlation of rows `i` and `j`; a constant row becomes zeros.
+/// Returns the rows and the number of constant rows.
+fn centred_unit_rows(x: &DenseMatrix) -> (DenseMatrix, usize) {
+    let (n, d) = (x.n_rows, x.n_cols);
+    let mut u = DenseMatrix::zeros(n, d);
+    let mut n_constant = 0;
+    for i in 0..n {
+        let row = x.row(i);
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let norm = row
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if norm > 1e-12 {
+            for (o, &v) in u.row_mut(i).iter_mut().zip(row) {
+                *o = ((v as f64 - mean) / norm) as f32;
+            }
+        } else {
+            n_constant += 1;
+        }
+    }
+    (u, n_constant)
+}
+
 /// The Pearson-correlation `k`-nearest-neighbour graph of the rows of `x` (`[n_cells,
 /// n_features]`): every cell is linked to the `k` other cells with the highest Pearson
 /// correlation of their feature rows (ties by the smaller index), then symmetrised (an edge
@@ -295,24 +327,7 @@ pub fn pearson_knn_graph(x: &DenseMatrix, k: usize) -> Result<(CellGraph, usize)
             p % d
         )));
     }
-    let mut u = DenseMatrix::zeros(n, d);
-    let mut n_constant = 0;
-    for i in 0..n {
-        let row = x.row(i);
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if norm > 1e-12 {
-            for (o, &v) in u.row_mut(i).iter_mut().zip(row) {
-                *o = ((v as f64 - mean) / norm) as f32;
-            }
-        } else {
-            n_constant += 1;
-        }
-    }
+    let (u, n_constant) = centred_unit_rows(x);
     let top = blocked_top_k(&u, k, None);
     let edges = top
         .iter()
@@ -1001,6 +1016,9 @@ pub struct GraphFit {
     pub trained: TrainedGraphVae,
     /// Test-set scores (trained on the training graph, `Z = μ`).
     pub test: LinkScores,
+    /// The same test pairs scored by the Pearson correlation of their feature rows, the
+    /// quantity the graph was built from: what the features alone achieve, for reference.
+    pub test_correlation: LinkScores,
     /// Validation scores at the last epoch.
     pub val: Option<LinkScores>,
     /// Posterior means μ `[N, n_latent]` on the full graph.
@@ -1084,6 +1102,8 @@ pub fn fit(
         device,
     )?;
     let test = link_scores(&z_train, &split.test, &split.test_neg);
+    // σ is monotone, so scoring σ(u_i · u_j) ranks the pairs by their correlation.
+    let test_correlation = link_scores(&centred_unit_rows(&x).0, &split.test, &split.test_neg);
     let val = trained.records.last().and_then(|r| r.val);
     let (mu, z_star) = embed(&trained.model, &x, &normalized_adjacency(&graph), device)?;
     let links = predict_links(&z_star, spec.links)?;
@@ -1094,6 +1114,7 @@ pub fn fit(
         split,
         trained,
         test,
+        test_correlation,
         val,
         mu,
         z_star,
@@ -1412,8 +1433,8 @@ mod tests {
         let fit = fit(&adata, &spec, &device, &mut Silent).unwrap();
         let r = &fit.trained.records;
         eprintln!(
-            "pbmc68k: {} cells, {} edges ({} test), loss {:.4} -> {:.4}, test AUC {:.3} AP {:.3}, \
-             val {:?}, {:.1}s",
+            "pbmc68k: {} cells, {} edges ({} test), loss {:.4} -> {:.4}, test AUC {:.3} AP {:.3} \
+             (correlation baseline AUC {:.3} AP {:.3}), val {:?}, {:.1}s",
             fit.graph.n_nodes,
             fit.graph.n_edges(),
             fit.split.test.len(),
@@ -1421,6 +1442,8 @@ mod tests {
             r.last().unwrap().loss,
             fit.test.auc,
             fit.test.ap,
+            fit.test_correlation.auc,
+            fit.test_correlation.ap,
             fit.val,
             t0.elapsed().as_secs_f64()
         );

@@ -244,6 +244,8 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     for (key, v) in [
         ("test_auc", finite(fit.test.auc)),
         ("test_ap", finite(fit.test.ap)),
+        ("test_auc_correlation", finite(fit.test_correlation.auc)),
+        ("test_ap_correlation", finite(fit.test_correlation.ap)),
         ("val_auc", fit.val.and_then(|s| finite(s.auc))),
         ("val_ap", fit.val.and_then(|s| finite(s.ap))),
     ] {
@@ -295,7 +297,14 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         "out": a.out.display().to_string(),
         "links": tsv.display().to_string(),
     });
-    for key in ["test_auc", "test_ap", "val_auc", "val_ap"] {
+    for key in [
+        "test_auc",
+        "test_ap",
+        "test_auc_correlation",
+        "test_ap_correlation",
+        "val_auc",
+        "val_ap",
+    ] {
         if let Some(v) = summary.get(key) {
             line[key] = v.clone();
         }

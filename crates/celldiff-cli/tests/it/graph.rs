@@ -119,6 +119,12 @@ fn graph_writes_embedding_links_tsv_and_heldout_metrics() {
     let ap = u["test_ap"].as_f64().expect("test_ap");
     assert!((0.0..=1.0).contains(&auc) && (0.0..=1.0).contains(&ap));
     assert!(u["val_auc"].as_f64().is_some() && u["val_ap"].as_f64().is_some());
+    // The features' own correlation on the same test pairs, for reference.
+    let auc_corr = u["test_auc_correlation"]
+        .as_f64()
+        .expect("correlation baseline");
+    assert!(auc_corr > 0.5, "{auc_corr}");
+    assert!(u["test_ap_correlation"].as_f64().is_some());
     let n_edges = u["n_edges"].as_f64().unwrap() as usize;
     assert_eq!(n_edges, input_graph.nnz() / 2);
     assert_eq!(u["n_test_edges"].as_f64().unwrap() as usize, n_edges / 10);
