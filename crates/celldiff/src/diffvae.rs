@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rand_distr::{Distribution as _, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::data::DenseMatrix;
+use crate::data::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::models::diffvae::{bernoulli_nll, kl_standard_normal, mmd, squared_error};
 use crate::models::{DiffVae, DiffVaeConfig};
@@ -203,15 +203,18 @@ impl LatentModelConfig {
 }
 
 /// DiffVAE's preprocessing: no filtering, `normalize_total(1e4)` + `log1p` when the input is
-/// counts (used as is when it is already log1p-normalised), `n_top_genes` seurat HVGs (all
-/// genes if `None` or if there are fewer), subset to them, per-gene min-max scaling to [0, 1].
-/// Apply with [`crate::preprocess::fit_transform`].
-pub fn preprocess_config(n_top_genes: Option<usize>) -> PreprocessConfig {
+/// counts, `log1p` alone for non-negative non-count input that is not yet log-transformed
+/// (`log1p_other`, e.g. data normalised to 10⁴ per cell such as the Weinreb subset), used as is
+/// when already log1p-normalised; `n_top_genes` seurat HVGs (all genes if `None` or if there
+/// are fewer), subset to them, per-gene min-max scaling to [0, 1]. Apply with
+/// [`crate::preprocess::fit_transform`]; [`preprocess_config_for`] sets `log1p_other` from the
+/// data. Shared by DiffVAE, its classifier and Graph-DiffVAE.
+pub fn preprocess_config(n_top_genes: Option<usize>, log1p_other: bool) -> PreprocessConfig {
     PreprocessConfig {
         min_genes: None,
         min_cells: None,
         target_sum: Some(1e4),
-        log1p: None,
+        log1p: log1p_other.then_some(true),
         n_top_genes,
         flavor: HvgFlavor::Seurat,
         subset: true,
@@ -219,6 +222,14 @@ pub fn preprocess_config(n_top_genes: Option<usize>) -> PreprocessConfig {
         max_value: None,
         minmax: true,
     }
+}
+
+/// [`preprocess_config`] with `log1p_other` set when `adata.X` is neither counts, nor
+/// log1p-normalised, nor scaled ([`crate::preprocess::DataKind::Other`]).
+pub fn preprocess_config_for(adata: &AnnData, n_top_genes: Option<usize>) -> PreprocessConfig {
+    let other =
+        crate::preprocess::inspect_kind(&adata.x).kind == crate::preprocess::DataKind::Other;
+    preprocess_config(n_top_genes, other)
 }
 
 /// What [`fit_latent`] returns.
@@ -508,7 +519,8 @@ mod tests {
             p.display()
         );
         let a = read(p, &ReadOptions::default()).unwrap();
-        let (pp, _) = crate::preprocess::fit_transform(&a, &preprocess_config(Some(2000))).unwrap();
+        let (pp, _) =
+            crate::preprocess::fit_transform(&a, &preprocess_config(Some(2000), false)).unwrap();
         pp.x.to_dense()
     }
 

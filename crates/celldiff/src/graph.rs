@@ -69,7 +69,7 @@ use crate::metrics::roc_auc;
 use crate::models::graph_vae::{
     GraphVae, GraphVaeConfig, Propagation, kl_per_node, weighted_bce_dense, weighted_bce_pairs,
 };
-use crate::preprocess::{DataKind, FittedPreprocess, HvgFlavor, PreprocessConfig, inspect_kind};
+use crate::preprocess::FittedPreprocess;
 use crate::train::{EpochRecord, Observer, to_host, to_tensor};
 
 /// Rows per GEMM block of the correlation and link searches (memory per block:
@@ -933,26 +933,6 @@ pub fn predict_links(z_star: &DenseMatrix, mode: LinkMode) -> Result<Links> {
     })
 }
 
-/// The preprocessing of Graph-DiffVAE (as DiffVAE): no filtering, `normalize_total(1e4)` +
-/// `log1p` for count input, `log1p` alone for non-negative non-count input that is not yet
-/// log-transformed (e.g. data normalised to 10⁴ per cell; `log1p_other`), used as is when
-/// already log1p-normalised, `n_top_genes` seurat HVGs (`None` = all genes), subset, per-gene
-/// min-max scaling to [0, 1].
-pub fn preprocess_config(n_top_genes: Option<usize>, log1p_other: bool) -> PreprocessConfig {
-    PreprocessConfig {
-        min_genes: None,
-        min_cells: None,
-        target_sum: Some(1e4),
-        log1p: log1p_other.then_some(true),
-        n_top_genes,
-        flavor: HvgFlavor::Seurat,
-        subset: true,
-        scale: false,
-        max_value: None,
-        minmax: true,
-    }
-}
-
 /// Everything `celldiff graph` needs to know.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GraphSpec {
@@ -1079,9 +1059,10 @@ pub fn fit(
         }
         _ => {}
     }
-    let log1p_other = inspect_kind(&adata.x).kind == DataKind::Other;
-    let (pp, fitted) =
-        crate::preprocess::fit_transform(adata, &preprocess_config(spec.n_top_genes, log1p_other))?;
+    let (pp, fitted) = crate::preprocess::fit_transform(
+        adata,
+        &crate::diffvae::preprocess_config_for(adata, spec.n_top_genes),
+    )?;
     if pp.n_obs() != n {
         return Err(Error::Internal(format!(
             "graph: preprocessing kept {} of {n} cells",

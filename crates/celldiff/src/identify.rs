@@ -76,9 +76,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{adjusted_rand_index, relabel_by_size};
 use crate::data::{AnnData, Column, DenseMatrix};
-use crate::diffvae::{
-    LatentFit, LatentModelConfig, LatentModelKind, fit_latent, preprocess_config,
-};
+use crate::diffvae::{LatentFit, LatentModelConfig, LatentModelKind, fit_latent};
 use crate::error::{Error, Result};
 use crate::preprocess::{self, FittedPreprocess};
 use crate::train::Observer;
@@ -1258,7 +1256,10 @@ pub fn identify(
     }
     let mut timings = Timings::default();
     let t = Instant::now();
-    let (pp, fitted) = preprocess::fit_transform(adata, &preprocess_config(opts.n_top_genes))?;
+    let (pp, fitted) = preprocess::fit_transform(
+        adata,
+        &crate::diffvae::preprocess_config_for(adata, opts.n_top_genes),
+    )?;
     let x = pp.x.to_dense();
     let genes = pp.var_names.clone();
     drop(pp);
@@ -1344,7 +1345,7 @@ impl Default for BenchOptions {
     fn default() -> Self {
         Self {
             labels_key: String::new(),
-            repeats: 5,
+            repeats: 50,
             latent_sizes: vec![20, 50, 100],
             models: LatentModelKind::ALL.to_vec(),
             latent: LatentModelConfig::default(),
@@ -1447,7 +1448,10 @@ pub fn identify_bench(
         adata.n_obs(),
     )?;
     let start = Instant::now();
-    let (pp, _) = preprocess::fit_transform(adata, &preprocess_config(opts.n_top_genes))?;
+    let (pp, _) = preprocess::fit_transform(
+        adata,
+        &crate::diffvae::preprocess_config_for(adata, opts.n_top_genes),
+    )?;
     let x = pp.x.to_dense();
     drop(pp);
     let mut cells: Vec<BenchCell> = Vec::new();

@@ -24,6 +24,7 @@
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
 //! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
 //! - [`diffvae`], [`identify`]: DiffVAE and its baselines; cell-type identification.
+//! - [`classify`], [`shift`]: DiffVAE's cell-type classifier and latent perturbations.
 //! - [`graph`]: Graph-DiffVAE (correlation graph, graph VAE, link prediction).
 //! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
@@ -42,6 +43,7 @@ pub mod umap;
 pub mod analysis;
 pub mod backend;
 pub mod bench;
+pub mod classify;
 pub mod diffvae;
 pub mod identify;
 pub mod models;
@@ -52,6 +54,7 @@ pub mod run;
 pub mod schedulers;
 pub mod scld;
 pub mod scvaeder;
+pub mod shift;
 pub mod train;
 
 pub use burn::tensor::Device;

@@ -78,7 +78,7 @@ pub struct TrainFlags {
 
 impl TrainFlags {
     /// The latent-model configuration (kind and size from the caller).
-    fn latent(
+    pub(crate) fn latent(
         &self,
         kind: LatentModelKind,
         n_latent: usize,
@@ -181,8 +181,9 @@ pub struct IdentifyBenchArgs {
     /// obs column with reference labels (k-means uses their number as k).
     #[arg(long)]
     pub labels_key: String,
-    /// Seeds per configuration.
-    #[arg(long, default_value_t = 5)]
+    /// Seeds per configuration (the 50; docs/RESULTS.md used 5 on pbmc68k and
+    /// Weinreb, 3 on Kang, for time).
+    #[arg(long, default_value_t = 50)]
     pub repeats: usize,
     /// Latent sizes, comma-separated.
     #[arg(long, default_value = "20,50,100", value_delimiter = ',')]

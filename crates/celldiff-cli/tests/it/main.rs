@@ -4,6 +4,7 @@
 
 mod analysis;
 mod bad_input;
+mod classify;
 mod cli;
 mod cluster;
 mod common;

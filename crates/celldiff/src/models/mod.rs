@@ -12,6 +12,7 @@
 //! - [`ema`]: exponential moving average of weights (diffusers `EMAModel`).
 
 pub mod autoencoder;
+pub mod classifier;
 pub mod cond_denoiser;
 pub mod denoiser;
 pub mod diffvae;
@@ -22,6 +23,7 @@ pub mod scorer;
 pub mod vae;
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use classifier::{CellTypeClassifier, CellTypeClassifierConfig};
 pub use cond_denoiser::{Architecture, CondDenoiser, CondDenoiserConfig, Fusion};
 pub use denoiser::{Denoiser, DenoiserConfig};
 pub use diffvae::{DiffVae, DiffVaeConfig};

@@ -1,0 +1,424 @@
+//! `celldiff classify train|predict` and `celldiff shift`: DiffVAE's cell-type classifier and
+//! its latent perturbations (Bica et al., *Sci. Rep.* 2020, "Cell state transitions"). The
+//! science is in [`celldiff::classify`] and [`celldiff::shift`].
+//!
+//! - `classify train` writes a classifier directory (config.json with the held-out accuracy,
+//!   genes.txt, preprocess.json, classifier.bpk).
+//! - `classify predict` writes the input with `obs[KEY]` (the predicted type), `obs[KEY_prob]`,
+//!   `obsm[KEY_probs]` and `uns['celldiff_classify']` (KEY = `--key-added`, default
+//!   `celldiff_cell_type`).
+//! - `shift` writes `DIR/results.json`, `DIR/table.md` and `DIR/genes.tsv`, all or none.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use celldiff::backend::DeviceChoice;
+use celldiff::classify::{Classifier, ClassifierTrainConfig};
+use celldiff::data::Column;
+use celldiff::diffvae::{self, LatentModelKind};
+use celldiff::identify::reference_labels;
+use celldiff::run::check_overwrite;
+use celldiff::shift::{self, ShiftOptions};
+use celldiff::{AnnData, DenseMatrix, io, preprocess};
+
+use super::identify::TrainFlags;
+use super::{DataArgs, Written, device, write_atomic};
+use crate::progress::Bars;
+
+/// `celldiff classify`: train or apply a cell-type classifier.
+#[derive(Subcommand, Debug)]
+pub enum ClassifyCommand {
+    /// Train the MLP cell-type classifier (256-512-256, softmax) on expression and obs labels;
+    /// reports its held-out accuracy and writes a classifier directory.
+    Train(Box<ClassifyTrainArgs>),
+    /// Predict cell types with a trained classifier: obs['celldiff_cell_type'] and
+    /// probabilities.
+    Predict(ClassifyPredictArgs),
+}
+
+/// Classifier training flags shared by `classify train` and `shift`.
+#[derive(Args, Debug, Clone)]
+pub struct ClassifierFlags {
+    /// Classifier hidden widths (the paper: 256,512,256).
+    #[arg(long, default_value = "256,512,256", value_delimiter = ',')]
+    pub classifier_hidden: Vec<usize>,
+    /// Classifier training epochs.
+    #[arg(long, default_value_t = 50)]
+    pub classifier_epochs: usize,
+    /// Classifier minibatch size.
+    #[arg(long, default_value_t = 128)]
+    pub classifier_batch_size: usize,
+    /// Classifier Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub classifier_lr: f64,
+    /// Fraction of each cell type held out to measure the accuracy.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+}
+
+impl ClassifierFlags {
+    fn config(&self, seed: u64) -> Result<ClassifierTrainConfig> {
+        let cfg = ClassifierTrainConfig {
+            hidden: self.classifier_hidden.clone(),
+            epochs: self.classifier_epochs,
+            batch_size: self.classifier_batch_size,
+            learning_rate: self.classifier_lr,
+            validation_fraction: self.validation_fraction,
+            seed,
+        };
+        cfg.validate().context("classifier flags")?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyTrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// obs column with the cell types to learn.
+    #[arg(long)]
+    pub labels_key: String,
+    /// Highly variable genes (seurat flavor) the classifier sees (0 = all genes); the input
+    /// is log1p-normalised and min-max scaled per gene, as DiffVAE's.
+    #[arg(long, default_value_t = 2000)]
+    pub n_top_genes: usize,
+    #[command(flatten)]
+    pub classifier: ClassifierFlags,
+    /// Seed of the split, the shuffling and the weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output classifier directory.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite an existing directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyPredictArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Classifier directory from `celldiff classify train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// obs column with known types: the accuracy against it goes to uns.
+    #[arg(long)]
+    pub labels_key: Option<String>,
+    /// obs/obsm key prefix of the predictions.
+    #[arg(long, default_value = "celldiff_cell_type")]
+    pub key_added: String,
+    /// Output .h5ad (the input, all genes, with the predictions).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShiftArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// obs column with the cell types (e.g. state_info).
+    #[arg(long)]
+    pub labels_key: String,
+    /// Source cell type whose cells are shifted (e.g. undiff).
+    #[arg(long)]
+    pub source: String,
+    /// Target cell types, comma-separated (e.g. Monocyte,Neutrophil).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    /// Shift sizes λ in units of each dimension's standard deviation, comma-separated.
+    #[arg(long = "lambda", default_value = "0.5,1.0", value_delimiter = ',')]
+    pub lambdas: Vec<f64>,
+    /// Latent dimensions shifted per target.
+    #[arg(long, default_value_t = 5)]
+    pub n_dimensions: usize,
+    /// DiffVAE latent dimension m.
+    #[arg(long, default_value_t = 50)]
+    pub latent: usize,
+    #[command(flatten)]
+    pub train: TrainFlags,
+    /// A classifier from `celldiff classify train` (its genes and preprocessing define the
+    /// space); without it one is trained here on the same cells and its held-out accuracy
+    /// reported.
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    #[command(flatten)]
+    pub classifier_flags: ClassifierFlags,
+    /// Skip the λ = 0 and random-dimension controls.
+    #[arg(long)]
+    pub no_controls: bool,
+    /// Seed of DiffVAE, the classifier and the random-dimension control.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (results.json, table.md, genes.tsv).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(c: ClassifyCommand, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    match c {
+        ClassifyCommand::Train(a) => run_train(*a, dev, quiet),
+        ClassifyCommand::Predict(a) => run_predict(a, dev, quiet),
+    }
+}
+
+/// Reads the data and checks that `labels_key` exists.
+fn read_labelled(data: &DataArgs, labels_key: &str) -> Result<AnnData> {
+    let adata = data.read()?;
+    adata.obs_column(labels_key).with_context(|| {
+        format!(
+            "--labels-key {labels_key}: not an obs column of {}",
+            data.data.display()
+        )
+    })?;
+    Ok(adata)
+}
+
+/// Fits DiffVAE's preprocessing and a classifier on `adata`; returns it and the scaled matrix.
+fn fit_classifier(
+    adata: &AnnData,
+    data: &DataArgs,
+    labels_key: &str,
+    n_top_genes: usize,
+    cfg: &ClassifierTrainConfig,
+    device: &celldiff::Device,
+) -> Result<(Classifier, DenseMatrix, Vec<String>)> {
+    let (labels, cats) = reference_labels(adata, labels_key)?;
+    let (pp, fitted) = preprocess::fit_transform(
+        adata,
+        &diffvae::preprocess_config_for(adata, (n_top_genes > 0).then_some(n_top_genes)),
+    )
+    .with_context(|| format!("preprocessing {}", data.data.display()))?;
+    let msgs = fitted.messages.clone();
+    let x = pp.x.to_dense();
+    let clf = Classifier::fit(
+        &x,
+        &labels,
+        &cats,
+        fitted,
+        (&data.data.display().to_string(), labels_key),
+        cfg,
+        device,
+    )
+    .with_context(|| format!("training the classifier on obs['{labels_key}']"))?;
+    Ok((clf, x, msgs))
+}
+
+fn report_line(clf: &Classifier) -> String {
+    let r = &clf.config.report;
+    match (r.accuracy, r.balanced_accuracy, r.majority_baseline) {
+        (Some(a), Some(b), Some(m)) => format!(
+            "classifier: held-out accuracy {a:.3} (balanced {b:.3}; majority baseline {m:.3}) on \
+             {} cells, trained on {}",
+            r.n_test, r.n_train
+        ),
+        _ => format!(
+            "classifier: no held-out cells; training accuracy {:.3} on {} cells",
+            r.train_accuracy, r.n_train
+        ),
+    }
+}
+
+fn run_train(a: ClassifyTrainArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    check_overwrite(&a.out, a.force)?;
+    let cfg = a.classifier.config(a.seed)?;
+    let device = device(dev)?;
+    let bars = Bars::new(quiet);
+    let start = Instant::now();
+    let adata = read_labelled(&a.data, &a.labels_key)?;
+    let (clf, _, msgs) =
+        fit_classifier(&adata, &a.data, &a.labels_key, a.n_top_genes, &cfg, &device)?;
+    for m in msgs {
+        bars.println(format!("preprocess: {m}"));
+    }
+    clf.save(&a.out, a.force)?;
+    bars.println(report_line(&clf));
+    println!(
+        "{}",
+        json!({
+            "n_cells": adata.n_obs(),
+            "n_genes": clf.genes.len(),
+            "categories": clf.config.categories,
+            "report": clf.config.report,
+            "seconds": start.elapsed().as_secs_f64(),
+            "out": a.out.display().to_string(),
+        })
+    );
+    Ok(())
+}
+
+fn run_predict(a: ClassifyPredictArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    check_overwrite(&a.out, a.force)?;
+    let device = device(dev)?;
+    let bars = Bars::new(quiet);
+    let clf = Classifier::load(&a.model, &device)?;
+    let mut adata = match &a.labels_key {
+        Some(k) => read_labelled(&a.data, k)?,
+        None => a.data.read()?,
+    };
+    let pred = clf
+        .predict(&adata, &device)
+        .with_context(|| format!("classifying {}", a.data.data.display()))?;
+    let cats = &clf.config.categories;
+    let mut uns = json!({
+        "model": a.model.display().to_string(),
+        "categories": cats,
+        "labels_key": clf.config.labels_key,
+        "held_out_accuracy": clf.config.report.accuracy,
+    });
+    if let Some(k) = &a.labels_key {
+        let truth = adata.obs_column(k)?.labels();
+        let known = truth.iter().filter(|t| cats.contains(t)).count();
+        let ok = truth
+            .iter()
+            .zip(&pred.class)
+            .filter(|(t, c)| **t == cats[**c])
+            .count();
+        let acc = ok as f64 / known.max(1) as f64;
+        uns["accuracy"] = json!(acc);
+        uns["n_compared"] = json!(known);
+        uns["accuracy_labels_key"] = json!(k);
+        bars.println(format!(
+            "accuracy vs obs['{k}']: {acc:.3} over {known} cells whose type the classifier knows"
+        ));
+    }
+    let prob: Vec<f64> = (0..pred.probs.n_rows)
+        .map(|i| pred.probs.row(i)[pred.class[i]] as f64)
+        .collect();
+    adata.set_obs(
+        &a.key_added,
+        Column::Categorical {
+            codes: pred.class.iter().map(|&c| c as i32).collect(),
+            categories: cats.clone(),
+        },
+    );
+    adata.set_obs(&format!("{}_prob", a.key_added), Column::Numeric(prob));
+    adata.set_obsm(&format!("{}_probs", a.key_added), pred.probs.clone());
+    adata.uns.insert("celldiff_classify".into(), uns.clone());
+    io::write_h5ad(&a.out, &adata)?;
+    println!("{uns}");
+    bars.println(format!(
+        "classified {} cells; wrote {}",
+        adata.n_obs(),
+        a.out.display()
+    ));
+    Ok(())
+}
+
+/// Maps `obs[labels_key]` onto the classifier's categories (unknown types → `None`).
+fn labels_for(adata: &AnnData, key: &str, cats: &[String]) -> Result<(Vec<Option<usize>>, usize)> {
+    let labels = adata.obs_column(key)?.labels();
+    let ids: Vec<Option<usize>> = labels
+        .iter()
+        .map(|l| cats.iter().position(|c| c == l))
+        .collect();
+    let unknown = ids.iter().filter(|i| i.is_none()).count();
+    Ok((ids, unknown))
+}
+
+pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
+    let outputs = ["results.json", "table.md", "genes.tsv"].map(|f| a.out.join(f));
+    for p in &outputs {
+        check_overwrite(p, a.force)?;
+    }
+    if a.lambdas.is_empty() || a.lambdas.iter().any(|l| !l.is_finite()) {
+        bail!("--lambda: expected finite numbers, got {:?}", a.lambdas);
+    }
+    let latent_cfg = a.train.latent(LatentModelKind::DiffVae, a.latent, a.seed)?;
+    let clf_cfg = a.classifier_flags.config(a.seed)?;
+    let device = device(dev)?;
+    let mut bars = Bars::new(quiet);
+    let start = Instant::now();
+    let adata = read_labelled(&a.data, &a.labels_key)?;
+    let (clf, x) = match &a.classifier {
+        Some(dir) => {
+            let clf = Classifier::load(dir, &device)?;
+            let pp = clf.preprocess.transform(&adata).with_context(|| {
+                format!(
+                    "putting {} into the classifier's space ({})",
+                    a.data.data.display(),
+                    dir.display()
+                )
+            })?;
+            (clf, pp.x.to_dense())
+        }
+        None => {
+            let (clf, x, msgs) = fit_classifier(
+                &adata,
+                &a.data,
+                &a.labels_key,
+                a.train.n_top_genes,
+                &clf_cfg,
+                &device,
+            )?;
+            for m in msgs {
+                bars.println(format!("preprocess: {m}"));
+            }
+            (clf, x)
+        }
+    };
+    bars.println(report_line(&clf));
+    let (labels, unknown) = labels_for(&adata, &a.labels_key, &clf.config.categories)?;
+    if unknown > 0 {
+        bars.println(format!(
+            "{unknown} cells have an obs['{}'] type the classifier does not know; they only \
+             enter the latent statistics",
+            a.labels_key
+        ));
+    }
+    let (net, _) =
+        diffvae::train_network(&x, &latent_cfg, &device, &mut bars).context("training DiffVAE")?;
+    let z = diffvae::encode_mean(&net, &x, &device)?;
+    let opts = ShiftOptions {
+        source: a.source.clone(),
+        targets: a.target.clone(),
+        lambdas: a.lambdas.clone(),
+        n_dimensions: a.n_dimensions,
+        controls: !a.no_controls,
+        seed: a.seed,
+        ..ShiftOptions::default()
+    };
+    let res = shift::shift(&x, &z, &labels, &net, &clf, &opts, &device)
+        .with_context(|| format!("shifting {} cells", a.source))?;
+    let md = format!("{}\n\n{}", report_line(&clf), res.markdown());
+    let mut doc = serde_json::to_value(&res)?;
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("data".into(), a.data.data.display().to_string().into());
+        o.insert("labels_key".into(), a.labels_key.clone().into());
+        o.insert("latent_model".into(), serde_json::to_value(&latent_cfg)?);
+        o.insert(
+            "classifier".into(),
+            json!({
+                "dir": a.classifier.as_ref().map(|d| d.display().to_string()),
+                "report": clf.config.report,
+                "train": clf.config.train,
+            }),
+        );
+        o.insert("seconds".into(), start.elapsed().as_secs_f64().into());
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut written = Written::default();
+    write_atomic(&outputs[1], &md)?;
+    written.push(&outputs[1]);
+    write_atomic(&outputs[2], &res.genes_tsv())?;
+    written.push(&outputs[2]);
+    write_atomic(&outputs[0], &serde_json::to_string_pretty(&doc)?)?;
+    written.keep();
+    print!("{md}");
+    bars.println(format!(
+        "wrote {} in {:.1}s",
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
