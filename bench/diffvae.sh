@@ -21,5 +21,5 @@ $B identify-bench --data $KANG --labels-key cell_type --repeats 3 --seed 0 -o "$
 $B graph --data $WEINREB --seed 0 -o "$O/graph_weinreb/out.h5ad" --force
 $B graph --data $KANG --seed 0 -o "$O/graph_kang/out.h5ad" --force
 $B classify train --data $WEINREB --labels-key state_info --seed 0 -o "$O/classifier_weinreb" --force
-$B shift --data $WEINREB --labels-key state_info --source undiff --target Monocyte,Neutrophil,Baso \
+$B shift --data $WEINREB --labels-key state_info --source undiff --target Monocyte,Neutrophil,Baso --lambda 0.5,1,2,3 \
   --classifier "$O/classifier_weinreb" --seed 0 -o "$O/shift_weinreb" --force
