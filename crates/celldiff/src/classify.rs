@@ -37,7 +37,7 @@ use crate::run::{
     load_module, read_genes, read_json, read_model_name, save_dir_atomically, save_module,
     write_genes, write_json,
 };
-use crate::train::{to_host, to_tensor};
+use crate::train::{map_row_chunks, to_host, to_tensor};
 
 /// Training parameters of the cell-type classifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,19 +185,9 @@ pub fn predict_proba(
     x: &DenseMatrix,
     device: &Device,
 ) -> Result<DenseMatrix> {
-    let mut out: Option<DenseMatrix> = None;
-    for start in (0..x.n_rows).step_by(4096) {
-        let idx: Vec<usize> = (start..(start + 4096).min(x.n_rows)).collect();
-        let p = to_host(net.log_probs(to_tensor(&x.select_rows(&idx), device)).exp())?;
-        match &mut out {
-            None => out = Some(p),
-            Some(o) => {
-                o.data.extend_from_slice(&p.data);
-                o.n_rows += p.n_rows;
-            }
-        }
-    }
-    out.ok_or_else(|| Error::InvalidInput("no cells to classify".into()))
+    map_row_chunks(x.n_rows, 4096, "classify", |idx| {
+        to_host(net.log_probs(to_tensor(&x.select_rows(idx), device)).exp())
+    })
 }
 
 /// The most probable class of each row of `probs` (`[n, n_classes]` → `[n]`; ties: the lower

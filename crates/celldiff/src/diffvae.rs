@@ -34,7 +34,7 @@ use crate::models::diffvae::{bernoulli_nll, kl_standard_normal, mmd, squared_err
 use crate::models::{DiffVae, DiffVaeConfig};
 use crate::pca::Pca;
 use crate::preprocess::{HvgFlavor, PreprocessConfig};
-use crate::train::{EpochRecord, Observer, to_host, to_tensor};
+use crate::train::{EpochRecord, Observer, map_row_chunks, to_host, to_tensor};
 
 /// The latent models compared in DiffVAE's Table 2.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -483,20 +483,9 @@ pub fn encode_mean(net: &DiffVae, x: &DenseMatrix, device: &Device) -> Result<De
         )));
     }
     let net = net.valid();
-    let mut out: Option<DenseMatrix> = None;
-    for start in (0..x.n_rows).step_by(4096) {
-        let idx: Vec<usize> = (start..(start + 4096).min(x.n_rows)).collect();
-        let (mu, _) = net.encode(to_tensor(&x.select_rows(&idx), device));
-        let mu = to_host(mu)?;
-        match &mut out {
-            None => out = Some(mu),
-            Some(o) => {
-                o.data.extend_from_slice(&mu.data);
-                o.n_rows += mu.n_rows;
-            }
-        }
-    }
-    out.ok_or_else(|| Error::InvalidInput("no cells to encode".into()))
+    map_row_chunks(x.n_rows, 4096, "encode", |idx| {
+        to_host(net.encode(to_tensor(&x.select_rows(idx), device)).0)
+    })
 }
 
 #[cfg(test)]

@@ -390,21 +390,36 @@ pub fn train_vae(
 /// [`Error::Internal`] if the backend fails to return data.
 pub fn encode_mean(vae: &Vae, x: &Matrix, device: &Device) -> Result<DenseMatrix> {
     let vae = vae.valid();
-    let n = x.n_rows();
+    map_row_chunks(x.n_rows(), 1024, "encode", |idx| {
+        to_host(vae.encode(to_tensor(&x.rows_dense(idx), device)).0)
+    })
+}
+
+/// Applies `f` to the rows `0..n` in chunks of `chunk` (row indices in order) and stacks the
+/// `[chunk_len, d]` results into `[n, d]`: the batched inference loop of the encoders and
+/// classifiers, which bounds host and device memory for any number of cells.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for `n = 0` (nothing to `what`); whatever `f` returns.
+pub(crate) fn map_row_chunks(
+    n: usize,
+    chunk: usize,
+    what: &str,
+    mut f: impl FnMut(&[usize]) -> Result<DenseMatrix>,
+) -> Result<DenseMatrix> {
     let mut out: Option<DenseMatrix> = None;
-    for start in (0..n).step_by(1024) {
-        let idx: Vec<usize> = (start..(start + 1024).min(n)).collect();
-        let (mu, _) = vae.encode(to_tensor(&x.rows_dense(&idx), device));
-        let mu = to_host(mu)?;
+    for start in (0..n).step_by(chunk.max(1)) {
+        let idx: Vec<usize> = (start..(start + chunk.max(1)).min(n)).collect();
+        let part = f(&idx)?;
         match &mut out {
-            None => out = Some(mu),
+            None => out = Some(part),
             Some(o) => {
-                o.data.extend_from_slice(&mu.data);
-                o.n_rows += mu.n_rows;
+                o.data.extend_from_slice(&part.data);
+                o.n_rows += part.n_rows;
             }
         }
     }
-    out.ok_or_else(|| Error::InvalidInput("no cells to encode".into()))
+    out.ok_or_else(|| Error::InvalidInput(format!("no cells to {what}")))
 }
 
 /// Decodes latents (`[n, n_latent]`, unstandardised) to expression `[n, n_genes]` in chunks.
