@@ -30,6 +30,7 @@ mod interpolate;
 mod perturb;
 mod scld;
 mod scld_bench;
+mod simulate;
 
 /// celldiff: generative models of single-cell RNA-seq (scVAEDer, SCLD, DiffVAE).
 ///
@@ -89,6 +90,9 @@ pub enum Command {
     /// DiffVAE latent perturbation: shift a source type's cells along a target type's latent
     /// dimensions, decode, classify; count conversions and minimal gene sets.
     Shift(Box<classify::ShiftArgs>),
+    /// Seeded negative-binomial counts with cell-type programmes, written in chunks (scale
+    /// tests; `--cells 1000000` never holds the matrix in memory).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Input selection shared by commands that read a dataset.
@@ -522,6 +526,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Identify(c) => identify::run(c, cli.device, quiet),
         Command::Classify(c) => classify::run(c, cli.device, quiet),
         Command::Shift(a) => classify::run_shift(*a, cli.device, quiet),
+        Command::Simulate(a) => simulate::run(a, quiet),
     }
 }
 

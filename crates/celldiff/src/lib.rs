@@ -25,6 +25,7 @@
 //! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
 //! - [`diffvae`], [`identify`]: DiffVAE and its baselines; cell-type identification.
 //! - [`classify`], [`shift`]: DiffVAE's cell-type classifier and latent perturbations.
+//! - [`simulate`]: seeded NB count simulator written in chunks (scale tests).
 //! - [`graph`]: Graph-DiffVAE (correlation graph, graph VAE, link prediction).
 //! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
@@ -55,6 +56,7 @@ pub mod schedulers;
 pub mod scld;
 pub mod scvaeder;
 pub mod shift;
+pub mod simulate;
 pub mod train;
 
 pub use burn::tensor::Device;
