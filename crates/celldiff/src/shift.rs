@@ -503,10 +503,10 @@ mod tests {
         assert_eq!(median(&[4, 1, 2, 3]), Some(2.5));
     }
 
-    /// Weinreb undiff → Monocyte: shifting along Monocyte's dimensions converts more
-    /// progenitors than decoding them unshifted or shifting random dimensions, more with
-    /// λ = 1 than λ = 0.5 is not required (the paper's counts are not monotone either), and
-    /// every converted cell has a minimal gene set that really flips the classifier.
+    /// Weinreb undiff → Monocyte (small network, λ = 2): shifting along Monocyte's dimensions
+    /// converts more progenitors than decoding them unshifted or shifting random dimensions;
+    /// every converted cell gets a minimal gene set of 1 ..= n_genes genes; an unknown target
+    /// is a named error.
     #[test]
     fn weinreb_undiff_to_monocyte_beats_controls() {
         let adata = read(Path::new(WEINREB), &ReadOptions::default()).unwrap();
