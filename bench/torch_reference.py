@@ -12,7 +12,7 @@ JSON keys as crates/celldiff/src/bench.rs, so the two can be reported as a ratio
 - Sampling: 10,000 latents, DDPM 1000 steps and DDIM 50 steps (eta 0), untrained denoiser,
   T = 1000 linear betas 1e-5 .. 5e-3.
 
-Usage: python bench/torch_reference.py --json [--threads N]
+Usage: python bench/torch_reference.py --json [--threads N] [--sample-cells N]
 (`torch.set_num_threads(N)`; N defaults to the number of cores, like celldiff's --threads.)
 """
 import argparse
@@ -183,16 +183,37 @@ def bench_sampling(n=10000):
     return t1 - t0, t2 - t1
 
 
+# Model FLOPs, the same formula as crates/celldiff/src/bench.rs: 2 FLOPs per multiply-add of
+# the Linear layers, x3 for a training step (forward + backward).
+VAE_MACS = 2000 * 512 + 512 * 256 + 2 * 256 * 50 + 50 * 256 + 256 * 512 + 512 * 2000
+DENOISER_MACS = 178 * 512 + 2 * 512 * 512 + 512 * 50
+
+
+def gflops(r, n_sample=10000):
+    """GFLOP/s of each stage from its throughput."""
+    g = {
+        "vae_train_gflops": 6 * VAE_MACS * r["vae_train_cells_per_s"] / 1e9,
+        "denoiser_train_gflops": 6 * DENOISER_MACS * 256 * r["denoiser_train_steps_per_s"] / 1e9,
+    }
+    for key, steps in [("sample_ddpm1000_10k_s", 1000), ("sample_ddim50_10k_s", 50)]:
+        s = r[key]
+        g[key.replace("_10k_s", "_gflops")] = (
+            2 * DENOISER_MACS * n_sample * steps / s / 1e9 if s > 0 else 0.0)
+    return g
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip-sampling", action="store_true")
+    ap.add_argument("--sample-cells", type=int, default=10000,
+                    help="latents to sample (the key names say 10k)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     vae = bench_vae()
     den = bench_denoiser()
-    ddpm, ddim = (0.0, 0.0) if a.skip_sampling else bench_sampling()
+    ddpm, ddim = (0.0, 0.0) if a.skip_sampling else bench_sampling(a.sample_cells)
     r = {
         "vae_train_cells_per_s": vae,
         "denoiser_train_steps_per_s": den,
@@ -201,6 +222,7 @@ def main():
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
     }
+    r.update(gflops(r, a.sample_cells))
     if a.json:
         print(json.dumps(r))
     else:

@@ -204,6 +204,19 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub scld: scld::ScldTrainArgs,
+    /// Read X from the .h5ad file block by block instead of loading it (atlases larger than
+    /// memory): preprocessing statistics in streaming passes, VAE minibatches from shuffled
+    /// blocks (--shuffle-block, --shuffle-buffer) read by a background thread.
+    #[arg(long)]
+    pub stream: bool,
+    /// Chunk-then-buffer shuffling: cells per block of consecutive rows (default with
+    /// --stream: 1024; without --stream the default is a full shuffle, and giving this flag
+    /// reproduces a streamed run in memory).
+    #[arg(long)]
+    pub shuffle_block: Option<usize>,
+    /// Chunk-then-buffer shuffling: blocks per shuffle buffer (default 16).
+    #[arg(long)]
+    pub shuffle_buffer: Option<usize>,
     /// Seed of every random step.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -213,6 +226,23 @@ pub struct TrainArgs {
     /// Replace an existing run directory.
     #[arg(long)]
     pub force: bool,
+}
+
+impl TrainArgs {
+    /// `--shuffle-block` / `--shuffle-buffer` as a stream spec (defaults filled in), or `None`
+    /// for the full in-memory shuffle.
+    fn stream_spec(&self) -> Result<Option<scvaeder::StreamSpec>> {
+        let d = scvaeder::StreamSpec::default();
+        let spec = scvaeder::StreamSpec {
+            block_cells: self.shuffle_block.unwrap_or(d.block_cells),
+            buffer_blocks: self.shuffle_buffer.unwrap_or(d.buffer_blocks),
+        };
+        if spec.block_cells == 0 || spec.buffer_blocks == 0 {
+            bail!("--shuffle-block and --shuffle-buffer must be > 0");
+        }
+        let given = self.shuffle_block.is_some() || self.shuffle_buffer.is_some();
+        Ok((self.stream || given).then_some(spec))
+    }
 }
 
 /// Preprocessing, architecture, training and schedule flags shared by `train` and `demo`.
@@ -532,35 +562,28 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
     if a.model.model == "scld" {
+        if a.stream || a.shuffle_block.is_some() || a.shuffle_buffer.is_some() {
+            bail!(
+                "--stream / --shuffle-block / --shuffle-buffer: only --model scvaeder streams \
+                 (SCLD's cluster conditions need the whole matrix)"
+            );
+        }
         return scld::train(a, dev, quiet, threads);
     }
     if a.scld.condition_key.is_some() || a.scld.leiden_resolution.is_some() {
         bail!("--condition-key / --leiden-resolution need --model scld");
     }
     check_overwrite(&a.out, a.force)?;
-    let spec = a.model.spec(a.labels_key.clone(), a.seed)?;
+    let mut spec = a.model.spec(a.labels_key.clone(), a.seed)?;
+    let stream = a.stream_spec()?;
+    if let Some(st) = stream {
+        spec.vae_train.shuffle = celldiff::train::Shuffle::Blocks {
+            block_cells: st.block_cells,
+            buffer_blocks: st.buffer_blocks,
+        };
+    }
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
-    let mut adata = a.data.read()?;
-    bars.println(format!(
-        "read {} cells × {} genes from {} ({} threads, {} backend)",
-        adata.n_obs(),
-        adata.n_vars(),
-        a.data.data.display(),
-        threads,
-        backend::cpu_backend_name()
-    ));
-    if let Some(k) = &a.labels_key {
-        adata.obs_column(k)?;
-    }
-    if let Some(expr) = &a.exclude {
-        let before = adata.n_obs();
-        adata = apply_exclude(adata, expr)?;
-        bars.println(format!(
-            "--exclude {expr}: {} of {before} cells kept",
-            adata.n_obs()
-        ));
-    }
     let source = DataSource {
         path: a.data.data.display().to_string(),
         layer: a.data.layer.clone(),
@@ -568,7 +591,32 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
         exclude: a.exclude.clone(),
     };
     let start = Instant::now();
-    let run = scvaeder::fit(&adata, &spec, &source, &device, &mut bars)?;
+    let run = match (a.stream, stream) {
+        (true, Some(st)) => train_streamed(&a, &spec, st, &source, &device, &mut bars, threads)?,
+        _ => {
+            let mut adata = a.data.read()?;
+            bars.println(format!(
+                "read {} cells × {} genes from {} ({} threads, {} backend)",
+                adata.n_obs(),
+                adata.n_vars(),
+                a.data.data.display(),
+                threads,
+                backend::cpu_backend_name()
+            ));
+            if let Some(k) = &a.labels_key {
+                adata.obs_column(k)?;
+            }
+            if let Some(expr) = &a.exclude {
+                let before = adata.n_obs();
+                adata = apply_exclude(adata, expr)?;
+                bars.println(format!(
+                    "--exclude {expr}: {} of {before} cells kept",
+                    adata.n_obs()
+                ));
+            }
+            scvaeder::fit(&adata, &spec, &source, &device, &mut bars)?
+        }
+    };
     for m in &run.preprocess.messages {
         bars.println(format!("preprocess: {m}"));
     }
@@ -608,6 +656,67 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
         a.out.display()
     ));
     Ok(())
+}
+
+/// `train --stream`: opens the file for block reads, applies `--exclude` on `obs`, and trains
+/// without loading X.
+fn train_streamed(
+    a: &TrainArgs,
+    spec: &TrainSpec,
+    stream: scvaeder::StreamSpec,
+    source: &DataSource,
+    device: &celldiff::Device,
+    bars: &mut Bars,
+    threads: usize,
+) -> Result<Run> {
+    let path = &a.data.data;
+    if path.is_dir() {
+        bail!(
+            "--stream reads an .h5ad file block by block; {} is a directory (10x matrix.mtx is \
+             read whole: drop --stream, or convert it to .h5ad with `celldiff preprocess`)",
+            path.display()
+        );
+    }
+    let opts = ReadOptions {
+        layer: a.data.layer.clone(),
+        use_raw: a.data.use_raw,
+    };
+    let reader = celldiff::io::H5adStream::open(path, &opts)?;
+    let meta = reader.metadata();
+    bars.println(format!(
+        "streaming {} cells × {} genes from {} ({}, blocks of {} cells, {} blocks per shuffle \
+         buffer; {} threads, {} backend)",
+        meta.n_obs(),
+        meta.n_vars(),
+        path.display(),
+        reader.field(),
+        stream.block_cells,
+        stream.buffer_blocks,
+        threads,
+        backend::cpu_backend_name()
+    ));
+    if let Some(k) = &a.labels_key {
+        meta.obs_column(k)?;
+    }
+    let cells: Vec<usize> = match &a.exclude {
+        Some(expr) => {
+            let m = matches_all(meta, expr, "--exclude")?;
+            let keep: Vec<usize> = (0..meta.n_obs()).filter(|&i| !m[i]).collect();
+            if keep.is_empty() {
+                bail!("--exclude `{expr}` removes every cell");
+            }
+            bars.println(format!(
+                "--exclude {expr}: {} of {} cells kept",
+                keep.len(),
+                meta.n_obs()
+            ));
+            keep
+        }
+        None => (0..meta.n_obs()).collect(),
+    };
+    Ok(scvaeder::fit_stream(
+        reader, cells, spec, stream, source, device, bars,
+    )?)
 }
 
 /// Loads a run, with the file named in the error.

@@ -54,6 +54,12 @@ pub fn cpu_device() -> Device {
     }
 }
 
+/// Whether `device` is the compiled-in CPU backend's device (tensors live in host memory, so
+/// reading them back is a copy, not a transfer).
+pub fn is_cpu(device: &Device) -> bool {
+    *device == cpu_device()
+}
+
 /// Resolves a [`DeviceChoice`] to a Burn device.
 ///
 /// # Errors

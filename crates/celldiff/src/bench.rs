@@ -61,6 +61,48 @@ pub struct BenchResult {
     pub sample_ddim50_10k_s: f64,
     /// Threads used.
     pub threads: usize,
+    /// Achieved model GFLOP/s of VAE training ([`BenchResult::with_gflops`]).
+    #[serde(default)]
+    pub vae_train_gflops: f64,
+    /// Achieved model GFLOP/s of denoiser training.
+    #[serde(default)]
+    pub denoiser_train_gflops: f64,
+    /// Achieved model GFLOP/s of DDPM-1000 sampling.
+    #[serde(default)]
+    pub sample_ddpm1000_gflops: f64,
+    /// Achieved model GFLOP/s of DDIM-50 sampling.
+    #[serde(default)]
+    pub sample_ddim50_gflops: f64,
+}
+
+/// Multiply-adds per cell of the benchmark VAE's Linear layers (2000 → 512 → 256 → 2 × 50 heads,
+/// 50 → 256 → 512 → 2000).
+pub const VAE_MACS: f64 =
+    (2000 * 512 + 512 * 256 + 2 * 256 * 50 + 50 * 256 + 256 * 512 + 512 * 2000) as f64;
+/// Multiply-adds per latent of the benchmark denoiser (178 → 512 → 512 → 512 → 50).
+pub const DENOISER_MACS: f64 = (178 * 512 + 2 * 512 * 512 + 512 * 50) as f64;
+
+impl BenchResult {
+    /// Fills the GFLOP/s fields from the throughputs with the model-FLOP convention that
+    /// `bench/torch_reference.py` uses too: 2 FLOPs per multiply-add of the Linear layers, × 3
+    /// for a training step (forward + backward); `sample_cells` latents per sampling run.
+    /// Element-wise work (bias, activations, BatchNorm, Adam) is not counted.
+    pub fn with_gflops(mut self, sample_cells: usize) -> Self {
+        let n = sample_cells as f64;
+        self.vae_train_gflops = 6.0 * VAE_MACS * self.vae_train_cells_per_s / 1e9;
+        self.denoiser_train_gflops =
+            6.0 * DENOISER_MACS * 256.0 * self.denoiser_train_steps_per_s / 1e9;
+        let per_run = |steps: f64, s: f64| {
+            if s > 0.0 {
+                2.0 * DENOISER_MACS * n * steps / s / 1e9
+            } else {
+                0.0
+            }
+        };
+        self.sample_ddpm1000_gflops = per_run(1000.0, self.sample_ddpm1000_10k_s);
+        self.sample_ddim50_gflops = per_run(50.0, self.sample_ddim50_10k_s);
+        self
+    }
 }
 
 /// A seeded synthetic log1p-like matrix `[n, g]`: 70 % zeros, the rest in (0, 4).

@@ -404,6 +404,43 @@ fn set_column(frame: &mut Frame, key: &str, col: Column) {
     }
 }
 
+/// A matrix read a block of consecutive rows at a time: the in-memory [`Matrix`] or an `.h5ad`
+/// file's `X` on disk ([`crate::io::H5adStream`]). Streaming passes (preprocessing statistics,
+/// `train --stream`) only ever see one block, so their memory does not grow with the number of
+/// cells.
+pub trait RowBlocks {
+    /// `[n_rows, n_cols]` of the whole matrix.
+    fn shape(&self) -> (usize, usize);
+
+    /// Rows `start..end` (`start <= end <= n_rows`) as a `[end - start, n_cols]` matrix in the
+    /// units of the source (CSR with sorted column indices, or dense).
+    ///
+    /// # Errors
+    /// Whatever reading the source fails with (for a file: [`Error::Format`] naming the file
+    /// and field, [`Error::Io`]).
+    fn read_rows(&mut self, start: usize, end: usize) -> Result<Matrix>;
+}
+
+impl RowBlocks for Matrix {
+    fn shape(&self) -> (usize, usize) {
+        Matrix::shape(self)
+    }
+
+    fn read_rows(&mut self, start: usize, end: usize) -> Result<Matrix> {
+        let (n, _) = Matrix::shape(self);
+        if start > end || end > n {
+            return Err(Error::Internal(format!(
+                "read_rows({start}, {end}) out of range for {n} rows"
+            )));
+        }
+        let idx: Vec<usize> = (start..end).collect();
+        Ok(match self {
+            Matrix::Dense(d) => Matrix::Dense(d.select_rows(&idx)),
+            Matrix::Csr(c) => Matrix::Csr(select_csr_rows(&crate::preprocess::csr_of(c), &idx)),
+        })
+    }
+}
+
 /// Rows `idx` of a CSR matrix, in that order.
 pub fn select_csr_rows(c: &CsMat<f32>, idx: &[usize]) -> CsMat<f32> {
     let mut indptr = Vec::with_capacity(idx.len() + 1);

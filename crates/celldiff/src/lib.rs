@@ -29,6 +29,24 @@
 //! - [`graph`]: Graph-DiffVAE (correlation graph, graph VAE, link prediction).
 //! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
+/// The path of a file under the shared datasets folder beside the repository (tests only).
+#[cfg(test)]
+macro_rules! shared_data {
+    ($rel:literal) => {{
+        let p = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/",
+            $rel
+        ));
+        assert!(
+            p.exists(),
+            "shared dataset missing: {} (expected the `shared/` folder beside the repository)",
+            p.display()
+        );
+        p
+    }};
+}
+
 pub mod data;
 pub mod error;
 pub mod io;
@@ -57,6 +75,7 @@ pub mod scld;
 pub mod scvaeder;
 pub mod shift;
 pub mod simulate;
+pub mod stream;
 pub mod train;
 
 pub use burn::tensor::Device;

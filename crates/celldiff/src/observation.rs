@@ -262,7 +262,13 @@ impl CountObservation {
     /// a count lattice (the data are not log1p-normalised counts). φ starts at 0; see
     /// [`CountObservation::fit_dispersion`].
     pub fn from_training(x: &Matrix) -> Option<Self> {
-        let sf = size_factors(x);
+        Self::from_size_factors(size_factors(x))
+    }
+
+    /// [`CountObservation::from_training`] from the training cells' size factors
+    /// ([`size_factors`], one per cell, `None` off the count lattice), e.g. computed block by
+    /// block on streamed data.
+    pub fn from_size_factors(sf: Vec<Option<f64>>) -> Option<Self> {
         let n = sf.len();
         let mut ok: Vec<f64> = sf.into_iter().flatten().collect();
         if n == 0 || (ok.len() as f64) < MIN_LATTICE_FRACTION * n as f64 {

@@ -53,8 +53,9 @@ pub fn denoise_from(
     on_step: &mut dyn FnMut(usize, usize),
     noise: &mut dyn FnMut(usize, [usize; 2]) -> Tensor<2>,
 ) -> Tensor<2> {
-    let mut eps_fn =
-        |x: Tensor<2>, t: usize| denoiser.forward(x, denoiser.embed_timesteps(&[t], device));
+    let mut eps_fn = |x: Tensor<2>, t: usize| {
+        denoiser.forward_inference(x, denoiser.embed_timesteps(&[t], device))
+    };
     denoise_loop(&mut eps_fn, scheduler, x, start, clip, on_step, noise)
 }
 

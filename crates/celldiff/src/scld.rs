@@ -557,7 +557,7 @@ pub fn fit(
     let observation = if spec.fit_observation {
         fit_observation(
             &fitted,
-            &x,
+            &mut crate::train::InMemoryCells(&x),
             &mu,
             &|z| latent_model.decode(z),
             spec.seed,

@@ -11,17 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
+use crate::io::H5adStream;
 use crate::models::{DenoiserConfig, VaeConfig};
 use crate::observation::CountObservation;
+use crate::observation::size_factors;
 use crate::pipeline::sample_latents;
+use crate::preprocess::FittedPreprocess;
 use crate::preprocess::{PreprocessConfig, fit_transform};
 use crate::run::{Run, RunConfig};
 use crate::schedulers::{
     ClipRange, DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig, Scheduler,
 };
+use crate::stream::{RowSubset, StreamedCells};
 use crate::train::{
-    DiffusionTrainConfig, LatentStats, Observer, VaeTrainConfig, encode_mean, to_host,
-    train_diffusion, train_vae,
+    DiffusionTrainConfig, InMemoryCells, LatentStats, Observer, TrainCells, VaeTrainConfig,
+    encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
 };
 
 /// Where the training data came from (recorded in `config.json`).
@@ -125,7 +129,91 @@ pub fn fit(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<Run> {
-    let labels = match &spec.labels_key {
+    let labels = label_categories(adata, spec)?;
+    let mut seconds = serde_json::Map::new();
+    let t0 = Instant::now();
+    let (pp, fitted) = fit_transform(adata, &spec.preprocess)?;
+    seconds.insert("preprocess".into(), t0.elapsed().as_secs_f64().into());
+    let cells = InMemoryCells(&pp.x);
+    fit_cells(
+        cells, fitted, labels, spec, source, seconds, device, observer,
+    )
+}
+
+/// How `train --stream` reads the file: blocks of `block_cells` consecutive cells, shuffled
+/// `buffer_blocks` blocks at a time ([`Shuffle::Blocks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Cells per block (`--shuffle-block`).
+    pub block_cells: usize,
+    /// Blocks per shuffle buffer (`--shuffle-buffer`).
+    pub buffer_blocks: usize,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        Self {
+            block_cells: crate::stream::DEFAULT_BLOCK_CELLS,
+            buffer_blocks: crate::stream::DEFAULT_BUFFER_BLOCKS,
+        }
+    }
+}
+
+/// [`fit`] on an `.h5ad` file read block by block from disk, never holding `X`: the
+/// preprocessing is fit in streaming passes ([`crate::preprocess::fit_streaming`]), the VAE
+/// trains on [`StreamedCells`] with the [`Shuffle::Blocks`] order of `stream`, and only the
+/// latent means (`[n_cells, n_latent]`) are kept in memory for the diffusion stage.
+///
+/// `cells` are the rows of `X` to train on (ascending; all rows, or those `--exclude` keeps).
+/// With the same seed and `spec.vae_train.shuffle` equal to `stream`'s blocks, the model
+/// equals [`fit`]'s on the same cells in memory; when the cells fit in one shuffle buffer the
+/// block order is the full shuffle, so the model equals the default in-memory one.
+///
+/// # Errors
+/// As [`fit`]; reading the file ([`Error::Format`] naming the file and field); `seurat_v3`
+/// highly variable genes (not supported by the streaming fit).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_stream(
+    mut reader: H5adStream,
+    cells: Vec<usize>,
+    spec: &TrainSpec,
+    stream: StreamSpec,
+    source: &DataSource,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<Run> {
+    let meta = reader.metadata().select_obs(&cells);
+    let labels = label_categories(&meta, spec)?;
+    let mut seconds = serde_json::Map::new();
+    let t0 = Instant::now();
+    let fit = {
+        let mut view = RowSubset {
+            x: &mut reader,
+            rows: &cells,
+        };
+        crate::preprocess::fit_streaming(
+            &mut view,
+            &meta.var_names,
+            Some(&meta.obs_names),
+            &spec.preprocess,
+            stream.block_cells,
+        )?
+    };
+    drop(meta);
+    seconds.insert("preprocess".into(), t0.elapsed().as_secs_f64().into());
+    let kept: Vec<usize> = fit.kept.iter().map(|&k| cells[k]).collect();
+    let streamed = StreamedCells::new(reader, kept, fit.fitted.clone(), stream.block_cells)?;
+    let mut spec = spec.clone();
+    spec.vae_train.shuffle = streamed.shuffle(stream.buffer_blocks);
+    fit_cells(
+        streamed, fit.fitted, labels, &spec, source, seconds, device, observer,
+    )
+}
+
+/// The label categories recorded with a run: a categorical column's categories, otherwise
+/// the sorted distinct labels.
+fn label_categories(adata: &AnnData, spec: &TrainSpec) -> Result<Vec<String>> {
+    Ok(match &spec.labels_key {
         Some(k) => match adata.obs_column(k)? {
             Column::Categorical { categories, .. } => categories.clone(),
             c => {
@@ -136,13 +224,23 @@ pub fn fit(
             }
         },
         None => Vec::new(),
-    };
-    let mut seconds = serde_json::Map::new();
-    let t0 = Instant::now();
-    let (pp, fitted) = fit_transform(adata, &spec.preprocess)?;
-    seconds.insert("preprocess".into(), t0.elapsed().as_secs_f64().into());
-    let x: Matrix = pp.x.clone();
-    let (n, g) = x.shape();
+    })
+}
+
+/// The stages after preprocessing, shared by [`fit`] and [`fit_stream`]: VAE, latent means,
+/// observation model, latent standardisation, denoiser.
+#[allow(clippy::too_many_arguments)]
+fn fit_cells(
+    mut x: impl TrainCells,
+    fitted: FittedPreprocess,
+    labels: Vec<String>,
+    spec: &TrainSpec,
+    source: &DataSource,
+    mut seconds: serde_json::Map<String, serde_json::Value>,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<Run> {
+    let (n, g) = (x.n_cells(), x.n_genes());
     let vae_cfg = VaeConfig::new(g)
         .with_hidden(spec.hidden.clone())
         .with_n_latent(spec.n_latent)
@@ -151,14 +249,16 @@ pub fn fit(
     vae_train.epochs = spec.vae_epochs.unwrap_or_else(|| auto_vae_epochs(n));
     vae_train.seed = spec.seed;
     let t1 = Instant::now();
-    let (vae, mut history) = train_vae(&x, &vae_cfg, &vae_train, device, observer)?;
+    let (vae, mut history) = train_vae_cells(&mut x, &vae_cfg, &vae_train, device, observer)?;
     seconds.insert("vae".into(), t1.elapsed().as_secs_f64().into());
-    let mu = encode_mean(&vae, &x, device)?;
+    let t_enc = Instant::now();
+    let mu = encode_mean_cells(&vae, &mut x, device)?;
+    seconds.insert("encode".into(), t_enc.elapsed().as_secs_f64().into());
     let t_obs = Instant::now();
     let observation = if spec.fit_observation {
         fit_observation(
             &fitted,
-            &x,
+            &mut x,
             &mu,
             &|z| crate::train::decode(&vae, z),
             spec.seed,
@@ -168,8 +268,10 @@ pub fn fit(
         None
     };
     seconds.insert("observation".into(), t_obs.elapsed().as_secs_f64().into());
+    drop(x);
     let latent = LatentStats::fit(&mu);
     let z0 = latent.standardize(&mu);
+    drop(mu);
     let den_cfg = DenoiserConfig::new(spec.n_latent)
         .with_width(spec.denoiser_width)
         .with_depth(spec.denoiser_depth)
@@ -207,7 +309,7 @@ pub fn fit(
     };
     Ok(Run {
         config,
-        genes: pp.var_names.clone(),
+        genes: fitted.genes.clone(),
         preprocess: fitted,
         latent,
         vae,
@@ -224,7 +326,7 @@ pub fn fit(
 /// Shared by scVAEDer and SCLD.
 pub(crate) fn fit_observation(
     fitted: &crate::preprocess::FittedPreprocess,
-    x: &Matrix,
+    x: &mut dyn TrainCells,
     mu: &DenseMatrix,
     decode: &dyn Fn(Tensor<2>) -> Result<DenseMatrix>,
     seed: u64,
@@ -233,12 +335,18 @@ pub(crate) fn fit_observation(
     if !fitted.output_nonnegative() || fitted.minmax.is_some() {
         return Ok(None);
     }
-    let Some(mut obs) = CountObservation::from_training(x) else {
+    // Size factors chunk by chunk (rows are independent), so streamed data need no matrix.
+    let mut sf = Vec::with_capacity(x.n_cells());
+    for start in (0..x.n_cells()).step_by(1024) {
+        let idx: Vec<usize> = (start..(start + 1024).min(x.n_cells())).collect();
+        sf.extend(size_factors(&Matrix::Dense(x.rows(&idx)?)));
+    }
+    let Some(mut obs) = CountObservation::from_size_factors(sf) else {
         return Ok(None);
     };
-    let n = x.n_rows().min(2000);
+    let n = x.n_cells().min(2000);
     let idx: Vec<usize> = (0..n).collect();
-    let real = x.rows_dense(&idx);
+    let real = x.rows(&idx)?;
     let z = crate::train::to_tensor(&mu.select_rows(&idx), device);
     let mut recon = decode(z)?;
     for v in &mut recon.data {
@@ -458,4 +566,101 @@ pub fn clip_range(stats: &LatentStats, device: &Device) -> ClipRange {
 pub fn embed(run: &Run, adata: &AnnData, device: &Device) -> Result<DenseMatrix> {
     let pp = run.preprocess.transform(adata)?;
     encode_mean(&run.vae, &pp.x, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::ReadOptions;
+    use crate::train::{Shuffle, Silent};
+
+    fn small_spec() -> TrainSpec {
+        let mut spec = TrainSpec {
+            hidden: vec![64],
+            n_latent: 8,
+            vae_epochs: Some(3),
+            denoiser_width: 32,
+            denoiser_depth: 1,
+            time_dim: 16,
+            diffusion_epochs: Some(2),
+            seed: 7,
+            ..TrainSpec::default()
+        };
+        spec.preprocess.n_top_genes = Some(300);
+        spec
+    }
+
+    /// Per-epoch (train, validation) losses, the latent statistics and μ of 50 cells.
+    type Fingerprint = (Vec<(f64, Option<f64>)>, LatentStats, Vec<f32>);
+
+    /// Everything of a run that training determines (not the wall times).
+    fn fingerprint(run: &Run, x: &Matrix) -> Fingerprint {
+        let losses = run
+            .history
+            .iter()
+            .map(|r| (r.train_loss, r.val_loss))
+            .collect();
+        let idx: Vec<usize> = (0..50).collect();
+        let z = crate::train::to_tensor(&x.rows_dense(&idx), &Device::default());
+        let mu = run.vae.encode(z).0.into_data().try_to_vec::<f32>().unwrap();
+        (losses, run.latent.clone(), mu)
+    }
+
+    /// `train --stream` equals in-memory training on real data (pbmc68k_reduced raw counts,
+    /// 700 cells): with one shuffle buffer the default full shuffle; with several buffers the
+    /// same block shuffle; on a subset of cells (`--exclude`).
+    #[test]
+    fn streamed_training_equals_in_memory_training() {
+        let path = shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
+        let adata = crate::io::read(path, &ReadOptions::default()).unwrap();
+        let dev = Device::default();
+        let src = DataSource::default();
+        let spec = small_spec();
+        let (pp, _) = fit_transform(&adata, &spec.preprocess).unwrap();
+
+        let mem = fit(&adata, &spec, &src, &dev, &mut Silent).unwrap();
+        let reader = H5adStream::open(path, &ReadOptions::default()).unwrap();
+        let all: Vec<usize> = (0..adata.n_obs()).collect();
+        let streamed = fit_stream(
+            reader,
+            all,
+            &spec,
+            StreamSpec::default(),
+            &src,
+            &dev,
+            &mut Silent,
+        )
+        .unwrap();
+        assert_eq!(streamed.preprocess, mem.preprocess);
+        assert_eq!(streamed.genes, mem.genes);
+        assert_eq!(fingerprint(&streamed, &pp.x), fingerprint(&mem, &pp.x));
+        assert_eq!(
+            streamed.observation.as_ref().map(|o| o.dispersion),
+            mem.observation.as_ref().map(|o| o.dispersion)
+        );
+
+        // Several buffers, on two thirds of the cells.
+        let cells: Vec<usize> = (0..adata.n_obs()).filter(|i| i % 3 != 1).collect();
+        let sub = adata.select_obs(&cells);
+        let stream = StreamSpec {
+            block_cells: 64,
+            buffer_blocks: 2,
+        };
+        let mut blocked = spec.clone();
+        blocked.vae_train.shuffle = Shuffle::Blocks {
+            block_cells: 64,
+            buffer_blocks: 2,
+        };
+        let mem_b = fit(&sub, &blocked, &src, &dev, &mut Silent).unwrap();
+        let reader = H5adStream::open(path, &ReadOptions::default()).unwrap();
+        let streamed_b = fit_stream(reader, cells, &spec, stream, &src, &dev, &mut Silent).unwrap();
+        assert_eq!(streamed_b.preprocess, mem_b.preprocess);
+        assert_eq!(fingerprint(&streamed_b, &pp.x), fingerprint(&mem_b, &pp.x));
+        // The block order is a different order: the full-shuffle model differs.
+        let mem_full = fit(&sub, &spec, &src, &dev, &mut Silent).unwrap();
+        assert_ne!(
+            fingerprint(&mem_full, &pp.x).0,
+            fingerprint(&mem_b, &pp.x).0
+        );
+    }
 }

@@ -88,8 +88,178 @@ pub struct VaeTrainConfig {
     pub validation_fraction: f64,
     /// Stop after this many epochs without a better validation loss (after warm-up).
     pub patience: usize,
+    /// At most this many validation cells (the rest of the fraction trains): bounds the
+    /// memory of the validation batch on atlases (10,000 × 2,000 genes is 80 MB).
+    #[serde(default = "default_max_validation")]
+    pub max_validation_cells: usize,
+    /// How the training cells are ordered each epoch ([`Shuffle::Full`] in memory;
+    /// `train --stream` uses [`Shuffle::Blocks`]).
+    #[serde(default)]
+    pub shuffle: Shuffle,
     /// Seed for the split, shuffling, dropout and reparameterisation noise.
     pub seed: u64,
+}
+
+/// Cap on the validation cells/latents of every training loop (see
+/// [`VaeTrainConfig::max_validation_cells`]).
+pub const MAX_VALIDATION: usize = 10_000;
+
+fn default_max_validation() -> usize {
+    MAX_VALIDATION
+}
+
+/// The order in which an epoch visits the training cells.
+///
+/// [`Shuffle::Blocks`] is the chunk-then-buffer shuffling of out-of-core loaders
+/// (scvi-tools' / AnnLoader's chunked samplers, WebDataset shuffle buffers): cells are grouped
+/// into blocks of `block_cells` consecutive cells (rows of the file), the blocks are visited in
+/// a random order `buffer_blocks` at a time, and the cells of each such buffer are shuffled
+/// together. A reader then touches each block once per epoch and holds at most one buffer.
+/// When every block fits in one buffer the order is exactly [`Shuffle::Full`]'s, so data that
+/// fit in memory give the same model streamed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Shuffle {
+    /// A fresh random permutation of all training cells each epoch.
+    #[default]
+    Full,
+    /// Blocks of consecutive cells, visited `buffer_blocks` at a time.
+    Blocks {
+        /// Cells per block (consecutive rows).
+        block_cells: usize,
+        /// Blocks per shuffle buffer.
+        buffer_blocks: usize,
+    },
+}
+
+/// One epoch's visiting order of the training cells ([`Shuffle`]), with the buffers it was
+/// drawn from so that a streaming reader can load them ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochPlan {
+    /// Cell indices in visiting order (a permutation of the training cells).
+    pub order: Vec<usize>,
+    /// Consecutive runs of `order`, each drawn from the blocks it names (ascending); empty for
+    /// [`Shuffle::Full`].
+    pub groups: Vec<PlanGroup>,
+}
+
+/// A run of [`EpochPlan::order`] and the blocks its cells lie in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanGroup {
+    /// Block indices (cell `i` is in block `i / block_cells`), ascending.
+    pub blocks: Vec<usize>,
+    /// Number of cells of the run.
+    pub len: usize,
+}
+
+/// Draws the next epoch's order of `train` (cell indices) from `rng`. `Full`, and `Blocks`
+/// when all blocks fit in one buffer, shuffle `train` in place and return it (the in-memory
+/// loop's draw); otherwise the blocks are shuffled, then the cells within each buffer.
+pub fn plan_epoch(train: &mut [usize], shuffle: Shuffle, rng: &mut StdRng) -> EpochPlan {
+    let (block, buffer) = match shuffle {
+        Shuffle::Full => {
+            train.shuffle(rng);
+            return EpochPlan {
+                order: train.to_vec(),
+                groups: Vec::new(),
+            };
+        }
+        Shuffle::Blocks {
+            block_cells,
+            buffer_blocks,
+        } => (block_cells.max(1), buffer_blocks.max(1)),
+    };
+    let mut sorted = train.to_vec();
+    sorted.sort_unstable();
+    // (block id, range in `sorted`) of every block holding training cells.
+    let mut blocks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    let mut lo = 0;
+    while lo < sorted.len() {
+        let b = sorted[lo] / block;
+        let hi = lo + sorted[lo..].partition_point(|&c| c / block == b);
+        blocks.push((b, lo..hi));
+        lo = hi;
+    }
+    if blocks.len() <= buffer {
+        train.shuffle(rng);
+        return EpochPlan {
+            order: train.to_vec(),
+            groups: vec![PlanGroup {
+                blocks: blocks.iter().map(|(b, _)| *b).collect(),
+                len: train.len(),
+            }],
+        };
+    }
+    blocks.shuffle(rng);
+    let mut order = Vec::with_capacity(sorted.len());
+    let mut groups = Vec::new();
+    for g in blocks.chunks(buffer) {
+        let mut cells: Vec<usize> = g
+            .iter()
+            .flat_map(|(_, r)| sorted[r.clone()].iter().copied())
+            .collect();
+        cells.shuffle(rng);
+        let mut ids: Vec<usize> = g.iter().map(|(b, _)| *b).collect();
+        ids.sort_unstable();
+        groups.push(PlanGroup {
+            blocks: ids,
+            len: cells.len(),
+        });
+        order.extend(cells);
+    }
+    EpochPlan { order, groups }
+}
+
+/// Where the training loops get preprocessed cells from: the in-memory matrix
+/// ([`InMemoryCells`]) or an `.h5ad` file read block by block ([`crate::stream::StreamedCells`]).
+/// Both return the same `f32` values for the same cells, so training is identical.
+pub trait TrainCells {
+    /// Number of cells.
+    fn n_cells(&self) -> usize;
+    /// Number of genes (model input width).
+    fn n_genes(&self) -> usize;
+    /// Rows `idx` (any order) as `[idx.len(), n_genes]`, in the preprocessed units.
+    ///
+    /// # Errors
+    /// Reading or preprocessing the source failed.
+    fn rows(&mut self, idx: &[usize]) -> Result<DenseMatrix>;
+    /// An epoch with this plan starts; its minibatches are then asked for in plan order with
+    /// [`TrainCells::next_batch`].
+    ///
+    /// # Errors
+    /// Starting the reader failed.
+    fn start_epoch(&mut self, _plan: &EpochPlan) -> Result<()> {
+        Ok(())
+    }
+    /// The next `idx.len()` cells of the plan (`idx` are their indices), `[idx.len(), n_genes]`.
+    ///
+    /// # Errors
+    /// Reading the source failed, or `idx` is not the plan's next run.
+    fn next_batch(&mut self, idx: &[usize]) -> Result<DenseMatrix> {
+        self.rows(idx)
+    }
+    /// The epoch ended (possibly before its last cells were asked for).
+    ///
+    /// # Errors
+    /// The background reader failed.
+    fn end_epoch(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`TrainCells`] over a preprocessed matrix in memory (`[n_cells, n_genes]`).
+pub struct InMemoryCells<'a>(pub &'a Matrix);
+
+impl TrainCells for InMemoryCells<'_> {
+    fn n_cells(&self) -> usize {
+        self.0.n_rows()
+    }
+    fn n_genes(&self) -> usize {
+        self.0.n_cols()
+    }
+    fn rows(&mut self, idx: &[usize]) -> Result<DenseMatrix> {
+        Ok(self.0.rows_dense(idx))
+    }
 }
 
 impl Default for VaeTrainConfig {
@@ -102,6 +272,8 @@ impl Default for VaeTrainConfig {
             kl_warmup_epochs: 10,
             validation_fraction: 0.1,
             patience: 15,
+            max_validation_cells: MAX_VALIDATION,
+            shuffle: Shuffle::Full,
             seed: 0,
         }
     }
@@ -233,11 +405,11 @@ pub fn to_host(t: Tensor<2>) -> Result<DenseMatrix> {
     DenseMatrix::from_vec(n, d, data)
 }
 
-fn split(n: usize, fraction: f64, rng: &mut StdRng) -> (Vec<usize>, Vec<usize>) {
+fn split(n: usize, fraction: f64, max_val: usize, rng: &mut StdRng) -> (Vec<usize>, Vec<usize>) {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(rng);
     let n_val = if fraction > 0.0 && n >= 20 {
-        ((n as f64) * fraction).round() as usize
+        (((n as f64) * fraction).round() as usize).min(max_val)
     } else {
         0
     };
@@ -279,7 +451,22 @@ pub fn train_vae(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<(Vae, Vec<EpochRecord>)> {
-    let (n, g) = x.shape();
+    train_vae_cells(&mut InMemoryCells(x), model, cfg, device, observer)
+}
+
+/// [`train_vae`] on any [`TrainCells`] source (in memory or streamed from disk): the same
+/// loop, the same random draws, so the same seed gives the same model for the same cells.
+///
+/// # Errors
+/// As [`train_vae`], and whatever reading the source fails with.
+pub fn train_vae_cells(
+    x: &mut dyn TrainCells,
+    model: &VaeConfig,
+    cfg: &VaeTrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Vae, Vec<EpochRecord>)> {
+    let (n, g) = (x.n_cells(), x.n_genes());
     if n < 2 {
         return Err(Error::InvalidInput(format!(
             "need at least 2 cells to train, got {n}"
@@ -295,7 +482,12 @@ pub fn train_vae(
     ad.seed(cfg.seed);
     device.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let (mut train, val) = split(
+        n,
+        cfg.validation_fraction,
+        cfg.max_validation_cells,
+        &mut rng,
+    );
     let mut vae = model.init(&ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let mut best: Option<(f64, Vae)> = None;
@@ -303,7 +495,11 @@ pub fn train_vae(
     let mut records = Vec::new();
     observer.stage_start("vae", cfg.epochs);
     let mut reason = "reached the maximum number of epochs".to_string();
-    let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
+    let val_x = if val.is_empty() {
+        None
+    } else {
+        Some(to_tensor(&x.rows(&val)?, device))
+    };
     let val_eps = (!val.is_empty()).then(|| {
         let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
         to_tensor(&normal_matrix(&mut r, val.len(), model.n_latent), device)
@@ -316,10 +512,11 @@ pub fn train_vae(
             (epoch as f64 / cfg.kl_warmup_epochs as f64).min(1.0)
         };
         let beta = cfg.kl_weight * warm;
-        train.shuffle(&mut rng);
+        let plan = plan_epoch(&mut train, cfg.shuffle, &mut rng);
+        x.start_epoch(&plan)?;
         let (mut sum, mut sum_r, mut sum_k, mut nb) = (0f64, 0f64, 0f64, 0usize);
-        for b in batches(&train, cfg.batch_size) {
-            let xb = to_tensor(&x.rows_dense(b), &ad);
+        for b in batches(&plan.order, cfg.batch_size) {
+            let xb = to_tensor(&x.next_batch(b)?, &ad);
             let eps = to_tensor(&normal_matrix(&mut rng, b.len(), model.n_latent), &ad);
             let out = vae.forward(xb.clone(), eps);
             let (recon, kl) = vae_loss_terms(xb, &out);
@@ -332,6 +529,7 @@ pub fn train_vae(
             sum += r as f64 + beta * k as f64;
             nb += 1;
         }
+        x.end_epoch()?;
         let nbf = nb.max(1) as f64;
         if !sum.is_finite() {
             return Err(Error::Internal(format!(
@@ -389,9 +587,22 @@ pub fn train_vae(
 /// # Errors
 /// [`Error::Internal`] if the backend fails to return data.
 pub fn encode_mean(vae: &Vae, x: &Matrix, device: &Device) -> Result<DenseMatrix> {
+    encode_mean_cells(vae, &mut InMemoryCells(x), device)
+}
+
+/// [`encode_mean`] of every cell of a [`TrainCells`] source, read in order in chunks of 1024
+/// (`[n_cells, n_latent]`).
+///
+/// # Errors
+/// Reading the source failed; [`Error::Internal`] if the backend fails to return data.
+pub fn encode_mean_cells(
+    vae: &Vae,
+    x: &mut dyn TrainCells,
+    device: &Device,
+) -> Result<DenseMatrix> {
     let vae = vae.valid();
-    map_row_chunks(x.n_rows(), 1024, "encode", |idx| {
-        to_host(vae.encode(to_tensor(&x.rows_dense(idx), device)).0)
+    map_row_chunks(x.n_cells(), 1024, "encode", |idx| {
+        to_host(vae.encode(to_tensor(&x.rows(idx)?, device)).0)
     })
 }
 
@@ -526,7 +737,7 @@ pub fn train_diffusion(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let tables = Noising::new(schedule, model.time_dim);
     let make = |b: &[usize], r: &mut StdRng, dev: &Device| tables.batch(z0, b, r, dev);
     let val_batch = (!val.is_empty()).then(|| {
@@ -619,7 +830,7 @@ pub fn train_autoencoder(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let mut net = model.init(&ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
@@ -732,7 +943,7 @@ pub fn train_cond_diffusion(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let tables = Noising::new(schedule, model.time_dim);
     let idx_tensor = |b: &[usize], r: Option<&mut StdRng>, dev: &Device| {
         let mut r = r;
@@ -889,7 +1100,7 @@ pub fn train_scorer(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, val) = split(n, cfg.validation_fraction, &mut rng);
+    let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let mut net = model.init(&ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     for epoch in 1..=cfg.epochs {

@@ -68,7 +68,12 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
         sample_ddpm1000_10k_s: ddpm,
         sample_ddim50_10k_s: ddim,
         threads,
-    };
+        vae_train_gflops: 0.0,
+        denoiser_train_gflops: 0.0,
+        sample_ddpm1000_gflops: 0.0,
+        sample_ddim50_gflops: 0.0,
+    }
+    .with_gflops(cfg.sample_cells);
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -86,6 +91,13 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
         );
         println!("sample_ddim50_10k_s        {:>10.2}", r.sample_ddim50_10k_s);
         println!("threads                    {:>10}", r.threads);
+        println!(
+            "GFLOP/s: VAE {:.1}, denoiser {:.1}, DDPM {:.1}, DDIM {:.1}",
+            r.vae_train_gflops,
+            r.denoiser_train_gflops,
+            r.sample_ddpm1000_gflops,
+            r.sample_ddim50_gflops
+        );
     }
     Ok(())
 }

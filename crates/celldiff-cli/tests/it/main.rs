@@ -11,3 +11,4 @@ mod common;
 mod graph;
 mod identify;
 mod scld;
+mod stream;

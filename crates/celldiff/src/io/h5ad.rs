@@ -68,6 +68,10 @@ pub struct ReadOptions {
     pub use_raw: bool,
 }
 
+#[path = "h5ad_stream.rs"]
+mod stream;
+pub use stream::H5adStream;
+
 const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
 
 /// HDF5 filters `hdf5-pure` decodes: deflate, shuffle, fletcher32, scale-offset, LZF.
@@ -184,26 +188,26 @@ fn with_reader<T>(path: &Path, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Resu
             }
         }
         f(&Reader {
-            file,
+            file: &file,
             path,
             file_len,
         })
     }));
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(Error::format(
-                path,
-                "(file)",
-                format!("the HDF5 decoder failed ({msg}); the file is corrupt or truncated"),
-            ))
-        }
-    }
+    outcome.unwrap_or_else(|panic| Err(decoder_panic(path, panic.as_ref())))
+}
+
+/// A panic inside the HDF5 decoder as an [`Error::Format`] on field `(file)` of `path`.
+fn decoder_panic(path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
+    let msg = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    Error::format(
+        path,
+        "(file)",
+        format!("the HDF5 decoder failed ({msg}); the file is corrupt or truncated"),
+    )
 }
 
 // ------------------------------------------------------------------------------------------
@@ -278,7 +282,7 @@ fn fmt_number(v: f64) -> String {
 }
 
 struct Reader<'a> {
-    file: File,
+    file: &'a File,
     path: &'a Path,
     file_len: u64,
 }
@@ -475,8 +479,10 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn read(&self, opts: &ReadOptions) -> Result<AnnData> {
-        let (x_field, var_field) = if let Some(layer) = &opts.layer {
+    /// The fields of `X` and of its `var` for these options (`X`, `layers/<name>` or
+    /// `raw/X` / legacy `raw.X`), checked to exist.
+    fn x_fields(&self, opts: &ReadOptions) -> Result<(String, String)> {
+        Ok(if let Some(layer) = &opts.layer {
             let field = format!("layers/{layer}");
             if !self.exists(&field) {
                 return Err(self.err(
@@ -497,7 +503,7 @@ impl Reader<'_> {
                 return Err(self.err(
                     "raw/X",
                     "absent: the file has no `adata.raw`; expected raw/X when reading raw \
-                     (read X or a layer instead)",
+                         (read X or a layer instead)",
                 ));
             }
         } else {
@@ -506,13 +512,17 @@ impl Reader<'_> {
                     "X",
                     format!(
                         "absent: expected the expression matrix X (a dense array or a \
-                         csr_matrix/csc_matrix group); layers in this file: {:?}",
+                             csr_matrix/csc_matrix group); layers in this file: {:?}",
                         self.layer_names()
                     ),
                 ));
             }
             ("X".to_string(), "var".to_string())
-        };
+        })
+    }
+
+    fn read(&self, opts: &ReadOptions) -> Result<AnnData> {
+        let (x_field, var_field) = self.x_fields(opts)?;
         let x = self.read_matrix(&x_field)?;
         let (n_obs, n_vars) = x.shape();
         let mut used_uns = Vec::new();

@@ -13,29 +13,12 @@
 
 /// Path of a file under the shared data folder (`shared/` beside the repository, as CI clones
 /// it); panics with a clear message if it is missing.
-#[cfg(test)]
-macro_rules! shared_data {
-    ($rel:literal) => {{
-        let p = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/",
-            $rel
-        ));
-        assert!(
-            p.exists(),
-            "shared dataset missing: {} (expected the `shared/` folder beside the repository)",
-            p.display()
-        );
-        p
-    }};
-}
-
 pub mod h5ad;
 pub mod tenx;
 
 use std::path::Path;
 
-pub use h5ad::{ReadOptions, read_h5ad, write_h5ad};
+pub use h5ad::{H5adStream, ReadOptions, read_h5ad, write_h5ad};
 pub use tenx::read_10x_dir;
 
 use crate::data::{AnnData, Matrix};

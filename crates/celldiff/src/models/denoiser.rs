@@ -98,22 +98,55 @@ impl Denoiser {
 
     /// Predicts ε from the noisy latent and the (already embedded) timestep.
     ///
+    /// With one timestep for the whole batch (the sampling loop), the input layer is split as
+    /// `[z | emb] W + b = z W_z + (emb W_t + b)`: the timestep part is one `[1, width]` row per
+    /// call instead of `batch` copies of the embedding through the GEMM (28 % of the input
+    /// layer's multiply-adds at n_latent 50, time_dim 128, and no `[batch, 178]` concatenation).
+    ///
     /// # Shapes
     /// - `z_t`: `[batch, n_latent]` (standardised latent units)
     /// - `t_emb`: `[batch, time_dim]` or `[1, time_dim]` (broadcast over the batch)
     /// - output: `[batch, n_latent]`
     pub fn forward(&self, z_t: Tensor<2>, t_emb: Tensor<2>) -> Tensor<2> {
-        let [b, _] = z_t.dims();
-        let t_emb = if t_emb.dims()[0] == b {
-            t_emb
-        } else {
-            t_emb.expand([b, self.time_dim])
+        self.forward_with(z_t, t_emb, false)
+    }
+
+    /// [`Denoiser::forward`] for the sampling loop: SiLU through
+    /// [`super::layers::silu_inference`] (not differentiable; same values to ~1e-6).
+    ///
+    /// # Shapes
+    /// As [`Denoiser::forward`].
+    pub fn forward_inference(&self, z_t: Tensor<2>, t_emb: Tensor<2>) -> Tensor<2> {
+        self.forward_with(z_t, t_emb, true)
+    }
+
+    fn forward_with(&self, z_t: Tensor<2>, t_emb: Tensor<2>, inference: bool) -> Tensor<2> {
+        let silu = |x: Tensor<2>| {
+            if inference {
+                super::layers::silu_inference(x)
+            } else {
+                Activation::Silu.apply(x)
+            }
         };
-        let mut h = self
-            .input
-            .forward(Tensor::cat(vec![z_t, t_emb], 1), Activation::Silu);
+        let [b, n_latent] = z_t.dims();
+        let mut h = if t_emb.dims()[0] == b {
+            silu(
+                self.input
+                    .forward(Tensor::cat(vec![z_t, t_emb], 1), Activation::None),
+            )
+        } else {
+            let w = self.input.linear.weight.val();
+            let [d_in, width] = w.dims();
+            let w_z = w.clone().slice([0..n_latent, 0..width]);
+            let w_t = w.slice([n_latent..d_in, 0..width]);
+            let mut t_part = t_emb.matmul(w_t);
+            if let Some(bias) = &self.input.linear.bias {
+                t_part = t_part.add(bias.val().unsqueeze_dim(0));
+            }
+            silu(z_t.matmul(w_z).add(t_part))
+        };
         for block in &self.blocks {
-            h = h.clone().add(block.forward(h, Activation::Silu));
+            h = h.clone().add(silu(block.forward(h, Activation::None)));
         }
         self.output.forward(h, Activation::None)
     }
@@ -122,6 +155,26 @@ impl Denoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_timestep_for_the_batch_equals_the_expanded_embedding() {
+        let dev = Device::default();
+        let net = DenoiserConfig::new(6)
+            .with_width(16)
+            .with_time_dim(8)
+            .init(&dev);
+        let z = Tensor::<2>::random([5, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        let one = net.forward(z.clone(), net.embed_timesteps(&[37], &dev));
+        let each = net.forward(z, net.embed_timesteps(&[37; 5], &dev));
+        let (a, b) = (
+            one.into_data().try_to_vec::<f32>().unwrap(),
+            each.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), 30);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
 
     #[test]
     fn embedding_values_and_shapes() {

@@ -1,14 +1,83 @@
 //! The dense layer `y = act(x W + b)` that all celldiff MLPs are built from.
 //!
 //! Callers only see [`Dense::forward`]; the body is Burn's [`Linear`] followed by the
-//! activation. A faster fused CPU kernel (Burn backend extension) can be dropped in here later
-//! without changing any model.
+//! activation. [`silu_inference`] is the one activation written by hand: burn-flex has no
+//! vectorised `exp`, and the sampling loop spent a quarter of its time in libm's `expf`. A fused
+//! CPU GEMM + bias + activation kernel (Burn backend extension) would go here too.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation;
+use burn::tensor::{TensorData, activation};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// `e^x` in `f32` without branches, so that loops over it vectorise: Cody–Waite range
+/// reduction `x = k ln 2 + r`, the degree-6 minimax polynomial of Cephes `expf` on
+/// `|r| ≤ ln 2 / 2` (relative error < 2e-7), and `2^k` built in the exponent bits. Inputs are
+/// clamped to `[-87.3, 88.7]` (the `f32` range).
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // Round to nearest by the 1.5·2^23 trick (no `round` call, SSE2 only).
+    let kf = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - kf * 0.693_359_4 + kf * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((kf as i32 + 127) << 23) as u32)
+}
+
+/// `x ↦ x / (1 + e^{-x})` in place.
+#[inline(always)]
+fn silu_slice(v: &mut [f32]) {
+    for e in v {
+        *e /= 1.0 + exp_f32(-*e);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_slice_avx2(v: &mut [f32]) {
+    silu_slice(v)
+}
+
+/// SiLU `x σ(x)` (Elfwing et al. 2018) for inference: on the CPU backend the values are mapped
+/// on the host by a vectorised loop (AVX2 when the CPU has it), in parallel; elsewhere Burn's
+/// `silu`. burn-flex evaluates `exp` one element at a time through libm, which made SiLU a
+/// quarter of the sampling loop's time (`perf`, docs/RESULTS.md). Not differentiable: for the
+/// sampling loop only (training keeps [`Activation::Silu`]).
+///
+/// # Shapes
+/// any `[d0, d1]` → the same shape
+pub fn silu_inference(x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    if !crate::backend::is_cpu(&device) {
+        return activation::silu(x);
+    }
+    let dims = x.dims();
+    let mut v = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data after convert::<f32>");
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    v.par_chunks_mut(8192).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { silu_slice_avx2(c) };
+            return;
+        }
+        silu_slice(c);
+    });
+    Tensor::from_data(TensorData::new(v, dims), &device)
+}
 
 /// Activation applied after the affine map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -64,6 +133,18 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// [`Dense::forward`] with SiLU for inference ([`silu_inference`]) when `act` is
+    /// [`Activation::Silu`].
+    ///
+    /// # Shapes
+    /// `x`: `[batch, d_input]` → `[batch, d_output]`
+    pub fn forward_inference(&self, x: Tensor<2>, act: Activation) -> Tensor<2> {
+        match act {
+            Activation::Silu => silu_inference(self.linear.forward(x)),
+            a => self.forward(x, a),
+        }
+    }
+
     /// `act(x W + b)`.
     ///
     /// # Shapes
@@ -71,5 +152,32 @@ impl Dense {
     /// - output: `[batch, d_output]`
     pub fn forward(&self, x: Tensor<2>, act: Activation) -> Tensor<2> {
         act.apply(self.linear.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_and_silu_match_libm() {
+        let mut worst = 0f32;
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.043;
+            let rel = (exp_f32(x) - x.exp()).abs() / x.exp();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 1e-6, "exp relative error {worst}");
+        assert_eq!(exp_f32(-200.0), (-87.3f32).exp());
+        let dev = crate::backend::cpu_device();
+        let x = Tensor::<2>::random([37, 65], burn::tensor::Distribution::Normal(0.0, 4.0), &dev);
+        let fast = silu_inference(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let slow = activation::silu(x).into_data().try_to_vec::<f32>().unwrap();
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
 }

@@ -44,8 +44,8 @@ pub(crate) fn row_sums_with(x: &Matrix, f: impl Fn(f32) -> f64) -> Vec<f64> {
     }
 }
 
-/// Per-row number of stored values that are non-zero.
-fn row_nnz(x: &Matrix) -> Vec<usize> {
+/// Per-row number of stored values that are non-zero (`filter_cells(min_genes)`'s count).
+pub(crate) fn row_nnz(x: &Matrix) -> Vec<usize> {
     match x {
         Matrix::Dense(d) => (0..d.n_rows)
             .map(|i| d.row(i).iter().filter(|&&v| v != 0.0).count())
@@ -66,8 +66,8 @@ fn row_nnz(x: &Matrix) -> Vec<usize> {
     }
 }
 
-/// Per-column sums (`f64`) and non-zero counts.
-fn col_sums_nnz(x: &Matrix) -> (Vec<f64>, Vec<usize>) {
+/// Per-column sums (`f64`) and non-zero counts (`filter_genes`' statistics).
+pub(crate) fn col_sums_nnz(x: &Matrix) -> (Vec<f64>, Vec<usize>) {
     let n_cols = x.n_cols();
     let mut sums = vec![0.0f64; n_cols];
     let mut nnz = vec![0usize; n_cols];
@@ -80,35 +80,103 @@ fn col_sums_nnz(x: &Matrix) -> (Vec<f64>, Vec<usize>) {
     (sums, nnz)
 }
 
+/// First pass of [`col_mean_var_with`], fed one block of consecutive rows at a time (in row
+/// order): per-column sums of `f(value)` over the stored values, in `f64`.
+///
+/// Feeding the blocks of a matrix in order gives bit for bit the sums of the whole matrix
+/// (every column is accumulated over its rows in ascending order either way).
+pub(crate) struct ColSums {
+    sums: Vec<f64>,
+    n_rows: usize,
+}
+
+impl ColSums {
+    /// Empty sums over `n_cols` columns.
+    pub(crate) fn new(n_cols: usize) -> Self {
+        Self {
+            sums: vec![0.0; n_cols],
+            n_rows: 0,
+        }
+    }
+
+    /// Adds the rows of `block` (`[rows, n_cols]`, the next rows after those already added).
+    pub(crate) fn add(&mut self, block: &Matrix, f: impl Fn(f32) -> f64) {
+        debug_assert_eq!(block.n_cols(), self.sums.len());
+        self.n_rows += block.n_rows();
+        let sums = &mut self.sums;
+        block.for_each_nonzero(|_, j, v| sums[j] += f(v));
+    }
+
+    /// The per-column means (sums over the rows added) and the second pass that uses them.
+    pub(crate) fn into_deviations(self) -> ColDeviations {
+        let n = self.n_rows as f64;
+        let n_cols = self.sums.len();
+        ColDeviations {
+            means: self.sums.iter().map(|s| s / n).collect(),
+            acc: vec![0.0; n_cols],
+            stored: vec![0; n_cols],
+            n_rows: self.n_rows,
+            seen: 0,
+        }
+    }
+}
+
+/// Second pass of [`col_mean_var_with`] (from [`ColSums::into_deviations`]): per-column sums of
+/// squared deviations of the stored values from the mean, fed with the same blocks in the same
+/// order as the first pass.
+pub(crate) struct ColDeviations {
+    means: Vec<f64>,
+    acc: Vec<f64>,
+    stored: Vec<usize>,
+    n_rows: usize,
+    seen: usize,
+}
+
+impl ColDeviations {
+    /// Adds the rows of `block` (the same values as given to [`ColSums::add`]).
+    pub(crate) fn add(&mut self, block: &Matrix, f: impl Fn(f32) -> f64) {
+        debug_assert_eq!(block.n_cols(), self.means.len());
+        self.seen += block.n_rows();
+        let (means, acc, stored) = (&self.means, &mut self.acc, &mut self.stored);
+        block.for_each_nonzero(|_, j, v| {
+            let d = f(v) - means[j];
+            acc[j] += d * d;
+            stored[j] += 1;
+        });
+    }
+
+    /// Per-column `(mean, variance with ddof = 1)`; the variance is NaN with fewer than 2 rows.
+    pub(crate) fn finish(self) -> (Vec<f64>, Vec<f64>) {
+        debug_assert_eq!(self.seen, self.n_rows, "deviation pass saw other rows");
+        let n_rows = self.n_rows;
+        let n = n_rows as f64;
+        let vars = (0..self.means.len())
+            .map(|j| {
+                if n_rows < 2 {
+                    return f64::NAN;
+                }
+                let zeros = (n_rows - self.stored[j]) as f64;
+                let m = self.means[j];
+                let v = (self.acc[j] + zeros * m * m) / n;
+                v * (n / (n - 1.0))
+            })
+            .collect();
+        (self.means, vars)
+    }
+}
+
 /// Per-column mean and variance (`ddof = 1`) of `f(value)`, in `f64`, with the two-pass
 /// algorithm scanpy uses for sparse data (`f(0)` must be 0: unstored entries count as zeros).
 ///
 /// Matches `fast_array_utils.stats.mean_var(X, axis=0, correction=1)` /
-/// `scanpy.pp._utils._get_mean_var`.
+/// `scanpy.pp._utils._get_mean_var`. The passes are [`ColSums`] and [`ColDeviations`], which
+/// streaming code feeds block by block with the same result.
 pub(crate) fn col_mean_var_with(x: &Matrix, f: impl Fn(f32) -> f64) -> (Vec<f64>, Vec<f64>) {
-    let (n_rows, n_cols) = x.shape();
-    let n = n_rows as f64;
-    let mut sums = vec![0.0f64; n_cols];
-    x.for_each_nonzero(|_, j, v| sums[j] += f(v));
-    let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
-    let mut acc = vec![0.0f64; n_cols];
-    let mut stored = vec![0usize; n_cols];
-    x.for_each_nonzero(|_, j, v| {
-        let d = f(v) - means[j];
-        acc[j] += d * d;
-        stored[j] += 1;
-    });
-    let vars = (0..n_cols)
-        .map(|j| {
-            if n_rows < 2 {
-                return f64::NAN;
-            }
-            let zeros = (n_rows - stored[j]) as f64;
-            let v = (acc[j] + zeros * means[j] * means[j]) / n;
-            v * (n / (n - 1.0))
-        })
-        .collect();
-    (means, vars)
+    let mut sums = ColSums::new(x.n_cols());
+    sums.add(x, &f);
+    let mut dev = sums.into_deviations();
+    dev.add(x, &f);
+    dev.finish()
 }
 
 /// Per-column mean and variance (`ddof = 1`) in `f64` of the values as stored.
@@ -153,26 +221,17 @@ pub fn filter_cells(
     let n = adata.n_obs();
     let mask: Vec<bool> = (0..n)
         .map(|i| {
-            let c_ok = match (&counts, min_counts) {
-                (Some(c), Some(m)) => c[i] >= m,
-                _ => true,
-            };
-            let g_ok = match (&genes, min_genes) {
-                (Some(g), Some(m)) => g[i] >= m,
-                _ => true,
-            };
-            c_ok && g_ok
+            passes_filter(
+                counts.as_ref().map_or(0.0, |c| c[i]),
+                genes.as_ref().map_or(0, |g| g[i]),
+                min_counts,
+                min_genes,
+            )
         })
         .collect();
     let idx: Vec<usize> = (0..n).filter(|&i| mask[i]).collect();
     if idx.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "filter_cells({}) removed all {n} cells",
-            describe_thresholds(&[
-                ("min_counts", min_counts),
-                ("min_genes", min_genes.map(|m| m as f64))
-            ])
-        )));
+        return Err(filter_cells_removed_all(n, min_counts, min_genes));
     }
     let mut out = adata.select_obs(&idx);
     if let Some(c) = counts {
@@ -213,17 +272,11 @@ pub fn filter_genes(
     let (sums, nnz) = col_sums_nnz(&adata.x);
     let n = adata.n_vars();
     let mask: Vec<bool> = (0..n)
-        .map(|j| min_counts.is_none_or(|m| sums[j] >= m) && min_cells.is_none_or(|m| nnz[j] >= m))
+        .map(|j| passes_filter(sums[j], nnz[j], min_counts, min_cells))
         .collect();
     let idx: Vec<usize> = (0..n).filter(|&j| mask[j]).collect();
     if idx.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "filter_genes({}) removed all {n} genes",
-            describe_thresholds(&[
-                ("min_counts", min_counts),
-                ("min_cells", min_cells.map(|m| m as f64))
-            ])
-        )));
+        return Err(filter_genes_removed_all(n, min_counts, min_cells));
     }
     let mut out = adata.select_vars(&idx);
     if min_counts.is_some() {
@@ -239,6 +292,48 @@ pub fn filter_genes(
         );
     }
     Ok((out, mask))
+}
+
+/// The rule of [`filter_cells`] (per cell) and [`filter_genes`] (per gene): at least
+/// `min_counts` in total (`total`, counts) and at least `min_n` non-zero entries (`n_nonzero`);
+/// a threshold that is `None` always passes (its statistic is then ignored).
+pub(crate) fn passes_filter(
+    total: f64,
+    n_nonzero: usize,
+    min_counts: Option<f64>,
+    min_n: Option<usize>,
+) -> bool {
+    min_counts.is_none_or(|m| total >= m) && min_n.is_none_or(|m| n_nonzero >= m)
+}
+
+/// The [`Error::InvalidInput`] of [`filter_cells`] when no cell of the `n` passes.
+pub(crate) fn filter_cells_removed_all(
+    n: usize,
+    min_counts: Option<f64>,
+    min_genes: Option<usize>,
+) -> Error {
+    Error::InvalidInput(format!(
+        "filter_cells({}) removed all {n} cells",
+        describe_thresholds(&[
+            ("min_counts", min_counts),
+            ("min_genes", min_genes.map(|m| m as f64))
+        ])
+    ))
+}
+
+/// The [`Error::InvalidInput`] of [`filter_genes`] when no gene of the `n` passes.
+pub(crate) fn filter_genes_removed_all(
+    n: usize,
+    min_counts: Option<f64>,
+    min_cells: Option<usize>,
+) -> Error {
+    Error::InvalidInput(format!(
+        "filter_genes({}) removed all {n} genes",
+        describe_thresholds(&[
+            ("min_counts", min_counts),
+            ("min_cells", min_cells.map(|m| m as f64))
+        ])
+    ))
 }
 
 fn describe_thresholds(t: &[(&str, Option<f64>)]) -> String {
@@ -268,24 +363,30 @@ fn describe_thresholds(t: &[(&str, Option<f64>)]) -> String {
 /// `target_sum` is not finite and positive.
 pub fn normalize_total(x: &mut Matrix, target_sum: Option<f64>) -> Result<(Vec<f64>, f64)> {
     let sizes = row_sums_with(x, |v| v as f64);
-    let target = match target_sum {
-        Some(t) => {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(Error::InvalidInput(format!(
-                    "normalize_total: target_sum must be finite and > 0, got {t}"
-                )));
-            }
-            t
-        }
-        None => median_nonzero_f32(&sizes).ok_or_else(|| {
+    let target = resolve_target_sum(&sizes, target_sum)?;
+    normalize_rows_with(x, &sizes, target);
+    Ok((sizes, target))
+}
+
+/// The target of [`normalize_total`] for per-cell library sizes `sizes` (counts, one per cell):
+/// `target_sum` itself, or the median non-zero size (`np.median` in `f32`) when `None`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `target_sum` is not finite and positive, or is `None` and every
+/// size is zero.
+pub(crate) fn resolve_target_sum(sizes: &[f64], target_sum: Option<f64>) -> Result<f64> {
+    match target_sum {
+        Some(t) if !(t.is_finite() && t > 0.0) => Err(Error::InvalidInput(format!(
+            "normalize_total: target_sum must be finite and > 0, got {t}"
+        ))),
+        Some(t) => Ok(t),
+        None => median_nonzero_f32(sizes).ok_or_else(|| {
             Error::InvalidInput(
                 "normalize_total: every cell has zero counts, cannot take the median library size"
                     .into(),
             )
-        })?,
-    };
-    normalize_rows_with(x, &sizes, target);
-    Ok((sizes, target))
+        }),
+    }
 }
 
 /// Divides row `i` by `sizes[i] / target` with scanpy's `f32` arithmetic (zero rows unchanged).
@@ -374,16 +475,24 @@ pub fn scale(x: &mut DenseMatrix, zero_center: bool, max_value: Option<f32>) -> 
     let (mean, var) = col_mean_var(&m);
     let Matrix::Dense(d) = m else { unreachable!() };
     *x = d;
-    let std = var
-        .iter()
-        .map(|&v| {
-            let s = v.sqrt();
-            if s == 0.0 || s.is_nan() { 1.0 } else { s }
-        })
-        .collect();
-    let stats = ScaleStats { mean, std };
+    let stats = ScaleStats::from_mean_var(mean, &var);
     scale_with(x, &stats, zero_center, max_value);
     stats
+}
+
+impl ScaleStats {
+    /// [`scale`]'s statistics from per-gene means and variances (`ddof = 1`): `std = sqrt(var)`,
+    /// with 1 for genes whose standard deviation is 0 or NaN.
+    pub(crate) fn from_mean_var(mean: Vec<f64>, var: &[f64]) -> Self {
+        let std = var
+            .iter()
+            .map(|&v| {
+                let s = v.sqrt();
+                if s == 0.0 || s.is_nan() { 1.0 } else { s }
+            })
+            .collect();
+        Self { mean, std }
+    }
 }
 
 /// Applies fitted [`ScaleStats`] to `x` (`[n_cells, n_genes]`, the genes in the order of the
@@ -440,22 +549,54 @@ pub struct MinMaxStats {
 ///
 /// Returns the per-gene minima and maxima for [`minmax_with`] on new cells.
 pub fn minmax_scale(x: &mut DenseMatrix) -> MinMaxStats {
-    let n_cols = x.n_cols;
-    let mut min = vec![f64::INFINITY; n_cols];
-    let mut max = vec![f64::NEG_INFINITY; n_cols];
-    for row in x.data.chunks(n_cols.max(1)) {
-        for (j, &v) in row.iter().enumerate() {
-            min[j] = min[j].min(v as f64);
-            max[j] = max[j].max(v as f64);
-        }
-    }
-    if x.n_rows == 0 {
-        min.iter_mut().for_each(|v| *v = 0.0);
-        max.iter_mut().for_each(|v| *v = 0.0);
-    }
-    let stats = MinMaxStats { min, max };
+    let mut acc = MinMaxAccumulator::new(x.n_cols);
+    acc.add(x);
+    let stats = acc.finish();
     minmax_with(x, &stats);
     stats
+}
+
+/// The statistics of [`minmax_scale`] accumulated one block of rows at a time: per-column
+/// minimum and maximum of the values (dense, zeros included), in `f64`.
+pub(crate) struct MinMaxAccumulator {
+    min: Vec<f64>,
+    max: Vec<f64>,
+    n_rows: usize,
+}
+
+impl MinMaxAccumulator {
+    /// No rows yet, `n_cols` columns.
+    pub(crate) fn new(n_cols: usize) -> Self {
+        Self {
+            min: vec![f64::INFINITY; n_cols],
+            max: vec![f64::NEG_INFINITY; n_cols],
+            n_rows: 0,
+        }
+    }
+
+    /// Adds the rows of `block` (`[rows, n_cols]`).
+    pub(crate) fn add(&mut self, block: &DenseMatrix) {
+        debug_assert_eq!(block.n_cols, self.min.len());
+        self.n_rows += block.n_rows;
+        for row in block.data.chunks(block.n_cols.max(1)) {
+            for (j, &v) in row.iter().enumerate() {
+                self.min[j] = self.min[j].min(v as f64);
+                self.max[j] = self.max[j].max(v as f64);
+            }
+        }
+    }
+
+    /// The per-column minima and maxima (all 0 when no rows were added).
+    pub(crate) fn finish(mut self) -> MinMaxStats {
+        if self.n_rows == 0 {
+            self.min.iter_mut().for_each(|v| *v = 0.0);
+            self.max.iter_mut().for_each(|v| *v = 0.0);
+        }
+        MinMaxStats {
+            min: self.min,
+            max: self.max,
+        }
+    }
 }
 
 /// Applies fitted [`MinMaxStats`] to `x` (`[n_cells, n_genes]`): `(x - min) / (max - min)`,
@@ -569,105 +710,179 @@ fn coefficient_of_variation(v: &[f64]) -> Option<(f64, f64)> {
 /// and the `log1p` warnings in `sc.pp.log1p`/`sc.pp.highly_variable_genes`.
 pub fn inspect_kind(x: &Matrix) -> KindReport {
     let (n_rows, n_cols) = x.shape();
-    let mut min = f64::INFINITY;
-    let mut max = f64::NEG_INFINITY;
-    let mut first_non_integer = None;
-    let mut first_negative = None;
-    let mut first_non_finite = None;
-    let mut nnz = 0usize;
-    x.for_each_nonzero(|i, j, v| {
-        if !v.is_finite() {
-            if first_non_finite.is_none() {
-                first_non_finite = Some((i, j, v));
-            }
-            return;
+    let mut acc = KindAccumulator::new();
+    acc.add_block(x, 0);
+    if acc.needs_row_sums() {
+        acc.add_row_sums(x);
+    }
+    acc.finish(n_rows, n_cols)
+}
+
+/// [`inspect_kind`] fed one block of consecutive rows at a time, for matrices that are read in
+/// blocks (`fit_streaming`). The result is the report of the whole matrix, bit for bit.
+///
+/// Use: [`add_block`](Self::add_block) for every block in row order; then, only if
+/// [`needs_row_sums`](Self::needs_row_sums) (non-integer, non-negative, finite data), a second
+/// pass [`add_row_sums`](Self::add_row_sums) over every block in row order (the per-cell totals
+/// for the "constant totals" test, raw and `expm1`); then [`finish`](Self::finish).
+pub(crate) struct KindAccumulator {
+    min: f64,
+    max: f64,
+    first_non_integer: Option<(usize, usize, f32)>,
+    first_negative: Option<(usize, usize, f32)>,
+    first_non_finite: Option<(usize, usize, f32)>,
+    nnz: usize,
+    stored: usize,
+    raw_sums: Vec<f64>,
+    exp_sums: Vec<f64>,
+}
+
+impl KindAccumulator {
+    /// Nothing seen yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            first_non_integer: None,
+            first_negative: None,
+            first_non_finite: None,
+            nnz: 0,
+            stored: 0,
+            raw_sums: Vec::new(),
+            exp_sums: Vec::new(),
         }
-        if v != 0.0 {
-            nnz += 1;
-        }
-        min = min.min(v as f64);
-        max = max.max(v as f64);
-        if v < 0.0 && first_negative.is_none() {
-            first_negative = Some((i, j, v));
-        }
-        if v.fract() != 0.0 && first_non_integer.is_none() {
-            first_non_integer = Some((i, j, v));
-        }
-    });
-    let total = (n_rows * n_cols).max(1) as f64;
-    let stored = match x {
-        Matrix::Dense(_) => n_rows * n_cols,
-        Matrix::Csr(c) => c.nnz(),
-    };
-    if stored < n_rows * n_cols || !min.is_finite() {
-        // Unstored entries of a sparse matrix are zeros.
-        min = min.min(0.0);
-        max = max.max(0.0);
     }
-    if !min.is_finite() {
-        min = 0.0;
-        max = 0.0;
-    }
-    let density = 100.0 * nnz as f64 / total;
-    let mut report = KindReport {
-        kind: DataKind::Other,
-        message: String::new(),
-        min,
-        max,
-        first_non_integer,
-        first_negative,
-        first_non_finite,
-    };
-    if let Some((i, j, v)) = first_non_finite {
-        report.message = format!("non-finite value {v} at cell {i}, gene {j}");
-        return report;
-    }
-    if let Some((i, j, v)) = first_negative {
-        report.kind = DataKind::Scaled;
-        report.message = format!(
-            "negative values present (min {min:.4}, first at cell {i}, gene {j}: {v}): looks \
-             centred/scaled (sc.pp.scale)"
-        );
-        return report;
-    }
-    if first_non_integer.is_none() {
-        report.kind = DataKind::Counts;
-        report.message = format!(
-            "non-negative integers 0..{max}, {density:.1}% non-zero: looks like raw counts"
-        );
-        return report;
-    }
-    let raw_cv = coefficient_of_variation(&row_sums_with(x, |v| v as f64));
-    let exp_cv = coefficient_of_variation(&row_sums_with(x, |v| (v as f64).exp_m1()));
-    let raw_constant = raw_cv.is_some_and(|(cv, _)| cv < CONSTANT_TOTAL_CV);
-    let exp_constant = exp_cv.is_some_and(|(cv, _)| cv < CONSTANT_TOTAL_CV);
-    if raw_constant && !exp_constant {
-        let total = raw_cv.map(|(_, m)| m).unwrap_or(0.0);
-        report.message = format!(
-            "non-integer values with constant per-cell totals (~{total:.4}): normalised but not \
-             log-transformed"
-        );
-        return report;
-    }
-    if max < LOG_MAX {
-        report.kind = DataKind::LogNormalized;
-        report.message = match exp_cv {
-            Some((cv, total)) if cv < CONSTANT_TOTAL_CV => format!(
-                "non-negative non-integer values, max {max:.3}, expm1 per-cell totals constant \
-                 (~{total:.1}): looks like normalize_total + log1p"
-            ),
-            _ => format!(
-                "non-negative non-integer values, max {max:.3} (< {LOG_MAX}): looks \
-                 log1p-normalised (per-cell totals vary, e.g. after gene subsetting)"
-            ),
+
+    /// Scans `block` (`[rows, n_cols]`), whose first row is row `row_offset` of the whole
+    /// matrix (positions in the report are global).
+    pub(crate) fn add_block(&mut self, block: &Matrix, row_offset: usize) {
+        let (n_rows, n_cols) = block.shape();
+        self.stored += match block {
+            Matrix::Dense(_) => n_rows * n_cols,
+            Matrix::Csr(c) => c.nnz(),
         };
-        return report;
+        block.for_each_nonzero(|i, j, v| {
+            let i = i + row_offset;
+            if !v.is_finite() {
+                if self.first_non_finite.is_none() {
+                    self.first_non_finite = Some((i, j, v));
+                }
+                return;
+            }
+            if v != 0.0 {
+                self.nnz += 1;
+            }
+            self.min = self.min.min(v as f64);
+            self.max = self.max.max(v as f64);
+            if v < 0.0 && self.first_negative.is_none() {
+                self.first_negative = Some((i, j, v));
+            }
+            if v.fract() != 0.0 && self.first_non_integer.is_none() {
+                self.first_non_integer = Some((i, j, v));
+            }
+        });
     }
-    report.message = format!(
-        "non-negative non-integer values up to {max:.1}: neither counts nor log1p data \
-         (normalised but not log-transformed?)"
-    );
-    report
+
+    /// Whether [`finish`](Self::finish) needs the per-cell totals: all values seen are finite
+    /// and non-negative, and some are not integers.
+    pub(crate) fn needs_row_sums(&self) -> bool {
+        self.first_non_finite.is_none()
+            && self.first_negative.is_none()
+            && self.first_non_integer.is_some()
+    }
+
+    /// Adds the per-row totals (raw and `expm1`, `f64`) of `block`, the next rows in order.
+    pub(crate) fn add_row_sums(&mut self, block: &Matrix) {
+        self.raw_sums.extend(row_sums_with(block, |v| v as f64));
+        self.exp_sums
+            .extend(row_sums_with(block, |v| (v as f64).exp_m1()));
+    }
+
+    /// The report for the whole `[n_rows, n_cols]` matrix.
+    pub(crate) fn finish(self, n_rows: usize, n_cols: usize) -> KindReport {
+        let Self {
+            mut min,
+            mut max,
+            first_non_integer,
+            first_negative,
+            first_non_finite,
+            nnz,
+            stored,
+            raw_sums,
+            exp_sums,
+        } = self;
+        let total = (n_rows * n_cols).max(1) as f64;
+        if stored < n_rows * n_cols || !min.is_finite() {
+            // Unstored entries of a sparse matrix are zeros.
+            min = min.min(0.0);
+            max = max.max(0.0);
+        }
+        if !min.is_finite() {
+            min = 0.0;
+            max = 0.0;
+        }
+        let density = 100.0 * nnz as f64 / total;
+        let mut report = KindReport {
+            kind: DataKind::Other,
+            message: String::new(),
+            min,
+            max,
+            first_non_integer,
+            first_negative,
+            first_non_finite,
+        };
+        if let Some((i, j, v)) = first_non_finite {
+            report.message = format!("non-finite value {v} at cell {i}, gene {j}");
+            return report;
+        }
+        if let Some((i, j, v)) = first_negative {
+            report.kind = DataKind::Scaled;
+            report.message = format!(
+                "negative values present (min {min:.4}, first at cell {i}, gene {j}: {v}): looks \
+                 centred/scaled (sc.pp.scale)"
+            );
+            return report;
+        }
+        if first_non_integer.is_none() {
+            report.kind = DataKind::Counts;
+            report.message = format!(
+                "non-negative integers 0..{max}, {density:.1}% non-zero: looks like raw counts"
+            );
+            return report;
+        }
+        debug_assert_eq!(raw_sums.len(), n_rows, "KindAccumulator: row sums missing");
+        let raw_cv = coefficient_of_variation(&raw_sums);
+        let exp_cv = coefficient_of_variation(&exp_sums);
+        let raw_constant = raw_cv.is_some_and(|(cv, _)| cv < CONSTANT_TOTAL_CV);
+        let exp_constant = exp_cv.is_some_and(|(cv, _)| cv < CONSTANT_TOTAL_CV);
+        if raw_constant && !exp_constant {
+            let total = raw_cv.map(|(_, m)| m).unwrap_or(0.0);
+            report.message = format!(
+                "non-integer values with constant per-cell totals (~{total:.4}): normalised but \
+                 not log-transformed"
+            );
+            return report;
+        }
+        if max < LOG_MAX {
+            report.kind = DataKind::LogNormalized;
+            report.message = match exp_cv {
+                Some((cv, total)) if cv < CONSTANT_TOTAL_CV => format!(
+                    "non-negative non-integer values, max {max:.3}, expm1 per-cell totals \
+                     constant (~{total:.1}): looks like normalize_total + log1p"
+                ),
+                _ => format!(
+                    "non-negative non-integer values, max {max:.3} (< {LOG_MAX}): looks \
+                     log1p-normalised (per-cell totals vary, e.g. after gene subsetting)"
+                ),
+            };
+            return report;
+        }
+        report.message = format!(
+            "non-negative non-integer values up to {max:.1}: neither counts nor log1p data \
+             (normalised but not log-transformed?)"
+        );
+        report
+    }
 }
 
 /// The [`DataKind`] of `x` (`[n_cells, n_genes]`); see [`inspect_kind`] for the rules and a

@@ -130,21 +130,37 @@ pub fn highly_variable_genes_matrix(
     params: &HvgParams,
     log1p_base: Option<f64>,
 ) -> Result<HvgResult> {
+    let (n_cells, n_genes) = x.shape();
+    check_hvg_input(params, n_cells, n_genes)?;
+    match params.flavor {
+        HvgFlavor::Seurat => hvg_seurat(x, params, log1p_base),
+        HvgFlavor::SeuratV3 => hvg_seurat_v3(x, params),
+    }
+}
+
+/// The parameter and shape checks of [`highly_variable_genes_matrix`] for a
+/// `[n_cells, n_genes]` input, before any statistic is computed.
+///
+/// # Errors
+/// [`Error::Param`] for `n_top_genes = Some(0)` or (seurat) `n_bins = 0`;
+/// [`Error::InvalidInput`] for fewer than 2 cells or no gene.
+pub(crate) fn check_hvg_input(params: &HvgParams, n_cells: usize, n_genes: usize) -> Result<()> {
     if params.n_top_genes == Some(0) {
         return Err(Error::Param(
             "highly_variable_genes: n_top_genes must be > 0".into(),
         ));
     }
-    let (n_cells, n_genes) = x.shape();
     if n_cells < 2 || n_genes == 0 {
         return Err(Error::InvalidInput(format!(
             "highly_variable_genes needs at least 2 cells and 1 gene, got [{n_cells}, {n_genes}]"
         )));
     }
-    match params.flavor {
-        HvgFlavor::Seurat => hvg_seurat(x, params, log1p_base),
-        HvgFlavor::SeuratV3 => hvg_seurat_v3(x, params),
+    if params.flavor == HvgFlavor::Seurat && params.n_bins == 0 {
+        return Err(Error::Param(
+            "highly_variable_genes: n_bins must be > 0".into(),
+        ));
     }
+    Ok(())
 }
 
 /// `scanpy.pp.highly_variable_genes(adata, flavor=..., n_top_genes=..., subset=...)` on
@@ -199,21 +215,39 @@ pub(crate) fn write_hvg_columns(adata: &mut AnnData, res: &HvgResult) {
     );
 }
 
-fn hvg_seurat(x: &Matrix, params: &HvgParams, log1p_base: Option<f64>) -> Result<HvgResult> {
-    if params.n_bins == 0 {
-        return Err(Error::Param(
-            "highly_variable_genes: n_bins must be > 0".into(),
-        ));
-    }
-    // X = expm1(X * ln(base)) in float32, as numpy on scanpy's float32 data.
+/// The per-value transform of the seurat flavor: `expm1(X * ln(base))` in `f32` (numpy on
+/// scanpy's `float32` data), widened to `f64`; `log1p_base = None` is base e. Its per-gene mean
+/// and variance ([`super::basic::col_mean_var_with`]) are the input of [`seurat_select`].
+pub(crate) fn seurat_expm1(log1p_base: Option<f64>) -> impl Fn(f32) -> f64 + Copy {
     let ln_base = log1p_base.map(|b| b.ln() as f32);
-    let (mut mean, var) = col_mean_var_with(x, |v| {
+    move |v: f32| {
         let v = match ln_base {
             Some(l) => v * l,
             None => v,
         };
         v.exp_m1() as f64
-    });
+    }
+}
+
+fn hvg_seurat(x: &Matrix, params: &HvgParams, log1p_base: Option<f64>) -> Result<HvgResult> {
+    let (mean, var) = col_mean_var_with(x, seurat_expm1(log1p_base));
+    seurat_select(mean, &var, params)
+}
+
+/// The seurat flavor from the per-gene mean and variance (`ddof = 1`) of `expm1(X)` (length
+/// `n_genes`, from [`seurat_expm1`]): dispersions, their z-scores within mean bins, and the
+/// selection (see [`highly_variable_genes_matrix`]). `params` must have passed
+/// [`check_hvg_input`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `n_top_genes` is given and no gene has a finite normalised
+/// dispersion.
+pub(crate) fn seurat_select(
+    mut mean: Vec<f64>,
+    var: &[f64],
+    params: &HvgParams,
+) -> Result<HvgResult> {
+    let n_genes = mean.len();
     for m in mean.iter_mut() {
         if *m == 0.0 {
             *m = 1e-12;
@@ -221,7 +255,7 @@ fn hvg_seurat(x: &Matrix, params: &HvgParams, log1p_base: Option<f64>) -> Result
     }
     let dispersions: Vec<f64> = mean
         .iter()
-        .zip(&var)
+        .zip(var)
         .map(|(&m, &v)| {
             let d = v / m;
             if d == 0.0 { f64::NAN } else { d.ln() }
@@ -276,7 +310,7 @@ fn hvg_seurat(x: &Matrix, params: &HvgParams, log1p_base: Option<f64>) -> Result
         .collect();
     let highly_variable = match params.n_top_genes {
         Some(n_top) => {
-            let n_top = n_top.min(x.n_cols());
+            let n_top = n_top.min(n_genes);
             let mut finite: Vec<f64> = dispersions_norm
                 .iter()
                 .copied()
@@ -370,8 +404,6 @@ fn pandas_cut(values: &[f64], n_bins: usize) -> Vec<usize> {
 }
 
 fn hvg_seurat_v3(x: &Matrix, params: &HvgParams) -> Result<HvgResult> {
-    let n_top = params.n_top_genes.unwrap_or(2000);
-    let (n_cells, n_genes) = x.shape();
     let mut bad = None;
     x.for_each_nonzero(|i, j, v| {
         if bad.is_none() && (v < 0.0 || !v.is_finite()) {
@@ -384,75 +416,147 @@ fn hvg_seurat_v3(x: &Matrix, params: &HvgParams) -> Result<HvgResult> {
         )));
     }
     let (means, variances) = col_mean_var(x);
-    let not_const: Vec<usize> = (0..n_genes).filter(|&j| variances[j] > 0.0).collect();
-    let lx: Vec<f64> = not_const.iter().map(|&j| means[j].log10()).collect();
-    let ly: Vec<f64> = not_const.iter().map(|&j| variances[j].log10()).collect();
-    let fitted = loess_fit(&lx, &ly, params.span).map_err(|e| {
-        Error::InvalidInput(format!(
-            "highly_variable_genes(seurat_v3): {} genes with non-zero variance are too few for \
-             the loess trend ({e})",
-            not_const.len()
-        ))
-    })?;
-    let mut estimat_var = vec![0.0f64; n_genes];
-    for (k, &j) in not_const.iter().enumerate() {
-        estimat_var[j] = fitted[k];
+    let trend = SeuratV3Trend::fit(means, variances, x.n_rows(), params)?;
+    let mut clipped = trend.clipped_sums();
+    clipped.add(x);
+    Ok(trend.select(clipped, params))
+}
+
+/// The seurat_v3 flavor between its passes over the counts: the per-gene mean and variance
+/// (`ddof = 1`) of the counts, the loess trend of the variance and the clipping values.
+/// [`highly_variable_genes_matrix`] and `fit_streaming` both use it: fit it on the
+/// [`super::basic::col_mean_var`] statistics, feed every block of counts (rows in order) to
+/// [`clipped_sums`](Self::clipped_sums), then [`select`](Self::select).
+pub(crate) struct SeuratV3Trend {
+    means: Vec<f64>,
+    variances: Vec<f64>,
+    reg_std: Vec<f64>,
+    clip_val: Vec<f64>,
+    n_cells: usize,
+}
+
+impl SeuratV3Trend {
+    /// Loess (span `params.span`) of log10 variance on log10 mean over the non-constant genes
+    /// of a `[n_cells, means.len()]` count matrix.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when too few genes have non-zero variance for the loess.
+    pub(crate) fn fit(
+        means: Vec<f64>,
+        variances: Vec<f64>,
+        n_cells: usize,
+        params: &HvgParams,
+    ) -> Result<Self> {
+        let n_genes = means.len();
+        let not_const: Vec<usize> = (0..n_genes).filter(|&j| variances[j] > 0.0).collect();
+        let lx: Vec<f64> = not_const.iter().map(|&j| means[j].log10()).collect();
+        let ly: Vec<f64> = not_const.iter().map(|&j| variances[j].log10()).collect();
+        let fitted = loess_fit(&lx, &ly, params.span).map_err(|e| {
+            Error::InvalidInput(format!(
+                "highly_variable_genes(seurat_v3): {} genes with non-zero variance are too few \
+                 for the loess trend ({e})",
+                not_const.len()
+            ))
+        })?;
+        let mut estimat_var = vec![0.0f64; n_genes];
+        for (k, &j) in not_const.iter().enumerate() {
+            estimat_var[j] = fitted[k];
+        }
+        let reg_std: Vec<f64> = estimat_var.iter().map(|&e| 10f64.powf(e).sqrt()).collect();
+        let vmax = (n_cells as f64).sqrt();
+        let clip_val: Vec<f64> = (0..n_genes).map(|j| reg_std[j] * vmax + means[j]).collect();
+        Ok(Self {
+            means,
+            variances,
+            reg_std,
+            clip_val,
+            n_cells,
+        })
     }
-    let reg_std: Vec<f64> = estimat_var.iter().map(|&e| 10f64.powf(e).sqrt()).collect();
-    let n = n_cells as f64;
-    let vmax = n.sqrt();
-    let clip_val: Vec<f64> = (0..n_genes).map(|j| reg_std[j] * vmax + means[j]).collect();
-    let mut sq_sum = vec![0.0f64; n_genes];
-    let mut sum = vec![0.0f64; n_genes];
-    match x {
-        Matrix::Csr(c) => {
-            let c = csr_of(c);
-            for (&j, &v) in c.indices().iter().zip(c.data()) {
+
+    /// Empty per-gene sums of the clipped counts and of their squares.
+    pub(crate) fn clipped_sums(&self) -> SeuratV3ClippedSums {
+        let n_genes = self.means.len();
+        SeuratV3ClippedSums {
+            clip_val: self.clip_val.clone(),
+            sq_sum: vec![0.0; n_genes],
+            sum: vec![0.0; n_genes],
+        }
+    }
+
+    /// `variances_norm`, ranks and the top `n_top_genes` (default 2000) from the clipped sums
+    /// over all cells.
+    pub(crate) fn select(self, clipped: SeuratV3ClippedSums, params: &HvgParams) -> HvgResult {
+        let n_top = params.n_top_genes.unwrap_or(2000);
+        let n_genes = self.means.len();
+        let SeuratV3ClippedSums { sq_sum, sum, .. } = clipped;
+        let (means, reg_std) = (&self.means, &self.reg_std);
+        let n = self.n_cells as f64;
+        let variances_norm: Vec<f64> = (0..n_genes)
+            .map(|j| {
+                let m = means[j];
+                (1.0 / ((n - 1.0) * reg_std[j] * reg_std[j]))
+                    * (n * m * m + sq_sum[j] - 2.0 * sum[j] * m)
+            })
+            .collect();
+        // Rank by decreasing normalised variance (NaN last, ties by gene order).
+        let mut order: Vec<usize> = (0..n_genes).collect();
+        order.sort_by(|&a, &b| {
+            let (va, vb) = (variances_norm[a], variances_norm[b]);
+            match (va.is_nan(), vb.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => vb.total_cmp(&va),
+            }
+        });
+        let mut rank = vec![f64::NAN; n_genes];
+        let mut highly_variable = vec![false; n_genes];
+        for (r, &j) in order.iter().enumerate().take(n_top) {
+            rank[j] = r as f64;
+            highly_variable[j] = true;
+        }
+        HvgResult {
+            flavor: HvgFlavor::SeuratV3,
+            means: self.means,
+            dispersions: None,
+            dispersions_norm: None,
+            variances: Some(self.variances),
+            variances_norm: Some(variances_norm),
+            highly_variable_rank: Some(rank),
+            highly_variable,
+        }
+    }
+}
+
+/// Per-gene sums of `min(count, clip_val)` and of its square (`f64`), fed one block of counts
+/// at a time in row order (see [`SeuratV3Trend`]).
+pub(crate) struct SeuratV3ClippedSums {
+    clip_val: Vec<f64>,
+    sq_sum: Vec<f64>,
+    sum: Vec<f64>,
+}
+
+impl SeuratV3ClippedSums {
+    /// Adds the stored counts of `block` (`[rows, n_genes]`, the next rows in order).
+    pub(crate) fn add(&mut self, block: &Matrix) {
+        let (clip_val, sq_sum, sum) = (&self.clip_val, &mut self.sq_sum, &mut self.sum);
+        match block {
+            Matrix::Csr(c) => {
+                let c = csr_of(c);
+                for (&j, &v) in c.indices().iter().zip(c.data()) {
+                    let e = f64::min(v as f64, clip_val[j]);
+                    sq_sum[j] += e * e;
+                    sum[j] += e;
+                }
+            }
+            Matrix::Dense(_) => block.for_each_nonzero(|_, j, v| {
                 let e = f64::min(v as f64, clip_val[j]);
                 sq_sum[j] += e * e;
                 sum[j] += e;
-            }
+            }),
         }
-        Matrix::Dense(_) => x.for_each_nonzero(|_, j, v| {
-            let e = f64::min(v as f64, clip_val[j]);
-            sq_sum[j] += e * e;
-            sum[j] += e;
-        }),
     }
-    let variances_norm: Vec<f64> = (0..n_genes)
-        .map(|j| {
-            let m = means[j];
-            (1.0 / ((n - 1.0) * reg_std[j] * reg_std[j]))
-                * (n * m * m + sq_sum[j] - 2.0 * sum[j] * m)
-        })
-        .collect();
-    // Rank by decreasing normalised variance (NaN last, ties by gene order).
-    let mut order: Vec<usize> = (0..n_genes).collect();
-    order.sort_by(|&a, &b| {
-        let (va, vb) = (variances_norm[a], variances_norm[b]);
-        match (va.is_nan(), vb.is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => vb.total_cmp(&va),
-        }
-    });
-    let mut rank = vec![f64::NAN; n_genes];
-    let mut highly_variable = vec![false; n_genes];
-    for (r, &j) in order.iter().enumerate().take(n_top) {
-        rank[j] = r as f64;
-        highly_variable[j] = true;
-    }
-    Ok(HvgResult {
-        flavor: HvgFlavor::SeuratV3,
-        means,
-        dispersions: None,
-        dispersions_norm: None,
-        variances: Some(variances),
-        variances_norm: Some(variances_norm),
-        highly_variable_rank: Some(rank),
-        highly_variable,
-    })
 }
 
 #[cfg(test)]

@@ -9,17 +9,22 @@
 //! - Gene selection: [`highly_variable_genes`] (flavors `seurat` and `seurat_v3`).
 //! - Scaling: [`scale`], [`minmax_scale`].
 //! - Input checks: [`detect_kind`] / [`inspect_kind`], [`check_counts`].
-//! - The fitted, serialisable pipeline: [`fit_transform`] → [`FittedPreprocess::transform`].
+//! - The fitted, serialisable pipeline: [`fit_transform`] → [`FittedPreprocess::transform`];
+//!   [`fit_streaming`] fits the same pipeline on a matrix read a block of rows at a time
+//!   ([`RowBlocks`]), bit for bit.
 //!
 //! Equivalence with scanpy 1.11.5 is tested on the 10x mouse-brain subset in
 //! `shared/fixtures/scanpy_pp_brain10k`.
 //!
 //! [`Matrix`]: crate::data::Matrix
+//! [`RowBlocks`]: crate::data::RowBlocks
 
 mod basic;
+pub(crate) use basic::csr_of;
 mod hvg;
 mod loess;
 mod pipeline;
+mod stream;
 
 #[cfg(test)]
 mod golden_tests;
@@ -35,3 +40,4 @@ pub use hvg::{
     HvgFlavor, HvgParams, HvgResult, highly_variable_genes, highly_variable_genes_matrix,
 };
 pub use pipeline::{FittedPreprocess, PreprocessConfig, Step, fit_transform};
+pub use stream::{StreamFit, fit_streaming};

@@ -10,7 +10,7 @@ use super::basic::{
     filter_genes, inspect_kind, log1p, minmax_scale, minmax_with, normalize_rows_with,
     normalize_total, row_sums_with, scale, scale_with,
 };
-use super::hvg::{HvgFlavor, HvgParams, highly_variable_genes};
+use super::hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
 use crate::data::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
 
@@ -334,6 +334,93 @@ pub fn fit_transform(
     adata: &AnnData,
     cfg: &PreprocessConfig,
 ) -> Result<(AnnData, FittedPreprocess)> {
+    validate_config(cfg)?;
+    let report: KindReport = inspect_kind(&adata.x);
+    let mut fit = FitPlan::new(
+        &report,
+        cfg,
+        adata.n_obs(),
+        adata.n_vars(),
+        Some(&adata.obs_names),
+        Some(&adata.var_names),
+    )?;
+    let mut ad = adata.clone();
+    if let Some(m) = cfg.min_genes {
+        let before = ad.n_obs();
+        ad = filter_cells(&ad, None, Some(m))?.0;
+        fit.filtered_cells(m, before, ad.n_obs());
+    }
+    if let Some(m) = cfg.min_cells {
+        let before = ad.n_vars();
+        ad = filter_genes(&ad, None, Some(m))?.0;
+        fit.filtered_genes(m, before, ad.n_vars());
+    }
+    let hvg_n = fit.hvg_n(ad.n_vars());
+    if let Some(params) = fit.hvg_params(hvg_n, HvgFlavor::SeuratV3) {
+        let res = highly_variable_genes(&mut ad, &params, false)?;
+        fit.hvg(&res);
+    }
+    let input_genes = ad.var_names.clone();
+    let mut target_sum = None;
+    if fit.do_norm {
+        let (sizes, t) = normalize_total(&mut ad.x, cfg.target_sum)?;
+        fit.normalized(&sizes, t);
+        target_sum = Some(t);
+    }
+    if fit.do_log {
+        log1p(&mut ad.x);
+        ad.uns
+            .insert("log1p".into(), serde_json::json!({ "base": null }));
+        fit.logged();
+    }
+    if let Some(params) = fit.hvg_params(hvg_n, HvgFlavor::Seurat) {
+        let res = highly_variable_genes(&mut ad, &params, false)?;
+        fit.hvg(&res);
+    }
+    if let Some(idx) = fit.subset_genes() {
+        ad = ad.select_vars(&idx);
+    }
+    let mut scale_stats = None;
+    let mut minmax_stats = None;
+    if cfg.scale {
+        let mut d = ad.x.to_dense();
+        let stats = scale(&mut d, true, cfg.max_value);
+        ad.x = Matrix::Dense(d);
+        ad.set_var("mean", Column::Numeric(stats.mean.clone()));
+        ad.set_var("std", Column::Numeric(stats.std.clone()));
+        fit.scaled(ad.n_obs(), ad.n_vars());
+        scale_stats = Some(stats);
+    } else if cfg.minmax {
+        let mut d = ad.x.to_dense();
+        minmax_stats = Some(minmax_scale(&mut d));
+        ad.x = Matrix::Dense(d);
+        fit.minmaxed(ad.n_obs(), ad.n_vars());
+    }
+    let fitted = fit.finish(
+        input_genes,
+        ad.var_names.clone(),
+        target_sum,
+        scale_stats,
+        minmax_stats,
+    );
+    ad.uns.insert(
+        "celldiff_preprocess".into(),
+        serde_json::json!({
+            "input_kind": fitted.input_kind,
+            "steps": fitted.steps,
+            "messages": fitted.messages,
+        }),
+    );
+    Ok((ad, fitted))
+}
+
+/// The configuration checks of [`fit_transform`] (and `fit_streaming`), before any data are
+/// looked at.
+///
+/// # Errors
+/// [`Error::Param`] for `scale` with `minmax`, `n_top_genes = Some(0)`, or a `max_value` that is
+/// NaN or not positive.
+pub(crate) fn validate_config(cfg: &PreprocessConfig) -> Result<()> {
     if cfg.scale && cfg.minmax {
         return Err(Error::Param(
             "preprocess: `scale` and `minmax` are mutually exclusive".into(),
@@ -349,223 +436,263 @@ pub fn fit_transform(
             "preprocess: max_value must be > 0, got {m}"
         )));
     }
-    let report: KindReport = inspect_kind(&adata.x);
-    let kind = report.kind;
-    let mut messages = vec![format!(
-        "input [{} cells x {} genes]: {}",
-        adata.n_obs(),
-        adata.n_vars(),
-        report.message
-    )];
-    if let Some((i, j, v)) = report.first_non_finite {
-        return Err(Error::InvalidInput(format!(
-            "X contains a non-finite value ({v} at {})",
-            cell_gene(i, j, Some(&adata.obs_names), Some(&adata.var_names))
-        )));
-    }
-    let (do_norm, do_log) = match (kind, cfg.log1p) {
-        (DataKind::Counts, Some(false)) => (true, false),
-        (DataKind::Counts, _) => (true, true),
-        (DataKind::LogNormalized, Some(true)) => {
-            return Err(Error::InvalidInput(format!(
-                "log1p=true, but the input already looks log1p-normalised ({}); leave log1p \
-                 unset",
-                report.message
-            )));
-        }
-        (DataKind::Scaled, Some(true)) => {
-            return Err(Error::InvalidInput(format!(
-                "log1p=true, but the input has negative values ({})",
-                report.message
-            )));
-        }
-        (DataKind::Other, Some(true)) => (false, true),
-        _ => (false, false),
-    };
-    let target_desc = cfg
-        .target_sum
-        .map_or("median".to_string(), |t| format!("{t:e}"));
-    messages.push(match (kind, do_norm, do_log) {
-        (DataKind::Counts, true, true) => {
-            format!("input looks like integer counts: normalize_total({target_desc}) + log1p")
-        }
-        (DataKind::Counts, true, false) => {
-            format!("input looks like integer counts: normalize_total({target_desc}), no log1p")
-        }
-        (DataKind::LogNormalized, ..) => "input looks log1p-normalised: used as is".to_string(),
-        (DataKind::Scaled, ..) => "input has negative values (scaled): used as is".to_string(),
-        (_, _, true) => "input kind unrecognised; log1p applied as requested".to_string(),
-        _ => "input kind unrecognised (not counts, not log1p data): used as is".to_string(),
-    });
+    Ok(())
+}
 
-    let n_top = cfg.n_top_genes;
-    if n_top.is_some() {
-        match cfg.flavor {
-            HvgFlavor::SeuratV3 if kind != DataKind::Counts => {
+/// The decisions and the record of a fit, shared by [`fit_transform`] (in memory) and
+/// `fit_streaming` (block by block) so that both take the same decisions, write the same
+/// messages and steps in the same order and build the same [`FittedPreprocess`]; only the way
+/// the statistics are computed differs.
+///
+/// Call order (each only when the step applies): [`new`](Self::new),
+/// [`filtered_cells`](Self::filtered_cells), [`filtered_genes`](Self::filtered_genes),
+/// [`hvg_n`](Self::hvg_n), [`hvg`](Self::hvg) (seurat_v3), [`normalized`](Self::normalized),
+/// [`logged`](Self::logged), [`hvg`](Self::hvg) (seurat), [`subset_genes`](Self::subset_genes),
+/// [`scaled`](Self::scaled) or [`minmaxed`](Self::minmaxed), [`finish`](Self::finish).
+pub(crate) struct FitPlan {
+    cfg: PreprocessConfig,
+    /// The detected input kind.
+    pub(crate) kind: DataKind,
+    /// Whether `normalize_total` is applied.
+    pub(crate) do_norm: bool,
+    /// Whether `log1p` is applied.
+    pub(crate) do_log: bool,
+    messages: Vec<String>,
+    steps: Vec<Step>,
+    hv_mask: Option<Vec<bool>>,
+    highly_variable: Option<Vec<bool>>,
+}
+
+impl FitPlan {
+    /// Decides normalisation and `log1p` from the input's [`KindReport`] (of the whole
+    /// `[n_obs, n_vars]` input) and `cfg`, and checks that the requested HVG flavor fits the
+    /// input. Names (when given) are used in the non-finite error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for non-finite values, `log1p = true` on log or negative input,
+    /// seurat_v3 without counts, seurat without log data.
+    pub(crate) fn new(
+        report: &KindReport,
+        cfg: &PreprocessConfig,
+        n_obs: usize,
+        n_vars: usize,
+        obs_names: Option<&[String]>,
+        var_names: Option<&[String]>,
+    ) -> Result<Self> {
+        let kind = report.kind;
+        let mut messages = vec![format!(
+            "input [{n_obs} cells x {n_vars} genes]: {}",
+            report.message
+        )];
+        if let Some((i, j, v)) = report.first_non_finite {
+            return Err(Error::InvalidInput(format!(
+                "X contains a non-finite value ({v} at {})",
+                cell_gene(i, j, obs_names, var_names)
+            )));
+        }
+        let (do_norm, do_log) = match (kind, cfg.log1p) {
+            (DataKind::Counts, Some(false)) => (true, false),
+            (DataKind::Counts, _) => (true, true),
+            (DataKind::LogNormalized, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "flavor seurat_v3 needs raw counts, but the input looks like {kind} ({}); \
-                     use flavor seurat",
+                    "log1p=true, but the input already looks log1p-normalised ({}); leave log1p \
+                     unset",
                     report.message
                 )));
             }
-            HvgFlavor::Seurat if !(do_log || kind == DataKind::LogNormalized) => {
+            (DataKind::Scaled, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "flavor seurat needs log1p-normalised data, but the input looks like {kind} \
-                     ({}) and log1p is off; set log1p or n_top_genes=None",
+                    "log1p=true, but the input has negative values ({})",
                     report.message
                 )));
             }
-            _ => {}
+            (DataKind::Other, Some(true)) => (false, true),
+            _ => (false, false),
+        };
+        let target_desc = cfg
+            .target_sum
+            .map_or("median".to_string(), |t| format!("{t:e}"));
+        messages.push(match (kind, do_norm, do_log) {
+            (DataKind::Counts, true, true) => {
+                format!("input looks like integer counts: normalize_total({target_desc}) + log1p")
+            }
+            (DataKind::Counts, true, false) => {
+                format!("input looks like integer counts: normalize_total({target_desc}), no log1p")
+            }
+            (DataKind::LogNormalized, ..) => "input looks log1p-normalised: used as is".to_string(),
+            (DataKind::Scaled, ..) => "input has negative values (scaled): used as is".to_string(),
+            (_, _, true) => "input kind unrecognised; log1p applied as requested".to_string(),
+            _ => "input kind unrecognised (not counts, not log1p data): used as is".to_string(),
+        });
+        if cfg.n_top_genes.is_some() {
+            match cfg.flavor {
+                HvgFlavor::SeuratV3 if kind != DataKind::Counts => {
+                    return Err(Error::InvalidInput(format!(
+                        "flavor seurat_v3 needs raw counts, but the input looks like {kind} \
+                         ({}); use flavor seurat",
+                        report.message
+                    )));
+                }
+                HvgFlavor::Seurat if !(do_log || kind == DataKind::LogNormalized) => {
+                    return Err(Error::InvalidInput(format!(
+                        "flavor seurat needs log1p-normalised data, but the input looks like \
+                         {kind} ({}) and log1p is off; set log1p or n_top_genes=None",
+                        report.message
+                    )));
+                }
+                _ => {}
+            }
         }
+        Ok(Self {
+            cfg: cfg.clone(),
+            kind,
+            do_norm,
+            do_log,
+            messages,
+            steps: Vec::new(),
+            hv_mask: None,
+            highly_variable: None,
+        })
     }
 
-    let mut steps = Vec::new();
-    let mut ad = adata.clone();
-    if let Some(m) = cfg.min_genes {
-        let before = ad.n_obs();
-        ad = filter_cells(&ad, None, Some(m))?.0;
-        messages.push(format!(
-            "filter_cells(min_genes={m}): kept {} of {before} cells",
-            ad.n_obs()
+    /// Records `filter_cells(min_genes = m)`: `after` of `before` cells kept.
+    pub(crate) fn filtered_cells(&mut self, m: usize, before: usize, after: usize) {
+        self.messages.push(format!(
+            "filter_cells(min_genes={m}): kept {after} of {before} cells"
         ));
-        steps.push(Step::FilterCells {
+        self.steps.push(Step::FilterCells {
             min_genes: m,
             n_before: before,
-            n_after: ad.n_obs(),
+            n_after: after,
         });
     }
-    if let Some(m) = cfg.min_cells {
-        let before = ad.n_vars();
-        ad = filter_genes(&ad, None, Some(m))?.0;
-        messages.push(format!(
-            "filter_genes(min_cells={m}): kept {} of {before} genes",
-            ad.n_vars()
+
+    /// Records `filter_genes(min_cells = m)`: `after` of `before` genes kept.
+    pub(crate) fn filtered_genes(&mut self, m: usize, before: usize, after: usize) {
+        self.messages.push(format!(
+            "filter_genes(min_cells={m}): kept {after} of {before} genes"
         ));
-        steps.push(Step::FilterGenes {
+        self.steps.push(Step::FilterGenes {
             min_cells: m,
             n_before: before,
-            n_after: ad.n_vars(),
+            n_after: after,
         });
     }
 
-    let hvg_n = match n_top {
-        Some(n) if n < ad.n_vars() => Some(n),
-        Some(n) => {
-            messages.push(format!(
-                "n_top_genes={n} >= {} genes: keeping all genes, no HVG selection",
-                ad.n_vars()
-            ));
-            None
+    /// The number of HVGs to select among the `n_vars` genes left after filtering: `None` when
+    /// no selection is configured or all genes are kept (recorded in the messages).
+    pub(crate) fn hvg_n(&mut self, n_vars: usize) -> Option<usize> {
+        match self.cfg.n_top_genes {
+            Some(n) if n < n_vars => Some(n),
+            Some(n) => {
+                self.messages.push(format!(
+                    "n_top_genes={n} >= {n_vars} genes: keeping all genes, no HVG selection"
+                ));
+                None
+            }
+            None => None,
         }
-        None => None,
-    };
-    let hvg_params = |flavor| HvgParams {
-        flavor,
-        n_top_genes: hvg_n,
-        ..HvgParams::default()
-    };
-    let mut hv_mask: Option<Vec<bool>> = None;
-    let mut record_hvg =
-        |res: &super::hvg::HvgResult, n: usize, steps: &mut Vec<Step>, msgs: &mut Vec<String>| {
-            let k = res.highly_variable.iter().filter(|&&b| b).count();
-            msgs.push(format!(
-                "highly_variable_genes(flavor={}, n_top_genes={n}): {k} genes selected",
-                res.flavor.scanpy_name()
-            ));
-            steps.push(Step::HighlyVariableGenes {
-                flavor: res.flavor,
-                n_top_genes: n,
-                n_selected: k,
-            });
-            hv_mask = Some(res.highly_variable.clone());
-        };
-
-    if let (Some(n), HvgFlavor::SeuratV3) = (hvg_n, cfg.flavor) {
-        let res = highly_variable_genes(&mut ad, &hvg_params(HvgFlavor::SeuratV3), false)?;
-        record_hvg(&res, n, &mut steps, &mut messages);
     }
-    let input_genes = ad.var_names.clone();
-    let mut target_sum = None;
-    if do_norm {
-        let (sizes, t) = normalize_total(&mut ad.x, cfg.target_sum)?;
+
+    /// The HVG parameters if the HVGs are computed with `flavor` at this point (the configured
+    /// flavor, and `hvg_n` from [`hvg_n`](Self::hvg_n) is `Some`).
+    pub(crate) fn hvg_params(&self, hvg_n: Option<usize>, flavor: HvgFlavor) -> Option<HvgParams> {
+        (hvg_n.is_some() && self.cfg.flavor == flavor).then(|| HvgParams {
+            flavor,
+            n_top_genes: hvg_n,
+            ..HvgParams::default()
+        })
+    }
+
+    /// Records the HVG selection `res` (over the genes left after filtering).
+    pub(crate) fn hvg(&mut self, res: &HvgResult) {
+        let n = self.cfg.n_top_genes.unwrap_or_default();
+        let k = res.highly_variable.iter().filter(|&&b| b).count();
+        self.messages.push(format!(
+            "highly_variable_genes(flavor={}, n_top_genes={n}): {k} genes selected",
+            res.flavor.scanpy_name()
+        ));
+        self.steps.push(Step::HighlyVariableGenes {
+            flavor: res.flavor,
+            n_top_genes: n,
+            n_selected: k,
+        });
+        self.hv_mask = Some(res.highly_variable.clone());
+    }
+
+    /// Records `normalize_total` with library sizes `sizes` (one per cell) and target `t`.
+    pub(crate) fn normalized(&mut self, sizes: &[f64], t: f64) {
         if sizes.contains(&0.0) {
             let n0 = sizes.iter().filter(|&&s| s == 0.0).count();
-            messages.push(format!(
+            self.messages.push(format!(
                 "warning: {n0} cells have zero counts (left at zero)"
             ));
         }
-        steps.push(Step::NormalizeTotal { target_sum: t });
-        target_sum = Some(t);
+        self.steps.push(Step::NormalizeTotal { target_sum: t });
     }
-    if do_log {
-        log1p(&mut ad.x);
-        ad.uns
-            .insert("log1p".into(), serde_json::json!({ "base": null }));
-        steps.push(Step::Log1p);
+
+    /// Records `log1p`.
+    pub(crate) fn logged(&mut self) {
+        self.steps.push(Step::Log1p);
     }
-    if let (Some(n), HvgFlavor::Seurat) = (hvg_n, cfg.flavor) {
-        let res = highly_variable_genes(&mut ad, &hvg_params(HvgFlavor::Seurat), false)?;
-        record_hvg(&res, n, &mut steps, &mut messages);
-    }
-    let mut highly_variable = None;
-    if let Some(mask) = hv_mask {
-        if cfg.subset {
+
+    /// After the HVGs: the positions (among the genes left after filtering) of the genes to
+    /// keep when subsetting (recorded), or `None` when all are kept (the HVG mask, if any, then
+    /// goes to `highly_variable`).
+    pub(crate) fn subset_genes(&mut self) -> Option<Vec<usize>> {
+        let mask = self.hv_mask.take()?;
+        if self.cfg.subset {
             let idx: Vec<usize> = (0..mask.len()).filter(|&j| mask[j]).collect();
-            ad = ad.select_vars(&idx);
-            steps.push(Step::Subset { n_genes: idx.len() });
+            self.steps.push(Step::Subset { n_genes: idx.len() });
+            Some(idx)
         } else {
-            highly_variable = Some(mask);
+            self.highly_variable = Some(mask);
+            None
         }
     }
-    let mut scale_stats = None;
-    let mut minmax_stats = None;
-    if cfg.scale {
-        let mut d = ad.x.to_dense();
-        let stats = scale(&mut d, true, cfg.max_value);
-        ad.x = Matrix::Dense(d);
-        ad.set_var("mean", Column::Numeric(stats.mean.clone()));
-        ad.set_var("std", Column::Numeric(stats.std.clone()));
-        steps.push(Step::Scale {
+
+    /// Records `scale` on the `[n_obs, n_vars]` output.
+    pub(crate) fn scaled(&mut self, n_obs: usize, n_vars: usize) {
+        let max_value = self.cfg.max_value;
+        self.steps.push(Step::Scale {
             zero_center: true,
-            max_value: cfg.max_value,
+            max_value,
         });
-        messages.push(format!(
-            "scale(zero_center=True, max_value={}): dense [{} x {}]",
-            cfg.max_value.map_or("None".to_string(), |m| m.to_string()),
-            ad.n_obs(),
-            ad.n_vars()
-        ));
-        scale_stats = Some(stats);
-    } else if cfg.minmax {
-        let mut d = ad.x.to_dense();
-        minmax_stats = Some(minmax_scale(&mut d));
-        ad.x = Matrix::Dense(d);
-        steps.push(Step::MinMax);
-        messages.push(format!(
-            "min-max scaled to [0, 1]: dense [{} x {}]",
-            ad.n_obs(),
-            ad.n_vars()
+        self.messages.push(format!(
+            "scale(zero_center=True, max_value={}): dense [{n_obs} x {n_vars}]",
+            max_value.map_or("None".to_string(), |m| m.to_string()),
         ));
     }
-    let fitted = FittedPreprocess {
-        config: cfg.clone(),
-        input_kind: kind,
-        steps,
-        input_genes,
-        genes: ad.var_names.clone(),
-        highly_variable,
-        target_sum,
-        scale: scale_stats,
-        minmax: minmax_stats,
-        messages,
-    };
-    ad.uns.insert(
-        "celldiff_preprocess".into(),
-        serde_json::json!({
-            "input_kind": fitted.input_kind,
-            "steps": fitted.steps,
-            "messages": fitted.messages,
-        }),
-    );
-    Ok((ad, fitted))
+
+    /// Records min-max scaling of the `[n_obs, n_vars]` output.
+    pub(crate) fn minmaxed(&mut self, n_obs: usize, n_vars: usize) {
+        self.steps.push(Step::MinMax);
+        self.messages.push(format!(
+            "min-max scaled to [0, 1]: dense [{n_obs} x {n_vars}]"
+        ));
+    }
+
+    /// The fitted pipeline: `input_genes` (after filtering), `genes` (output), the resolved
+    /// target and the scaling statistics.
+    pub(crate) fn finish(
+        self,
+        input_genes: Vec<String>,
+        genes: Vec<String>,
+        target_sum: Option<f64>,
+        scale: Option<ScaleStats>,
+        minmax: Option<MinMaxStats>,
+    ) -> FittedPreprocess {
+        FittedPreprocess {
+            config: self.cfg,
+            input_kind: self.kind,
+            steps: self.steps,
+            input_genes,
+            genes,
+            highly_variable: self.highly_variable,
+            target_sum,
+            scale,
+            minmax,
+            messages: self.messages,
+        }
+    }
 }
