@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use celldiff::data::{AnnData, DenseMatrix, Matrix};
 use hdf5_pure::{AttrValue, FileBuilder};
 
-use crate::common::{assert_bad_input, celldiff, copy_run, demo_h5ad, scratch, tiny_run};
+use crate::common::{
+    assert_bad_input, assert_ok, celldiff, copy_run, demo_h5ad, scratch, tiny_run,
+};
 
 /// `celldiff preprocess --data INPUT -o OUT` must fail with exit 2 and leave no OUT.
 fn preprocess_fails(input: &Path, extra: &[&str], needles: &[&str]) {
@@ -257,4 +259,69 @@ fn existing_output_is_not_overwritten_without_force() {
     ]);
     assert_bad_input(&o, &["keep.h5ad", "--force"]);
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+}
+
+#[test]
+fn simulate_refuses_zero_sizes_and_an_existing_file() {
+    let dir = scratch();
+    let out = dir.join("sim.h5ad");
+    let o = out.display().to_string();
+    assert_bad_input(
+        &celldiff(["simulate", "--cells", "0", "-o", &o]),
+        &["simulate", "at least 1"],
+    );
+    assert!(!out.exists(), "a refused simulate left {o}");
+    assert_ok(&celldiff([
+        "simulate", "--cells", "20", "--genes", "8", "-o", &o,
+    ]));
+    let before = std::fs::read(&out).unwrap();
+    assert_bad_input(
+        &celldiff(["simulate", "--cells", "30", "--genes", "8", "-o", &o]),
+        &["already exists", "--force"],
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "the existing file was touched"
+    );
+}
+
+/// A sparse `X` group with the given encoding, shape [3, 2] and row pointer `indptr`.
+fn sparse_x(name: &str, encoding: &str, indptr: &[i64]) -> PathBuf {
+    raw_hdf5(name, |fb| {
+        let mut g = fb.create_group("X");
+        g.set_attr("encoding-type", AttrValue::VarLenString(encoding.into()));
+        g.set_attr("encoding-version", AttrValue::VarLenString("0.1.0".into()));
+        g.set_attr("shape", AttrValue::I64Array(vec![3, 2]));
+        g.create_dataset("data").with_f32_data(&[1.0, 2.0, 3.0]);
+        g.create_dataset("indices").with_i64_data(&[0, 1, 0]);
+        g.create_dataset("indptr").with_i64_data(indptr);
+        fb.add_group(g.finish());
+    })
+}
+
+fn train_stream_fails(p: &Path, needles: &[&str]) {
+    let out = scratch().join("run");
+    let o = celldiff([
+        "train",
+        "--data",
+        &p.display().to_string(),
+        "--stream",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_bad_input(&o, needles);
+    assert!(
+        !out.exists(),
+        "a failed train --stream left {}",
+        out.display()
+    );
+}
+
+#[test]
+fn stream_refuses_csc_x_and_a_bad_row_pointer() {
+    let csc = sparse_x("csc.h5ad", "csc_matrix", &[0, 2, 3]);
+    train_stream_fails(&csc, &["csc.h5ad", "`X`", "csc_matrix", "tocsr"]);
+    let bad = sparse_x("bad_indptr.h5ad", "csr_matrix", &[0, 2, 1, 3]);
+    train_stream_fails(&bad, &["bad_indptr.h5ad", "X/indptr", "non-decreasing"]);
 }
