@@ -992,35 +992,12 @@ impl Reader<'_> {
                         continue;
                     }
                     let m = match self.node(&field)? {
-                        Node::Dataset(ds) => {
-                            let shape = self.checked_shape(&ds, &field)?;
-                            if shape.len() != 2
-                                || !matches!(
-                                    self.kind(&ds, &field)?,
-                                    Kind::Float | Kind::Int | Kind::Bool
-                                )
-                            {
-                                tracing::warn!(
-                                    "{}: skipping `{field}` (not a 2-D numeric array)",
-                                    self.path.display()
-                                );
-                                continue;
-                            }
-                            let (_, data) = self.read_f32(&ds, &field)?;
-                            DenseMatrix {
-                                n_rows: shape[0],
-                                n_cols: shape[1],
-                                data,
-                            }
-                        }
+                        Node::Dataset(ds) => match self.numeric_2d(&ds, &field)? {
+                            Some(m) => m,
+                            None => continue,
+                        },
                         Node::Group(sub) => {
-                            let attrs = self.group_attrs(&sub, &field)?;
-                            let enc = attr_str(&attrs, "encoding-type").unwrap_or_default();
-                            if enc != "csr_matrix" && enc != "csc_matrix" {
-                                tracing::warn!(
-                                    "{}: skipping `{field}` (encoding-type `{enc}`)",
-                                    self.path.display()
-                                );
+                            if self.sparse_encoding(&sub, &field)?.is_none() {
                                 continue;
                             }
                             let m = self.read_matrix(&field)?;
@@ -1049,6 +1026,44 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// A 2-D numeric dataset of `obsm`/`obsp` as a dense matrix; `None` (with a warning) for
+    /// anything else, which is skipped.
+    fn numeric_2d(&self, ds: &Dataset, field: &str) -> Result<Option<DenseMatrix>> {
+        let shape = self.checked_shape(ds, field)?;
+        let numeric = matches!(self.kind(ds, field)?, Kind::Float | Kind::Int | Kind::Bool);
+        if shape.len() != 2 || !numeric {
+            tracing::warn!(
+                "{}: skipping `{field}` (not a 2-D numeric array)",
+                self.path.display()
+            );
+            return Ok(None);
+        }
+        let (_, data) = self.read_f32(ds, field)?;
+        Ok(Some(DenseMatrix {
+            n_rows: shape[0],
+            n_cols: shape[1],
+            data,
+        }))
+    }
+
+    /// The attributes of a `csr_matrix` / `csc_matrix` member group and whether it is CSR;
+    /// `None` (with a warning) for another encoding, which is skipped.
+    fn sparse_encoding(&self, g: &Group, field: &str) -> Result<Option<(Attrs, bool)>> {
+        let attrs = self.group_attrs(g, field)?;
+        let enc = attr_str(&attrs, "encoding-type").unwrap_or_default();
+        match enc.as_str() {
+            "csr_matrix" => Ok(Some((attrs, true))),
+            "csc_matrix" => Ok(Some((attrs, false))),
+            _ => {
+                tracing::warn!(
+                    "{}: skipping `{field}` (encoding-type `{enc}`)",
+                    self.path.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// `obsp`: every sparse or dense 2-D numeric member as CSR `[n_obs, n_obs]`.
     fn read_obsp(&self, n_obs: usize) -> Result<Vec<(String, CsMat<f32>)>> {
         let g = match self.node("obsp")? {
@@ -1069,38 +1084,14 @@ impl Reader<'_> {
                 continue;
             }
             let m = match self.node(&field)? {
-                Node::Dataset(ds) => {
-                    let shape = self.checked_shape(&ds, &field)?;
-                    if shape.len() != 2
-                        || !matches!(
-                            self.kind(&ds, &field)?,
-                            Kind::Float | Kind::Int | Kind::Bool
-                        )
-                    {
-                        tracing::warn!(
-                            "{}: skipping `{field}` (not a 2-D numeric array)",
-                            self.path.display()
-                        );
-                        continue;
-                    }
-                    let (_, data) = self.read_f32(&ds, &field)?;
-                    dense_to_csr(shape[0], shape[1], &data)
-                }
-                Node::Group(sub) => {
-                    let attrs = self.group_attrs(&sub, &field)?;
-                    let enc = attr_str(&attrs, "encoding-type").unwrap_or_default();
-                    match enc.as_str() {
-                        "csr_matrix" => self.read_sparse(&field, &attrs, true)?,
-                        "csc_matrix" => self.read_sparse(&field, &attrs, false)?,
-                        _ => {
-                            tracing::warn!(
-                                "{}: skipping `{field}` (encoding-type `{enc}`)",
-                                self.path.display()
-                            );
-                            continue;
-                        }
-                    }
-                }
+                Node::Dataset(ds) => match self.numeric_2d(&ds, &field)? {
+                    Some(d) => dense_to_csr(d.n_rows, d.n_cols, &d.data),
+                    None => continue,
+                },
+                Node::Group(sub) => match self.sparse_encoding(&sub, &field)? {
+                    Some((attrs, csr)) => self.read_sparse(&field, &attrs, csr)?,
+                    None => continue,
+                },
                 Node::Missing => continue,
             };
             if m.shape() != (n_obs, n_obs) {
