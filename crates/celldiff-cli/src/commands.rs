@@ -229,6 +229,32 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The training data in memory: `--data` read whole, `--labels-key` checked, `--exclude`
+    /// applied, each step reported on `bars`.
+    pub fn read_training_data(&self, bars: &Bars, threads: usize) -> Result<AnnData> {
+        let mut adata = self.data.read()?;
+        bars.println(format!(
+            "read {} cells × {} genes from {} ({} threads, {} backend)",
+            adata.n_obs(),
+            adata.n_vars(),
+            self.data.data.display(),
+            threads,
+            backend::cpu_backend_name()
+        ));
+        if let Some(k) = &self.labels_key {
+            adata.obs_column(k)?;
+        }
+        if let Some(expr) = &self.exclude {
+            let before = adata.n_obs();
+            adata = apply_exclude(adata, expr)?;
+            bars.println(format!(
+                "--exclude {expr}: {} of {before} cells kept",
+                adata.n_obs()
+            ));
+        }
+        Ok(adata)
+    }
+
     /// `--shuffle-block` / `--shuffle-buffer` as a stream spec (defaults filled in), or `None`
     /// for the full in-memory shuffle.
     fn stream_spec(&self) -> Result<Option<scvaeder::StreamSpec>> {
@@ -594,26 +620,7 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
     let run = match (a.stream, stream) {
         (true, Some(st)) => train_streamed(&a, &spec, st, &source, &device, &mut bars, threads)?,
         _ => {
-            let mut adata = a.data.read()?;
-            bars.println(format!(
-                "read {} cells × {} genes from {} ({} threads, {} backend)",
-                adata.n_obs(),
-                adata.n_vars(),
-                a.data.data.display(),
-                threads,
-                backend::cpu_backend_name()
-            ));
-            if let Some(k) = &a.labels_key {
-                adata.obs_column(k)?;
-            }
-            if let Some(expr) = &a.exclude {
-                let before = adata.n_obs();
-                adata = apply_exclude(adata, expr)?;
-                bars.println(format!(
-                    "--exclude {expr}: {} of {before} cells kept",
-                    adata.n_obs()
-                ));
-            }
+            let adata = a.read_training_data(&bars, threads)?;
             scvaeder::fit(&adata, &spec, &source, &device, &mut bars)?
         }
     };

@@ -19,7 +19,7 @@ use celldiff::scld::{
 };
 use celldiff::scvaeder::DataSource;
 
-use super::{GenerateArgs, ModelArgs, TrainArgs, apply_exclude, device, parse_sampler};
+use super::{GenerateArgs, ModelArgs, TrainArgs, device, parse_sampler};
 use crate::progress::Bars;
 
 /// SCLD flags of `celldiff train` (used with `--model scld`).
@@ -155,21 +155,7 @@ pub fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Re
     let spec = spec(&a.model, &a.scld, a.seed)?;
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
-    let mut adata = a.data.read()?;
-    bars.println(format!(
-        "read {} cells × {} genes from {} ({threads} threads)",
-        adata.n_obs(),
-        adata.n_vars(),
-        a.data.data.display(),
-    ));
-    if let Some(expr) = &a.exclude {
-        let before = adata.n_obs();
-        adata = apply_exclude(adata, expr)?;
-        bars.println(format!(
-            "--exclude {expr}: {} of {before} cells kept",
-            adata.n_obs()
-        ));
-    }
+    let mut adata = a.read_training_data(&bars, threads)?;
     let key = conditions_key(&mut adata, &a.scld, a.seed, &bars)?;
     let source = DataSource {
         path: a.data.data.display().to_string(),
