@@ -14,7 +14,6 @@
 //! Python; no Rust crate reads AnnData row blocks.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -187,14 +186,6 @@ impl StreamedCells {
             loader: None,
             ready: VecDeque::new(),
         })
-    }
-
-    /// The file.
-    pub fn path(&self) -> PathBuf {
-        self.reader
-            .as_ref()
-            .map(|r| r.path().to_path_buf())
-            .unwrap_or_default()
     }
 
     /// The [`Shuffle::Blocks`] plan that matches this reader's blocks.

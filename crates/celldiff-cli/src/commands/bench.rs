@@ -31,6 +31,8 @@ pub struct BenchArgs {
     pub seed: u64,
 }
 
+/// `celldiff bench`: the throughput of each stage and its model GFLOP/s, as a table or JSON
+/// (the keys of `bench/torch_reference.py`).
 pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
     let device = device(dev)?;
     let cfg = BenchConfig {

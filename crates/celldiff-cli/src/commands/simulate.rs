@@ -43,6 +43,8 @@ pub struct SimulateArgs {
     pub force: bool,
 }
 
+/// `celldiff simulate`: writes the seeded counts to `--out` (refused if it exists, without
+/// `--force`) and prints a JSON summary (cells, genes, nnz, density, seconds).
 pub fn run(a: SimulateArgs, quiet: bool) -> Result<()> {
     let opts = SimulateOptions {
         n_cells: a.cells,
