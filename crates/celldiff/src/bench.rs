@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use rand::rngs::StdRng;
@@ -126,7 +126,7 @@ pub fn vae_train_cells_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let (n, g, b) = (cfg.vae_cells, 2000, 128);
     let x = synthetic_expression(n, g, cfg.seed);
     let mut vae = VaeConfig::new(g).init(&ad);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = crate::optim::adam(1e-5);
     let mut epoch = |vae: &mut crate::models::Vae| {
         for s in (0..n - b + 1).step_by(b) {
             let xb = Tensor::<2>::from_data(
@@ -157,7 +157,7 @@ pub fn denoiser_train_steps_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let net_cfg = DenoiserConfig::new(50);
     let mut net = net_cfg.init(&ad);
     let mut ema = Ema::new(&net, 0.999);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = crate::optim::adam(1e-5);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut step = |net: &mut crate::models::Denoiser, ema: &mut Ema<crate::models::Denoiser>| {
         let ts: Vec<usize> = (0..256).map(|_| rng.random_range(0..1000)).collect();

@@ -21,7 +21,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::SeedableRng;
@@ -253,7 +253,7 @@ pub fn train_classifier(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed ^ 0x0c1a_55e5);
     let mut net = CellTypeClassifierConfig::new(x.n_cols, k, cfg.hidden.clone()).init(&ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
+    let mut optim = crate::optim::adam(1e-7);
     let label_of = |i: usize| labels[i].expect("only labelled cells are split");
     let mut final_loss = f64::NAN;
     for epoch in 1..=cfg.epochs {

@@ -19,7 +19,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation;
 use rand::SeedableRng;
@@ -395,7 +395,7 @@ pub fn train_network(
     let mut net = cfg
         .network(x.n_cols)
         .init_seeded(&ad, cfg.seed ^ 0xd1ff_fae0);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let mut order: Vec<usize> = (0..n).collect();
     let stage = cfg.kind.name();
     let reg_weight = match cfg.kind {

@@ -51,7 +51,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use faer::{Accum, Mat, Par};
@@ -729,7 +729,7 @@ pub fn train_graph_vae(
     let neg_scale = (nn - positives.len() as f64) / n_neg.max(1) as f64;
 
     let mut net = model.init_seeded(&ad, cfg.seed);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let mut records = Vec::with_capacity(cfg.epochs);
     observer.stage_start("graph_vae", cfg.epochs);
     for epoch in 1..=cfg.epochs {

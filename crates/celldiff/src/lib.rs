@@ -67,6 +67,7 @@ pub mod diffvae;
 pub mod identify;
 pub mod models;
 pub mod observation;
+pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod run;

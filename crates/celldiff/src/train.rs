@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::rngs::StdRng;
@@ -489,7 +489,7 @@ pub fn train_vae_cells(
         &mut rng,
     );
     let mut vae = model.init(&ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let mut best: Option<(f64, Vae)> = None;
     let mut since_best = 0usize;
     let mut records = Vec::new();
@@ -746,7 +746,7 @@ pub fn train_diffusion(
     });
     let mut net = model.init(&ad);
     let mut ema = Ema::new(&net, cfg.ema_decay);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1)).max(1);
     let total_steps = (steps_per_epoch * cfg.epochs).max(1);
     let mut step = 0usize;
@@ -832,7 +832,7 @@ pub fn train_autoencoder(
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let mut net = model.init(&ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
     let mut best: Option<(f64, Autoencoder)> = None;
     let mut since_best = 0usize;
@@ -967,7 +967,7 @@ pub fn train_cond_diffusion(
     });
     let mut net = model.init(&ad);
     let mut ema = Ema::new(&net, cfg.ema_decay);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size.max(1)).max(1);
     let total_steps = (steps_per_epoch * cfg.epochs).max(1);
     let mut step = 0usize;
@@ -1102,7 +1102,7 @@ pub fn train_scorer(
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let mut net = model.init(&ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = crate::optim::adam(1e-8);
     for epoch in 1..=cfg.epochs {
         train.shuffle(&mut rng);
         let mut sum = 0f64;

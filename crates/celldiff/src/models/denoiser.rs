@@ -128,12 +128,16 @@ impl Denoiser {
                 Activation::Silu.apply(x)
             }
         };
+        let dense_silu = |layer: &Dense, x: Tensor<2>| {
+            if inference {
+                layer.forward_inference(x, Activation::Silu)
+            } else {
+                layer.forward(x, Activation::Silu)
+            }
+        };
         let [b, n_latent] = z_t.dims();
         let mut h = if t_emb.dims()[0] == b {
-            silu(
-                self.input
-                    .forward(Tensor::cat(vec![z_t, t_emb], 1), Activation::None),
-            )
+            dense_silu(&self.input, Tensor::cat(vec![z_t, t_emb], 1))
         } else {
             let w = self.input.linear.weight.val();
             let [d_in, width] = w.dims();
@@ -143,10 +147,19 @@ impl Denoiser {
             if let Some(bias) = &self.input.linear.bias {
                 t_part = t_part.add(bias.val().unsqueeze_dim(0));
             }
-            silu(z_t.matmul(w_z).add(t_part))
+            // `emb W_t + b` is the bias of the `z W_z` layer.
+            let t_part: Tensor<1> = t_part.reshape([width]);
+            #[cfg(feature = "flex")]
+            if let Some(h) = super::fused::dense_forward(&z_t, &w_z, &t_part, Activation::Silu) {
+                h
+            } else {
+                silu(z_t.matmul(w_z).add(t_part.unsqueeze_dim(0)))
+            }
+            #[cfg(not(feature = "flex"))]
+            silu(z_t.matmul(w_z).add(t_part.unsqueeze_dim(0)))
         };
         for block in &self.blocks {
-            h = h.clone().add(silu(block.forward(h, Activation::None)));
+            h = h.clone().add(dense_silu(block, h));
         }
         self.output.forward(h, Activation::None)
     }

@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 /// `|r| ≤ ln 2 / 2` (relative error < 2e-7), and `2^k` built in the exponent bits. Inputs are
 /// clamped to `[-87.3, 88.7]` (the `f32` range).
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by the 1.5·2^23 trick (no `round` call, SSE2 only).
-    let kf = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Round x·log2(e) to the nearest integer k by the 1.5·2^23 trick: k sits in the low
+    // mantissa bits of `t`, so 2^k is built from integer bit operations only (no float → int
+    // conversion, which kept the loop from vectorising).
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let kf = t - MAGIC;
+    let k = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     let r = x - kf * 0.693_359_4 + kf * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -29,21 +34,55 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((kf as i32 + 127) << 23) as u32)
+    y * f32::from_bits((k.wrapping_add(127) << 23) as u32)
 }
 
-/// `x ↦ x / (1 + e^{-x})` in place.
-#[inline(always)]
-fn silu_slice(v: &mut [f32]) {
-    for e in v {
-        *e /= 1.0 + exp_f32(-*e);
+/// Defines a function whose body is compiled three times (AVX-512, AVX2 + FMA, baseline) and
+/// picks the best version for the CPU at run time, so that element-wise loops over
+/// [`exp_f32`] run with the widest vectors the CPU has. A closure handed to a
+/// `#[target_feature]` function is not compiled with its features, hence a macro.
+macro_rules! simd_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features `v4` is compiled for (checked above).
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_kernel;
+
+simd_kernel! {
+    /// `x ↦ x / (1 + e^{-x})` (SiLU) in place.
+    pub(crate) fn silu_slice(v: &mut [f32]) {
+        for e in v {
+            *e /= 1.0 + exp_f32(-*e);
+        }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_slice_avx2(v: &mut [f32]) {
-    silu_slice(v)
 }
 
 /// SiLU `x σ(x)` (Elfwing et al. 2018) for inference: on the CPU backend the values are mapped
@@ -65,17 +104,7 @@ pub fn silu_inference(x: Tensor<2>) -> Tensor<2> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 data after convert::<f32>");
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    v.par_chunks_mut(8192).for_each(|c| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { silu_slice_avx2(c) };
-            return;
-        }
-        silu_slice(c);
-    });
+    v.par_chunks_mut(8192).for_each(silu_slice);
     Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
@@ -139,6 +168,10 @@ impl Dense {
     /// # Shapes
     /// `x`: `[batch, d_input]` → `[batch, d_output]`
     pub fn forward_inference(&self, x: Tensor<2>, act: Activation) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = self.fused(&x, act) {
+            return y;
+        }
         match act {
             Activation::Silu => silu_inference(self.linear.forward(x)),
             a => self.forward(x, a),
@@ -151,7 +184,18 @@ impl Dense {
     /// - `x`: `[batch, d_input]`
     /// - output: `[batch, d_output]`
     pub fn forward(&self, x: Tensor<2>, act: Activation) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = self.fused(&x, act) {
+            return y;
+        }
         act.apply(self.linear.forward(x))
+    }
+
+    /// The fused CPU kernel ([`super::fused::dense_forward`]), when it applies.
+    #[cfg(feature = "flex")]
+    fn fused(&self, x: &Tensor<2>, act: Activation) -> Option<Tensor<2>> {
+        let b = self.linear.bias.as_ref()?;
+        super::fused::dense_forward(x, &self.linear.weight.val(), &b.val(), act)
     }
 }
 

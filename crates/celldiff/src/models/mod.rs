@@ -17,6 +17,8 @@ pub mod cond_denoiser;
 pub mod denoiser;
 pub mod diffvae;
 pub mod ema;
+#[cfg(feature = "flex")]
+pub mod fused;
 pub mod graph_vae;
 pub mod layers;
 pub mod scorer;

@@ -1,0 +1,568 @@
+//! The CPU kernel of [`super::layers::Dense`]: `y = act(x W + b)` as one Burn operation with a
+//! hand-written backward pass, on the `flex` backend (issue 6, "fused bias + activation").
+//!
+//! Why our own code: Burn composes a dense layer from three autodiff nodes (matmul, broadcast
+//! bias add, activation), each with its own full pass over `[batch, d_out]` in the forward and
+//! backward pass, and flex evaluates `exp` one element at a time through libm. Here the bias
+//! is the GEMM's initial accumulator (`gemm` crate, `read_dst`), the activation is one
+//! vectorised pass, and the backward pass computes `dz = dy ⊙ act'`, `dW = xᵀ dz`,
+//! `db = Σ_rows dz` and `dx = dz Wᵀ` in one step, with strided GEMMs instead of transposed
+//! copies, and skips the gradients nobody asked for (no `dx` for the data matrix).
+//!
+//! The mechanism is Burn's backend extension: [`Tensor::try_into_primitive`] to the
+//! `Autodiff<Flex>` (or `Flex`) primitive, a [`Backward`] step registered in the autodiff graph,
+//! and [`Tensor::from_primitive`] back. Other devices (CUDA, ndarray) and non-`f32` tensors
+//! return `None` from [`dense_forward`], and the caller keeps Burn's own kernels. The GEMM is
+//! the `gemm` crate that burn-flex itself uses (with AVX-512 kernels where the CPU has them).
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::layers::{Activation, exp_f32, silu_slice, simd_kernel};
+
+/// Multiply-adds above which a GEMM is split over the rayon pool.
+const PARALLEL_MACS: usize = 1 << 21;
+/// Elements per rayon task in the element-wise passes.
+const CHUNK: usize = 1 << 14;
+
+/// `act(x W + b)` through the fused CPU kernel, or `None` when the tensors are not `f32` on
+/// the flex backend (with or without autodiff, no gradient checkpointing): the caller then
+/// uses Burn's ops. Differentiable in `x`, `w` and `b` (Burn's autodiff graph records one
+/// node for the whole layer).
+///
+/// # Shapes
+/// - `x`: `[batch, d_input]`
+/// - `w`: `[d_input, d_output]` (Burn's `Linear` layout)
+/// - `b`: `[d_output]`
+/// - output: `[batch, d_output]`
+pub fn dense_forward(
+    x: &Tensor<2>,
+    w: &Tensor<2>,
+    b: &Tensor<1>,
+    act: Activation,
+) -> Option<Tensor<2>> {
+    if let (Ok(xp), Ok(wp), Ok(bp)) = (
+        x.clone().try_into_primitive::<Autodiff<Flex>>(),
+        w.clone().try_into_primitive::<Autodiff<Flex>>(),
+        b.clone().try_into_primitive::<Autodiff<Flex>>(),
+    ) {
+        let out = tracked_forward(xp, wp, bp, act)?;
+        return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
+    }
+    let (Ok(xp), Ok(wp), Ok(bp)) = (
+        x.clone().try_into_primitive::<Flex>(),
+        w.clone().try_into_primitive::<Flex>(),
+        b.clone().try_into_primitive::<Flex>(),
+    ) else {
+        return None;
+    };
+    let (xs, ws, bs) = (
+        f32_contiguous(&xp)?,
+        f32_contiguous(&wp)?,
+        f32_contiguous(&bp)?,
+    );
+    let (n, k, m) = dims(&xp, &wp, &bp)?;
+    let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
+    Some(Tensor::from_primitive::<Flex>(flex_from(y, [n, m])))
+}
+
+type AdTensor = <Autodiff<Flex> as burn_backend::BackendTypes>::FloatTensorPrimitive;
+
+/// What the backward pass of one fused layer needs.
+#[derive(Debug, Clone)]
+struct FusedState {
+    /// Input `[n, k]` (kept only when `W` needs a gradient).
+    x: Option<FlexTensor>,
+    /// Weight `[k, m]` (kept only when `x` needs a gradient).
+    w: Option<FlexTensor>,
+    /// Pre-activation `z` (SiLU) or output `y` (ReLU, sigmoid) `[n, m]`; `None` for identity.
+    saved: Option<FlexTensor>,
+    act: Activation,
+    n: usize,
+    k: usize,
+    m: usize,
+}
+
+#[derive(Debug)]
+struct FusedDenseBackward;
+
+impl Backward<Flex, 3> for FusedDenseBackward {
+    type State = FusedState;
+
+    fn backward(self, ops: Ops<FusedState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let dy = f32_contiguous(&dy).expect("f32 gradient of an f32 layer");
+        // dz = dy ⊙ act'(z)
+        let dz_owned = match (s.act, &s.saved) {
+            (Activation::None, _) | (_, None) => None,
+            (act, Some(saved)) => {
+                let saved = f32_contiguous(saved).expect("f32 saved activation");
+                Some(activation_grad(dy.as_slice(), saved.as_slice(), act))
+            }
+        };
+        let dz: &[f32] = dz_owned.as_deref().unwrap_or(dy.as_slice());
+        let [px, pw, pb] = ops.parents;
+        if let Some(p) = pw {
+            let x = s.x.as_ref().expect("x saved when W is tracked");
+            let x = f32_contiguous(x).expect("f32 input");
+            // dW[k, m] = xᵀ[k, n] · dz[n, m]
+            let dw = gemm_new(
+                s.k,
+                s.m,
+                s.n,
+                x.as_slice(),
+                s.k as isize,
+                1,
+                dz,
+                1,
+                s.m as isize,
+            );
+            grads.register::<Flex>(p.id, flex_from(dw, [s.k, s.m]));
+        }
+        if let Some(p) = pb {
+            grads.register::<Flex>(p.id, flex_from(column_sums(dz, s.n, s.m), [s.m]));
+        }
+        if let Some(p) = px {
+            let w = s.w.as_ref().expect("W saved when x is tracked");
+            let w = f32_contiguous(w).expect("f32 weight");
+            // dx[n, k] = dz[n, m] · Wᵀ[m, k]
+            let dx = gemm_new(
+                s.n,
+                s.k,
+                s.m,
+                dz,
+                1,
+                s.m as isize,
+                w.as_slice(),
+                s.m as isize,
+                1,
+            );
+            grads.register::<Flex>(p.id, flex_from(dx, [s.n, s.k]));
+        }
+    }
+}
+
+fn tracked_forward(x: AdTensor, w: AdTensor, b: AdTensor, act: Activation) -> Option<AdTensor> {
+    let (n, k, m) = dims(x.primitive(), w.primitive(), b.primitive())?;
+    let (xs, ws, bs) = (
+        f32_contiguous(x.primitive())?,
+        f32_contiguous(w.primitive())?,
+        f32_contiguous(b.primitive())?,
+    );
+    let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
+    let prep = FusedDenseBackward
+        .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+        .compute_bound()
+        .stateful();
+    Some(match prep {
+        OpsKind::Tracked(prep) => {
+            let (y, saved) = match act {
+                Activation::None => (
+                    flex_from(
+                        affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act),
+                        [n, m],
+                    ),
+                    None,
+                ),
+                Activation::Silu => {
+                    let z = affine_act(
+                        xs.as_slice(),
+                        ws.as_slice(),
+                        bs.as_slice(),
+                        n,
+                        k,
+                        m,
+                        Activation::None,
+                    );
+                    let mut y = z.clone();
+                    activate_in_place(&mut y, act);
+                    (flex_from(y, [n, m]), Some(flex_from(z, [n, m])))
+                }
+                Activation::Relu | Activation::Sigmoid => {
+                    let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
+                    // The output and the saved copy share one buffer (copy-on-write).
+                    let y = flex_from(y, [n, m]);
+                    (y.clone(), Some(y))
+                }
+            };
+            let state = FusedState {
+                x: w_tracked.then(|| xs.into_flex([n, k])),
+                w: x_tracked.then(|| ws.into_flex([k, m])),
+                saved,
+                act,
+                n,
+                k,
+                m,
+            };
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => {
+            let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
+            prep.finish(flex_from(y, [n, m]))
+        }
+    })
+}
+
+/// `[n, k]`, `[k, m]`, `[m]` → `(n, k, m)`, or `None` on any other shape.
+fn dims(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> Option<(usize, usize, usize)> {
+    let (xs, ws, bs) = (x.layout().shape(), w.layout().shape(), b.layout().shape());
+    if xs.num_dims() != 2 || ws.num_dims() != 2 || bs.num_dims() != 1 {
+        return None;
+    }
+    let (n, k, m) = (xs[0], xs[1], ws[1]);
+    (ws[0] == k && bs[0] == m).then_some((n, k, m))
+}
+
+/// A contiguous `f32` view of a flex tensor: borrowed when it already is one, else a copy.
+enum F32Data {
+    Shared(FlexTensor),
+    Owned(Vec<f32>),
+}
+
+impl F32Data {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            F32Data::Shared(t) => t.as_slice::<f32>().expect("checked contiguous f32"),
+            F32Data::Owned(v) => v,
+        }
+    }
+    fn into_flex<const D: usize>(self, shape: [usize; D]) -> FlexTensor {
+        match self {
+            F32Data::Shared(t) => t,
+            F32Data::Owned(v) => flex_from(v, shape),
+        }
+    }
+}
+
+fn f32_contiguous(t: &FlexTensor) -> Option<F32Data> {
+    if t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    if t.as_slice::<f32>().is_some() {
+        return Some(F32Data::Shared(t.clone()));
+    }
+    let c = t.to_contiguous();
+    Some(F32Data::Owned(c.as_slice::<f32>()?.to_vec()))
+}
+
+fn flex_from<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`. Strides are in elements, column stride (`_cs`)
+/// before row stride (`_rs`) as in `gemm::gemm`: element `(i, j)` of `lhs` is
+/// `lhs[i·lhs_rs + j·lhs_cs]`. `dst` is row-major with row stride `dst_rs`; `accumulate` keeps
+/// what `dst` holds (`dst += lhs·rhs`), else `dst = lhs·rhs`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` elements (and reads, with `accumulate`). The
+/// operand strides are checked against the slice lengths (panics otherwise).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_len: usize,
+    dst_rs: isize,
+    lhs: &[f32],
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: &[f32],
+    rhs_cs: isize,
+    rhs_rs: isize,
+    accumulate: bool,
+) {
+    // Guard the safety contract: the last element each operand addresses is inside it.
+    let last = |rows: usize, cols: usize, rs: isize, cs: isize| {
+        (rows.max(1) - 1) * rs as usize + (cols.max(1) - 1) * cs as usize
+    };
+    assert!(
+        m == 0
+            || n == 0
+            || k == 0
+            || (last(m, k, lhs_rs, lhs_cs) < lhs.len()
+                && last(k, n, rhs_rs, rhs_cs) < rhs.len()
+                && last(m, n, dst_rs, 1) < dst_len),
+        "gemm operand out of bounds"
+    );
+    let par = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// A new row-major `[m, n]` buffer `lhs[m, k] · rhs[k, n]` (strides as in [`gemm_raw`]),
+/// written by the GEMM without zero-filling it first.
+#[allow(clippy::too_many_arguments)]
+fn gemm_new(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: &[f32],
+    rhs_cs: isize,
+    rhs_rs: isize,
+) -> Vec<f32> {
+    let len = m * n;
+    if k == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the bounds of lhs and rhs are checked in gemm_raw; with `accumulate` false the
+    // GEMM writes every one of the `len` elements of `out` (k > 0) and reads none.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            len,
+            n as isize,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            false,
+        );
+        out.set_len(len);
+    }
+    out
+}
+
+/// `act(x W + b)`: the GEMM into a new buffer, then one parallel pass that adds the bias and
+/// applies the activation.
+#[allow(clippy::too_many_arguments)]
+fn affine_act(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    act: Activation,
+) -> Vec<f32> {
+    let mut z = gemm_new(n, m, k, x, 1, k as isize, w, 1, m as isize);
+    if m == 0 {
+        return z;
+    }
+    let rows = (CHUNK / m).max(1);
+    let pass = |c: &mut [f32]| bias_act_rows(c, b, act);
+    if n <= rows {
+        pass(&mut z);
+    } else {
+        z.par_chunks_mut(rows * m).for_each(pass);
+    }
+    z
+}
+
+fn par_map(v: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
+    if v.len() <= CHUNK {
+        f(v);
+    } else {
+        v.par_chunks_mut(CHUNK).for_each(f);
+    }
+}
+
+simd_kernel! {
+    /// `row ↦ act(row + b)` for each row of `c` (rows of `b.len()` elements).
+    fn bias_act_rows(c: &mut [f32], b: &[f32], act: Activation) {
+        for row in c.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(e, &bj)| *e += bj);
+            act_slice(row, act);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `act` on every element, in place.
+    fn act_slice(y: &mut [f32], act: Activation) {
+        match act {
+            Activation::None => {}
+            Activation::Relu => y.iter_mut().for_each(|e| *e = e.max(0.0)),
+            Activation::Silu => silu_slice(y),
+            Activation::Sigmoid => y.iter_mut().for_each(|e| *e = 1.0 / (1.0 + exp_f32(-*e))),
+        }
+    }
+}
+
+simd_kernel! {
+    /// `dz ← dz ⊙ act'`, from the saved pre-activation (SiLU) or output (ReLU, sigmoid).
+    fn act_grad_slice(dz: &mut [f32], saved: &[f32], act: Activation) {
+        match act {
+            Activation::None => {}
+            Activation::Relu => dz.iter_mut().zip(saved).for_each(|(d, &y)| {
+                if y <= 0.0 {
+                    *d = 0.0
+                }
+            }),
+            Activation::Sigmoid => dz.iter_mut().zip(saved).for_each(|(d, &y)| *d *= y * (1.0 - y)),
+            // d/dz z σ(z) = σ(z) (1 + z (1 − σ(z)))
+            Activation::Silu => dz.iter_mut().zip(saved).for_each(|(d, &z)| {
+                let sig = 1.0 / (1.0 + exp_f32(-z));
+                *d *= sig * (1.0 + z * (1.0 - sig));
+            }),
+        }
+    }
+}
+
+fn activate_in_place(y: &mut [f32], act: Activation) {
+    if act != Activation::None {
+        par_map(y, |c| act_slice(c, act));
+    }
+}
+
+/// `dy ⊙ act'` as a new buffer.
+fn activation_grad(dy: &[f32], saved: &[f32], act: Activation) -> Vec<f32> {
+    let mut dz = dy.to_vec();
+    if dz.len() <= CHUNK {
+        act_grad_slice(&mut dz, saved, act);
+    } else {
+        dz.par_chunks_mut(CHUNK)
+            .zip(saved.par_chunks(CHUNK))
+            .for_each(|(d, s)| act_grad_slice(d, s, act));
+    }
+    dz
+}
+
+/// `Σ_rows dz` → `[m]`.
+fn column_sums(dz: &[f32], n: usize, m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m];
+    for row in dz.chunks_exact(m).take(n) {
+        out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn reference(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, act: Activation) -> Tensor<2> {
+        act.apply(x.matmul(w).add(b.unsqueeze_dim(0)))
+    }
+
+    fn close(a: Tensor<2>, b: Tensor<2>, tol: f32) {
+        let (a, b) = (
+            a.into_data().try_to_vec::<f32>().unwrap(),
+            b.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// Forward values and the gradients of x, W and b equal Burn's composed
+    /// `act(x.matmul(w) + b)` for every activation (a strided, transposed input included).
+    #[test]
+    fn fused_dense_matches_burn_ops_forward_and_backward() {
+        let dev = crate::backend::cpu_device().autodiff();
+        dev.seed(3);
+        for act in [
+            Activation::None,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::Sigmoid,
+        ] {
+            let xt = Tensor::<2>::random([40, 33], Distribution::Normal(0.0, 1.0), &dev);
+            let x = xt.clone().transpose().require_grad(); // [33, 40], not contiguous
+            let w =
+                Tensor::<2>::random([40, 70], Distribution::Normal(0.0, 0.3), &dev).require_grad();
+            let b = Tensor::<1>::random([70], Distribution::Normal(0.0, 0.3), &dev).require_grad();
+            let target = Tensor::<2>::random([33, 70], Distribution::Normal(0.0, 1.0), &dev);
+            let fused = dense_forward(&x, &w, &b, act).expect("flex autodiff path");
+            let slow = reference(x.clone(), w.clone(), b.clone(), act);
+            close(fused.clone(), slow.clone(), 1e-5);
+            let g1 = fused.mul(target.clone()).sum().backward();
+            let g2 = slow.mul(target).sum().backward();
+            let grad =
+                |t: &Tensor<2>, g| t.grad(g).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            for (a, b) in [
+                (grad(&x, &g1), grad(&x, &g2)),
+                (grad(&w, &g1), grad(&w, &g2)),
+            ] {
+                for (p, q) in a.iter().zip(&b) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "{act:?}: {p} vs {q}"
+                    );
+                }
+            }
+            let (gb1, gb2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+            close(gb1.unsqueeze_dim(0), gb2.unsqueeze_dim(0), 1e-4);
+        }
+    }
+
+    /// Inference device (no autodiff): same values as Burn's ops; an input without gradient
+    /// on the autodiff device gets no gradient and still gives W its gradient.
+    #[test]
+    fn fused_dense_inference_and_untracked_input() {
+        let dev = crate::backend::cpu_device();
+        dev.seed(4);
+        let x = Tensor::<2>::random([300, 64], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<2>::random([64, 96], Distribution::Normal(0.0, 0.2), &dev);
+        let b = Tensor::<1>::random([96], Distribution::Normal(0.0, 0.2), &dev);
+        let fused = dense_forward(&x, &w, &b, Activation::Silu).expect("flex path");
+        close(
+            fused,
+            reference(x.clone(), w.clone(), b.clone(), Activation::Silu),
+            1e-5,
+        );
+
+        let ad = dev.autodiff();
+        let (x, w, b) = (
+            Tensor::<2>::from_data(x.into_data(), &ad),
+            Tensor::<2>::from_data(w.into_data(), &ad).require_grad(),
+            Tensor::<1>::from_data(b.into_data(), &ad),
+        );
+        let g = dense_forward(&x, &w, &b, Activation::Relu)
+            .unwrap()
+            .sum()
+            .backward();
+        assert!(x.grad(&g).is_none() && b.grad(&g).is_none());
+        let gw = w.grad(&g).unwrap();
+        let g2 = reference(x, w.clone(), b, Activation::Relu)
+            .sum()
+            .backward();
+        close(gw, w.grad(&g2).unwrap(), 1e-4);
+    }
+}
