@@ -6,13 +6,12 @@
 //! bound memory); timestep embeddings are computed once per step as a `[1, time_dim]` row.
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use crate::models::Denoiser;
 use crate::schedulers::{ClipRange, DdimScheduler, Scheduler};
 
 /// Samples `n` standardised latents `[n, n_latent]` with `scheduler`, starting from
-/// N(0, I) noise drawn after seeding `device` with `seed`. `on_step(i, n_steps)` is called
+/// N(0, I) noise from [`crate::schedulers::NoiseSource`] with `seed`. `on_step(i, n_steps)` is called
 /// after each step (progress bars).
 ///
 /// # Shapes
@@ -29,9 +28,9 @@ pub fn sample_latents(
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Tensor<2> {
     device.seed(seed);
-    let x = Tensor::<2>::random([n, n_latent], Distribution::Normal(0.0, 1.0), device);
-    let mut noise =
-        |_: usize, shape: [usize; 2]| Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let source = crate::schedulers::NoiseSource { seed };
+    let x = source.initial([n, n_latent], device);
+    let mut noise = |i: usize, shape: [usize; 2]| source.step(i, shape, device);
     denoise_from(denoiser, scheduler, x, 0, clip, device, on_step, &mut noise)
 }
 

@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{AnnData, Column, DenseMatrix, Matrix};
@@ -778,9 +778,9 @@ pub fn sample_standardized(
         }
     };
     device.seed(opts.seed);
-    let x = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), device);
-    let mut noise =
-        |_: usize, shape: [usize; 2]| Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let source = crate::schedulers::NoiseSource { seed: opts.seed };
+    let x = source.initial([n, d], device);
+    let mut noise = |i: usize, shape: [usize; 2]| source.step(i, shape, device);
     Ok(denoise_loop(
         &mut eps,
         sched.as_ref(),

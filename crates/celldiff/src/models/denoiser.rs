@@ -159,7 +159,7 @@ impl Denoiser {
             silu(z_t.matmul(w_z).add(t_part.unsqueeze_dim(0)))
         };
         for block in &self.blocks {
-            h = h.clone().add(dense_silu(block, h));
+            h = block.forward_residual(h, Activation::Silu, inference);
         }
         self.output.forward(h, Activation::None)
     }

@@ -38,10 +38,53 @@ impl ModuleMapper for Blend {
         let decay = self.decay;
         param.map(|old| {
             let shape = old.shape();
+            #[cfg(feature = "flex")]
+            if let Some(t) = blend_cpu(&old, &src, decay) {
+                return t;
+            }
             old.mul_scalar(decay)
                 .add(src.reshape(shape).mul_scalar(1.0 - decay))
         })
     }
+}
+
+/// `old · decay + src · (1 − decay)` in one pass over host memory (flex, `f32`), with the
+/// same `f32` operations as the Burn expression above, so the same bits; `None` elsewhere.
+#[cfg(feature = "flex")]
+fn blend_cpu<const D: usize>(old: &Tensor<D>, src: &Tensor<1>, decay: f64) -> Option<Tensor<D>> {
+    use burn::tensor::DType;
+    use burn_flex::{Flex, FlexTensor};
+    use rayon::prelude::*;
+    let flex = |t: FlexTensor| -> Option<FlexTensor> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        Some(if t.as_slice::<f32>().is_some() {
+            t
+        } else {
+            t.to_contiguous()
+        })
+    };
+    let o = flex(old.clone().try_into_primitive::<Flex>().ok()?)?;
+    let s = flex(src.clone().try_into_primitive::<Flex>().ok()?)?;
+    let (o, s) = (o.as_slice::<f32>()?, s.as_slice::<f32>()?);
+    if o.len() != s.len() {
+        return None;
+    }
+    let (d, e) = (decay as f32, (1.0 - decay) as f32);
+    let mut out = vec![0f32; o.len()];
+    out.par_chunks_mut(1 << 15)
+        .zip(o.par_chunks(1 << 15))
+        .zip(s.par_chunks(1 << 15))
+        .for_each(|((out, o), s)| {
+            for ((y, &a), &b) in out.iter_mut().zip(o).zip(s) {
+                *y = a * d + b * e;
+            }
+        });
+    let shape: [usize; D] = old.dims();
+    Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
+        burn::tensor::TensorData::new(out, shape),
+    )))
 }
 
 impl<M: Module> Ema<M> {
@@ -112,6 +155,26 @@ mod tests {
             assert!((*y as f64 - d * *x as f64).abs() < 1e-6);
         }
         assert!((ema.current_decay() - 3.0 / 12.0).abs() < 1e-12);
+    }
+
+    /// The one-pass CPU blend equals Burn's `old·d + src·(1 − d)` bit for bit.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_blend_equals_burn_expression() {
+        let dev = crate::backend::cpu_device();
+        dev.seed(5);
+        let old = Tensor::<2>::random([70, 900], burn::tensor::Distribution::Default, &dev);
+        let src = Tensor::<1>::random([63_000], burn::tensor::Distribution::Default, &dev);
+        let d = 0.987_654_3;
+        let fast = blend_cpu(&old, &src, d).unwrap();
+        let slow = old
+            .clone()
+            .mul_scalar(d)
+            .add(src.reshape([70, 900]).mul_scalar(1.0 - d));
+        assert_eq!(
+            fast.into_data().try_to_vec::<f32>().unwrap(),
+            slow.into_data().try_to_vec::<f32>().unwrap()
+        );
     }
 
     struct Zero;

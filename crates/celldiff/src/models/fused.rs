@@ -48,12 +48,42 @@ pub fn dense_forward(
     b: &Tensor<1>,
     act: Activation,
 ) -> Option<Tensor<2>> {
+    forward(x, w, b, act, false)
+}
+
+/// The residual block `x + act(x W + b)` (the denoiser's hidden blocks) as one fused
+/// operation; `None` as for [`dense_forward`], or when `W` is not square.
+///
+/// # Shapes
+/// - `x`: `[batch, width]`
+/// - `w`: `[width, width]`
+/// - `b`: `[width]`
+/// - output: `[batch, width]`
+pub fn dense_residual_forward(
+    x: &Tensor<2>,
+    w: &Tensor<2>,
+    b: &Tensor<1>,
+    act: Activation,
+) -> Option<Tensor<2>> {
+    forward(x, w, b, act, true)
+}
+
+fn forward(
+    x: &Tensor<2>,
+    w: &Tensor<2>,
+    b: &Tensor<1>,
+    act: Activation,
+    residual: bool,
+) -> Option<Tensor<2>> {
+    if residual && w.dims()[0] != w.dims()[1] {
+        return None;
+    }
     if let (Ok(xp), Ok(wp), Ok(bp)) = (
         x.clone().try_into_primitive::<Autodiff<Flex>>(),
         w.clone().try_into_primitive::<Autodiff<Flex>>(),
         b.clone().try_into_primitive::<Autodiff<Flex>>(),
     ) {
-        let out = tracked_forward(xp, wp, bp, act)?;
+        let out = tracked_forward(xp, wp, bp, act, residual)?;
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
     let (Ok(xp), Ok(wp), Ok(bp)) = (
@@ -69,7 +99,17 @@ pub fn dense_forward(
         f32_contiguous(&bp)?,
     );
     let (n, k, m) = dims(&xp, &wp, &bp)?;
-    let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
+    let res = residual.then(|| xs.as_slice());
+    let y = affine_act(
+        xs.as_slice(),
+        ws.as_slice(),
+        bs.as_slice(),
+        n,
+        k,
+        m,
+        act,
+        res,
+    );
     Some(Tensor::from_primitive::<Flex>(flex_from(y, [n, m])))
 }
 
@@ -82,9 +122,12 @@ struct FusedState {
     x: Option<FlexTensor>,
     /// Weight `[k, m]` (kept only when `x` needs a gradient).
     w: Option<FlexTensor>,
-    /// Pre-activation `z` (SiLU) or output `y` (ReLU, sigmoid) `[n, m]`; `None` for identity.
+    /// Pre-activation `z` (SiLU) or activation `act(z)` (ReLU, sigmoid) `[n, m]`; `None` for
+    /// identity.
     saved: Option<FlexTensor>,
     act: Activation,
+    /// `y = x + act(z)`: the output gradient flows to `x` unchanged as well.
+    residual: bool,
     n: usize,
     k: usize,
     m: usize,
@@ -133,24 +176,53 @@ impl Backward<Flex, 3> for FusedDenseBackward {
         if let Some(p) = px {
             let w = s.w.as_ref().expect("W saved when x is tracked");
             let w = f32_contiguous(w).expect("f32 weight");
-            // dx[n, k] = dz[n, m] · Wᵀ[m, k]
-            let dx = gemm_new(
-                s.n,
-                s.k,
-                s.m,
-                dz,
-                1,
-                s.m as isize,
-                w.as_slice(),
-                s.m as isize,
-                1,
-            );
+            // dx[n, k] = dz[n, m] · Wᵀ[m, k]  (+ dy for the residual block, k = m)
+            let dx = if s.residual {
+                let mut dx = dy.as_slice().to_vec();
+                // SAFETY: dx holds n·k elements, row-major.
+                unsafe {
+                    gemm_raw(
+                        s.n,
+                        s.k,
+                        s.m,
+                        dx.as_mut_ptr(),
+                        dx.len(),
+                        s.k as isize,
+                        dz,
+                        1,
+                        s.m as isize,
+                        w.as_slice(),
+                        s.m as isize,
+                        1,
+                        true,
+                    );
+                }
+                dx
+            } else {
+                gemm_new(
+                    s.n,
+                    s.k,
+                    s.m,
+                    dz,
+                    1,
+                    s.m as isize,
+                    w.as_slice(),
+                    s.m as isize,
+                    1,
+                )
+            };
             grads.register::<Flex>(p.id, flex_from(dx, [s.n, s.k]));
         }
     }
 }
 
-fn tracked_forward(x: AdTensor, w: AdTensor, b: AdTensor, act: Activation) -> Option<AdTensor> {
+fn tracked_forward(
+    x: AdTensor,
+    w: AdTensor,
+    b: AdTensor,
+    act: Activation,
+    residual: bool,
+) -> Option<AdTensor> {
     let (n, k, m) = dims(x.primitive(), w.primitive(), b.primitive())?;
     let (xs, ws, bs) = (
         f32_contiguous(x.primitive())?,
@@ -162,52 +234,52 @@ fn tracked_forward(x: AdTensor, w: AdTensor, b: AdTensor, act: Activation) -> Op
         .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
         .compute_bound()
         .stateful();
+    let (x_s, w_s, b_s) = (xs.as_slice(), ws.as_slice(), bs.as_slice());
+    let res = residual.then_some(x_s);
+    let (y, saved) = match (&prep, act, residual) {
+        (OpsKind::UnTracked(_), _, _) | (_, Activation::None, _) => {
+            (affine_act(x_s, w_s, b_s, n, k, m, act, res), None)
+        }
+        (_, Activation::Silu, _) => {
+            let z = affine_act(x_s, w_s, b_s, n, k, m, Activation::None, None);
+            let mut y = z.clone();
+            activate_in_place(&mut y, act);
+            if let Some(r) = res {
+                add_in_place(&mut y, r);
+            }
+            (y, Some(z))
+        }
+        // ReLU, sigmoid: the saved activation is the output itself, or the output minus `x`.
+        (_, _, false) => (affine_act(x_s, w_s, b_s, n, k, m, act, None), None),
+        (_, _, true) => {
+            let a = affine_act(x_s, w_s, b_s, n, k, m, act, None);
+            let mut y = a.clone();
+            add_in_place(&mut y, x_s);
+            (y, Some(a))
+        }
+    };
+    let y = flex_from(y, [n, m]);
     Some(match prep {
         OpsKind::Tracked(prep) => {
-            let (y, saved) = match act {
-                Activation::None => (
-                    flex_from(
-                        affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act),
-                        [n, m],
-                    ),
-                    None,
-                ),
-                Activation::Silu => {
-                    let z = affine_act(
-                        xs.as_slice(),
-                        ws.as_slice(),
-                        bs.as_slice(),
-                        n,
-                        k,
-                        m,
-                        Activation::None,
-                    );
-                    let mut y = z.clone();
-                    activate_in_place(&mut y, act);
-                    (flex_from(y, [n, m]), Some(flex_from(z, [n, m])))
-                }
-                Activation::Relu | Activation::Sigmoid => {
-                    let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
-                    // The output and the saved copy share one buffer (copy-on-write).
-                    let y = flex_from(y, [n, m]);
-                    (y.clone(), Some(y))
-                }
+            let saved = match (act, saved) {
+                (Activation::None, _) => None,
+                (_, Some(v)) => Some(flex_from(v, [n, m])),
+                // The output and the saved activation share one buffer (copy-on-write).
+                (_, None) => Some(y.clone()),
             };
             let state = FusedState {
                 x: w_tracked.then(|| xs.into_flex([n, k])),
                 w: x_tracked.then(|| ws.into_flex([k, m])),
                 saved,
                 act,
+                residual,
                 n,
                 k,
                 m,
             };
             prep.finish(state, y)
         }
-        OpsKind::UnTracked(prep) => {
-            let y = affine_act(xs.as_slice(), ws.as_slice(), bs.as_slice(), n, k, m, act);
-            prep.finish(flex_from(y, [n, m]))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
     })
 }
 
@@ -367,8 +439,8 @@ fn gemm_new(
     out
 }
 
-/// `act(x W + b)`: the GEMM into a new buffer, then one parallel pass that adds the bias and
-/// applies the activation.
+/// `act(x W + b)` (plus `res`, the residual input, when given): the GEMM into a new buffer,
+/// then one parallel pass that adds the bias, applies the activation and adds `res`.
 #[allow(clippy::too_many_arguments)]
 fn affine_act(
     x: &[f32],
@@ -378,19 +450,32 @@ fn affine_act(
     k: usize,
     m: usize,
     act: Activation,
+    res: Option<&[f32]>,
 ) -> Vec<f32> {
     let mut z = gemm_new(n, m, k, x, 1, k as isize, w, 1, m as isize);
     if m == 0 {
         return z;
     }
     let rows = (CHUNK / m).max(1);
-    let pass = |c: &mut [f32]| bias_act_rows(c, b, act);
+    let pass = |(i, c): (usize, &mut [f32])| {
+        bias_act_rows(c, b, act);
+        if let Some(r) = res {
+            add_slice(c, &r[i * rows * m..][..c.len()]);
+        }
+    };
     if n <= rows {
-        pass(&mut z);
+        pass((0, &mut z));
     } else {
-        z.par_chunks_mut(rows * m).for_each(pass);
+        z.par_chunks_mut(rows * m).enumerate().for_each(pass);
     }
     z
+}
+
+simd_kernel! {
+    /// `y ← y + r`.
+    fn add_slice(y: &mut [f32], r: &[f32]) {
+        y.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
+    }
 }
 
 fn par_map(v: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
@@ -398,6 +483,16 @@ fn par_map(v: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
         f(v);
     } else {
         v.par_chunks_mut(CHUNK).for_each(f);
+    }
+}
+
+fn add_in_place(y: &mut [f32], r: &[f32]) {
+    if y.len() <= CHUNK {
+        add_slice(y, r);
+    } else {
+        y.par_chunks_mut(CHUNK)
+            .zip(r.par_chunks(CHUNK))
+            .for_each(|(a, b)| add_slice(a, b));
     }
 }
 
@@ -530,6 +625,55 @@ mod tests {
             let (gb1, gb2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
             close(gb1.unsqueeze_dim(0), gb2.unsqueeze_dim(0), 1e-4);
         }
+    }
+
+    /// The residual block `x + act(x W + b)`: values and gradients equal Burn's composition
+    /// (x reaches the output both through the layer and directly).
+    #[test]
+    fn fused_residual_matches_burn_ops() {
+        let dev = crate::backend::cpu_device().autodiff();
+        dev.seed(8);
+        for act in [
+            Activation::None,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::Sigmoid,
+        ] {
+            let x =
+                Tensor::<2>::random([50, 64], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+            let w =
+                Tensor::<2>::random([64, 64], Distribution::Normal(0.0, 0.2), &dev).require_grad();
+            let b = Tensor::<1>::random([64], Distribution::Normal(0.0, 0.2), &dev).require_grad();
+            let target = Tensor::<2>::random([50, 64], Distribution::Normal(0.0, 1.0), &dev);
+            let fused = dense_residual_forward(&x, &w, &b, act).expect("flex autodiff path");
+            let slow = x
+                .clone()
+                .add(reference(x.clone(), w.clone(), b.clone(), act));
+            close(fused.clone(), slow.clone(), 1e-5);
+            let g1 = fused.mul(target.clone()).sum().backward();
+            let g2 = slow.mul(target).sum().backward();
+            close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-4);
+            close(w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), 1e-4);
+            close(
+                b.grad(&g1).unwrap().unsqueeze_dim(0),
+                b.grad(&g2).unwrap().unsqueeze_dim(0),
+                1e-4,
+            );
+        }
+        let inner = crate::backend::cpu_device();
+        let x = Tensor::<2>::random([300, 32], Distribution::Normal(0.0, 1.0), &inner);
+        let w = Tensor::<2>::random([32, 32], Distribution::Normal(0.0, 0.2), &inner);
+        let b = Tensor::<1>::random([32], Distribution::Normal(0.0, 0.2), &inner);
+        let fused = dense_residual_forward(&x, &w, &b, Activation::Silu).unwrap();
+        close(
+            fused,
+            x.clone().add(reference(x, w, b, Activation::Silu)),
+            1e-5,
+        );
+        let wide = Tensor::<2>::zeros([32, 40], &inner);
+        let x = Tensor::<2>::zeros([2, 32], &inner);
+        let b = Tensor::<1>::zeros([40], &inner);
+        assert!(dense_residual_forward(&x, &wide, &b, Activation::Silu).is_none());
     }
 
     /// Inference device (no autodiff): same values as Burn's ops; an input without gradient

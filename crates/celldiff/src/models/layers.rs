@@ -191,6 +191,28 @@ impl Dense {
         act.apply(self.linear.forward(x))
     }
 
+    /// The residual block `x + act(x W + b)` (square layers only): one fused operation on the
+    /// CPU backend ([`super::fused::dense_residual_forward`]), else Burn's ops (with
+    /// [`Dense::forward_inference`] when `inference`).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, width]` → `[batch, width]`
+    pub fn forward_residual(&self, x: Tensor<2>, act: Activation, inference: bool) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        if let Some(b) = &self.linear.bias
+            && let Some(y) =
+                super::fused::dense_residual_forward(&x, &self.linear.weight.val(), &b.val(), act)
+        {
+            return y;
+        }
+        let y = if inference {
+            self.forward_inference(x.clone(), act)
+        } else {
+            self.forward(x.clone(), act)
+        };
+        x.add(y)
+    }
+
     /// The fused CPU kernel ([`super::fused::dense_forward`]), when it applies.
     #[cfg(feature = "flex")]
     fn fused(&self, x: &Tensor<2>, act: Activation) -> Option<Tensor<2>> {

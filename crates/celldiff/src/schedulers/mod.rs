@@ -9,10 +9,12 @@
 
 pub mod ddim;
 pub mod ddpm;
+pub mod noise;
 pub mod schedule;
 
 pub use ddim::DdimScheduler;
 pub use ddpm::DdpmScheduler;
+pub use noise::NoiseSource;
 pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig};
 
 use burn::Tensor;
