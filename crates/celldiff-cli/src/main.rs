@@ -12,6 +12,11 @@ use clap::Parser;
 
 use commands::Cli;
 
+/// mimalloc instead of the system allocator: training allocates and frees multi-megabyte
+/// tensor buffers every step, which glibc hands back to the kernel and faults in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {

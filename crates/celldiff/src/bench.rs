@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::TensorData;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use crate::models::vae::vae_loss_terms;
 use crate::models::{DenoiserConfig, Ema, VaeConfig};
 use crate::pipeline::sample_latents;
 use crate::schedulers::{DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig};
+use crate::train::{Noising, normal_matrix};
 
 /// Sizes of the benchmark workloads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,79 +120,85 @@ pub fn synthetic_expression(n: usize, g: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// VAE training throughput in cells/s.
+/// VAE training throughput in cells/s. Each step is the one `train::train_vae` runs: the
+/// minibatch and the reparameterisation noise (host-drawn) go to the device, forward, backward,
+/// Adam with the model moved in (no copy of the weights).
 pub fn vae_train_cells_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let (n, g, b) = (cfg.vae_cells, 2000, 128);
     let x = synthetic_expression(n, g, cfg.seed);
-    let mut vae = VaeConfig::new(g).init(&ad);
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut optim = crate::optim::adam(1e-5);
-    let mut epoch = |vae: &mut crate::models::Vae| {
+    let mut epoch = |mut vae: crate::models::Vae| {
         for s in (0..n - b + 1).step_by(b) {
             let xb = Tensor::<2>::from_data(
                 TensorData::new(x[s * g..(s + b) * g].to_vec(), [b, g]),
                 &ad,
             );
-            let eps = Tensor::<2>::random([b, 50], Distribution::Normal(0.0, 1.0), &ad);
+            let eps = crate::train::to_tensor(&normal_matrix(&mut rng, b, 50), &ad);
             let out = vae.forward(xb.clone(), eps);
             let (r, k) = vae_loss_terms(xb, &out);
             let loss = r.add(k);
-            let grads = GradientsParams::from_grads(loss.backward(), &*vae);
-            *vae = optim.step(1e-3, vae.clone(), grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &vae);
+            vae = optim.step(1e-3, vae, grads);
         }
         let _: f32 = vae.encode(Tensor::zeros([2, g], &ad)).0.sum().into_scalar();
+        vae
     };
-    epoch(&mut vae);
+    let mut vae = epoch(VaeConfig::new(g).init(&ad));
     let start = Instant::now();
     for _ in 0..cfg.vae_epochs {
-        epoch(&mut vae);
+        vae = epoch(vae);
     }
     (n / b * b * cfg.vae_epochs) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Denoiser training throughput in steps/s (batch 256, with the EMA update).
+/// Denoiser training throughput in steps/s (batch 256, with the EMA update). Each step is the
+/// one `train::train_diffusion` runs: t ~ U{0..999}, ε and z_t drawn on the host with the
+/// timestep embeddings from a table, forward, backward, Adam (model moved in), EMA.
 pub fn denoiser_train_steps_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let net_cfg = DenoiserConfig::new(50);
-    let mut net = net_cfg.init(&ad);
+    let net = net_cfg.init(&ad);
     let mut ema = Ema::new(&net, 0.999);
     let mut optim = crate::optim::adam(1e-5);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut step = |net: &mut crate::models::Denoiser, ema: &mut Ema<crate::models::Denoiser>| {
-        let ts: Vec<usize> = (0..256).map(|_| rng.random_range(0..1000)).collect();
-        let z = Tensor::<2>::random([256, 50], Distribution::Normal(0.0, 1.0), &ad);
-        let eps = Tensor::<2>::random([256, 50], Distribution::Normal(0.0, 1.0), &ad);
-        let pred = net.forward(z, net.embed_timesteps(&ts, &ad));
+    let schedule = NoiseSchedule::new(&ScheduleConfig::default()).expect("default schedule");
+    let tables = Noising::new(&schedule, net_cfg.time_dim);
+    let z0 = normal_matrix(&mut rng, 4096, 50);
+    let rows: Vec<usize> = (0..z0.n_rows).collect();
+    let mut step = |mut net: crate::models::Denoiser, ema: &mut Ema<_>, k: usize| {
+        let b = &rows[(k * 256) % 4096..][..256];
+        let (zt, emb, eps) = tables.batch(&z0, b, &mut rng, &ad);
+        let pred = net.forward(zt, emb);
         let loss = pred.sub(eps).square().mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &*net);
-        *net = optim.step(1e-3, net.clone(), grads);
-        ema.update(net);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(1e-3, net, grads);
+        ema.update(&net);
+        net
     };
-    for _ in 0..10 {
-        step(&mut net, &mut ema);
+    let mut net = net;
+    for k in 0..10 {
+        net = step(net, &mut ema, k);
     }
-    let _: f32 = ema
-        .model()
-        .forward(
-            Tensor::zeros([1, 50], device),
-            net.embed_timesteps(&[0], device),
-        )
-        .sum()
-        .into_scalar();
+    let sync = |ema: &Ema<crate::models::Denoiser>, net: &crate::models::Denoiser| {
+        let _: f32 = ema
+            .model()
+            .forward(
+                Tensor::zeros([1, 50], device),
+                net.embed_timesteps(&[0], device),
+            )
+            .sum()
+            .into_scalar();
+    };
+    sync(&ema, &net);
     let start = Instant::now();
-    for _ in 0..cfg.denoiser_steps {
-        step(&mut net, &mut ema);
+    for k in 0..cfg.denoiser_steps {
+        net = step(net, &mut ema, k);
     }
-    let _: f32 = ema
-        .model()
-        .forward(
-            Tensor::zeros([1, 50], device),
-            net.embed_timesteps(&[0], device),
-        )
-        .sum()
-        .into_scalar();
+    sync(&ema, &net);
     cfg.denoiser_steps as f64 / start.elapsed().as_secs_f64()
 }
 

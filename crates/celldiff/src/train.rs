@@ -418,7 +418,7 @@ fn split(n: usize, fraction: f64, max_val: usize, rng: &mut StdRng) -> (Vec<usiz
     (train, val)
 }
 
-fn normal_matrix(rng: &mut StdRng, n: usize, d: usize) -> DenseMatrix {
+pub(crate) fn normal_matrix(rng: &mut StdRng, n: usize, d: usize) -> DenseMatrix {
     let data = (0..n * d)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect();
@@ -650,7 +650,7 @@ pub fn decode(vae: &Vae, z: Tensor<2>) -> Result<DenseMatrix> {
 
 /// Forward-process tables shared by the denoiser training loops: timestep embeddings for all
 /// T timesteps, √ᾱ_t and √(1 − ᾱ_t).
-struct Noising {
+pub(crate) struct Noising {
     emb_table: Vec<f32>,
     time_dim: usize,
     sqrt_ab: Vec<f32>,
@@ -658,7 +658,7 @@ struct Noising {
 }
 
 impl Noising {
-    fn new(schedule: &NoiseSchedule, time_dim: usize) -> Self {
+    pub(crate) fn new(schedule: &NoiseSchedule, time_dim: usize) -> Self {
         let big_t = schedule.len();
         Self {
             emb_table: timestep_embedding(&(0..big_t).collect::<Vec<_>>(), time_dim),
@@ -677,7 +677,7 @@ impl Noising {
     }
 
     /// `(z_t, emb(t), ε)` for rows `b` of `z0`, t ~ U{0..T−1} and ε ~ N(0, I) drawn from `r`.
-    fn batch(
+    pub(crate) fn batch(
         &self,
         z0: &DenseMatrix,
         b: &[usize],
