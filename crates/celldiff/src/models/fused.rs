@@ -566,6 +566,87 @@ fn column_sums(dz: &[f32], n: usize, m: usize) -> Vec<f32> {
     out
 }
 
+/// `ReLU` then inverted dropout (Srivastava et al. 2014: keep with probability `1 − prob`,
+/// scale kept values by `1 / (1 − prob)`) as one autodiff operation on the flex backend: one
+/// pass forward, one multiply backward, the keep mask drawn in parallel from a seed that is
+/// itself drawn from the device's generator (so `device.seed(s)` fixes it, as for Burn's
+/// `Dropout`). Burn's version is a per-element `f64` Bernoulli draw, two multiplies and the
+/// ReLU, each a node of its own. `None` unless `x` is an `f32` tensor on the flex autodiff
+/// device and `0 < prob < 1` (evaluation, or no dropout: the caller applies the ReLU).
+///
+/// # Shapes
+/// `x`: `[batch, width]` → `[batch, width]`
+pub fn relu_dropout(x: &Tensor<2>, prob: f64) -> Option<Tensor<2>> {
+    if prob <= 0.0 || prob >= 1.0 {
+        return None;
+    }
+    let xp = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
+    let xs = f32_contiguous(xp.primitive())?;
+    let [n, m] = x.dims();
+    // 48 random bits from the device generator seed the mask.
+    let bits = Tensor::<1>::random([2], burn::tensor::Distribution::Default, &x.device())
+        .into_data()
+        .try_to_vec::<f32>()
+        .ok()?;
+    let seed = ((bits[0] * 16_777_216.0) as u64) << 24 | (bits[1] * 16_777_216.0) as u64;
+    let keep = 1.0 - prob;
+    let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+    let inv = (1.0 / keep) as f32;
+    // scale = 1/keep where x > 0 and the cell is kept, else 0; y = x · scale.
+    let mut scale = vec![0f32; n * m];
+    let mut y = vec![0f32; n * m];
+    const MASK_CHUNK: usize = 4096;
+    scale
+        .par_chunks_mut(MASK_CHUNK)
+        .zip(y.par_chunks_mut(MASK_CHUNK))
+        .zip(xs.as_slice().par_chunks(MASK_CHUNK))
+        .enumerate()
+        .for_each(|(c, ((sc, yc), xc))| {
+            use rand::{RngCore, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            for ((s, o), &v) in sc.iter_mut().zip(yc.iter_mut()).zip(xc) {
+                let kept = rng.next_u32() < threshold;
+                *s = if kept && v > 0.0 { inv } else { 0.0 };
+                *o = v * *s;
+            }
+        });
+    let prep = ScaleBackward
+        .prepare::<NoCheckpointing>([xp.node()])
+        .compute_bound()
+        .stateful();
+    let y = flex_from(y, [n, m]);
+    let out = match prep {
+        OpsKind::Tracked(prep) => prep.finish(flex_from(scale, [n, m]), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// Backward of `y = x ⊙ scale` with a constant `scale` (the ReLU-dropout multiplier).
+#[derive(Debug)]
+struct ScaleBackward;
+
+impl Backward<Flex, 1> for ScaleBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [Some(parent)] = ops.parents else {
+            return;
+        };
+        let dy = f32_contiguous(&dy).expect("f32 gradient of an f32 op");
+        let scale = f32_contiguous(&ops.state).expect("f32 scale");
+        let mut dx = dy.as_slice().to_vec();
+        dx.par_chunks_mut(CHUNK)
+            .zip(scale.as_slice().par_chunks(CHUNK))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d *= s));
+        let shape: [usize; 2] = [ops.state.layout().shape()[0], ops.state.layout().shape()[1]];
+        grads.register::<Flex>(parent.id, flex_from(dx, shape));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,6 +755,44 @@ mod tests {
         let x = Tensor::<2>::zeros([2, 32], &inner);
         let b = Tensor::<1>::zeros([40], &inner);
         assert!(dense_residual_forward(&x, &wide, &b, Activation::Silu).is_none());
+    }
+
+    /// ReLU + dropout: kept cells are `relu(x) / keep`, dropped ones 0, the kept share is
+    /// `keep` within sampling error, the gradient is the same multiplier, and the mask is
+    /// fixed by the device seed.
+    #[test]
+    fn relu_dropout_keeps_scales_and_is_seeded() {
+        let dev = crate::backend::cpu_device().autodiff();
+        let run = |seed| {
+            dev.seed(seed);
+            let x = Tensor::<2>::random([200, 300], Distribution::Normal(0.0, 1.0), &dev)
+                .require_grad();
+            let y = relu_dropout(&x, 0.25).expect("flex autodiff path");
+            let g = y.clone().sum().backward();
+            let xs = x.clone().into_data().try_to_vec::<f32>().unwrap();
+            let ys = y.into_data().try_to_vec::<f32>().unwrap();
+            let gs = x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            (xs, ys, gs)
+        };
+        let (xs, ys, gs) = run(1);
+        let (mut pos, mut kept) = (0usize, 0usize);
+        for ((&x, &y), &g) in xs.iter().zip(&ys).zip(&gs) {
+            if x > 0.0 {
+                pos += 1;
+                if y != 0.0 {
+                    kept += 1;
+                    assert!((y - x / 0.75).abs() < 1e-6 && (g - 1.0 / 0.75).abs() < 1e-6);
+                } else {
+                    assert_eq!(g, 0.0);
+                }
+            } else {
+                assert!(y == 0.0 && g == 0.0);
+            }
+        }
+        let share = kept as f64 / pos as f64;
+        assert!((share - 0.75).abs() < 0.01, "kept share {share}");
+        assert_eq!(run(1).1, ys);
+        assert_ne!(run(2).1, ys);
     }
 
     /// Inference device (no autodiff): same values as Burn's ops; an input without gradient

@@ -52,9 +52,14 @@ impl HiddenBlock {
     /// # Shapes
     /// `[batch, d_in]` → `[batch, d_out]`
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.dense.forward(x, Activation::None);
-        self.dropout
-            .forward(Activation::Relu.apply(self.norm.forward(h)))
+        let h = self.norm.forward(self.dense.forward(x, Activation::None));
+        #[cfg(feature = "flex")]
+        if self.dropout.training.is_enabled()
+            && let Some(y) = super::fused::relu_dropout(&h, self.dropout.prob)
+        {
+            return y;
+        }
+        self.dropout.forward(Activation::Relu.apply(h))
     }
 }
 
