@@ -4,12 +4,15 @@
 # PyTorch / celldiff wall time: > 1 means celldiff is faster).
 # Usage: bench/compare.sh [PYTHON] [THREADS] [SAMPLE_CELLS]
 #   (PYTHON needs torch; default python3, 2 threads, 10000 sampled latents)
+#   CELLDIFF=path/to/celldiff picks another celldiff binary (e.g. an older build, for a
+#   before/after table); default ./target/release/celldiff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
 T=${2:-2}
 N=${3:-10000}
-C=$(./target/release/celldiff --threads "$T" bench --json --sample-cells "$N")
+BIN=${CELLDIFF:-./target/release/celldiff}
+C=$("$BIN" --threads "$T" bench --json --sample-cells "$N")
 P=$("$PY" bench/torch_reference.py --json --threads "$T" --sample-cells "$N")
 echo "celldiff: $C"
 echo "pytorch:  $P"
