@@ -220,6 +220,10 @@ mod tests {
     use burn::optim::GradientsParams;
     use burn::tensor::Distribution;
 
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
     /// Ten steps of training a small two-layer MLP: the fused update gives bit-identical weights
     /// to Burn's `AdamConfig` Adam (same ε), so switching optimizers changes no result.
     #[test]
@@ -241,33 +245,13 @@ mod tests {
                 a = optim.step(3e-3, a, ga);
                 b = optim.step(3e-3, b, gb);
             }
-            let mut v = a
-                .linear
-                .weight
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            v.extend(
-                b.linear
-                    .bias
-                    .unwrap()
-                    .val()
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap(),
-            );
+            let mut v = values(a.linear.weight.val());
+            v.extend(values(b.linear.bias.unwrap().val()));
             v
         };
         let fused = run(adam(1e-8));
         let burn = run(AdamConfig::new().with_epsilon(1e-8).init());
-        let start = l1
-            .linear
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let start = values(l1.linear.weight.val());
         assert_ne!(fused[..start.len()], start[..], "the weights moved");
         assert_eq!(fused, burn);
     }

@@ -652,6 +652,13 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
+    const ACTS: [Activation; 4] = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Silu,
+        Activation::Sigmoid,
+    ];
+
     fn reference(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, act: Activation) -> Tensor<2> {
         act.apply(x.matmul(w).add(b.unsqueeze_dim(0)))
     }
@@ -673,12 +680,7 @@ mod tests {
     fn fused_dense_matches_burn_ops_forward_and_backward() {
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(3);
-        for act in [
-            Activation::None,
-            Activation::Relu,
-            Activation::Silu,
-            Activation::Sigmoid,
-        ] {
+        for act in ACTS {
             let xt = Tensor::<2>::random([40, 33], Distribution::Normal(0.0, 1.0), &dev);
             let x = xt.clone().transpose().require_grad(); // [33, 40], not contiguous
             let w =
@@ -714,12 +716,7 @@ mod tests {
     fn fused_residual_matches_burn_ops() {
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(8);
-        for act in [
-            Activation::None,
-            Activation::Relu,
-            Activation::Silu,
-            Activation::Sigmoid,
-        ] {
+        for act in ACTS {
             let x =
                 Tensor::<2>::random([50, 64], Distribution::Normal(0.0, 1.0), &dev).require_grad();
             let w =
