@@ -72,15 +72,12 @@ fn blend_cpu<const D: usize>(old: &Tensor<D>, src: &Tensor<1>, decay: f64) -> Op
         return None;
     }
     let (d, e) = (decay as f32, (1.0 - decay) as f32);
-    let mut out = vec![0f32; o.len()];
-    out.par_chunks_mut(1 << 15)
-        .zip(o.par_chunks(1 << 15))
-        .zip(s.par_chunks(1 << 15))
-        .for_each(|((out, o), s)| {
-            for ((y, &a), &b) in out.iter_mut().zip(o).zip(s) {
-                *y = a * d + b * e;
-            }
-        });
+    let mut out = Vec::with_capacity(o.len());
+    o.par_iter()
+        .zip(s)
+        .with_min_len(1 << 14)
+        .map(|(&a, &b)| a * d + b * e)
+        .collect_into_vec(&mut out);
     let shape: [usize; D] = old.dims();
     Some(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
         burn::tensor::TensorData::new(out, shape),

@@ -24,6 +24,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::layers::{Activation, exp_f32, silu_slice, simd_kernel};
 
@@ -242,8 +243,7 @@ fn tracked_forward(
         }
         (_, Activation::Silu, _) => {
             let z = affine_act(x_s, w_s, b_s, n, k, m, Activation::None, None);
-            let mut y = z.clone();
-            activate_in_place(&mut y, act);
+            let mut y = par_new(z.len(), |i, c| silu_into(c, &z[i * CHUNK..][..c.len()]));
             if let Some(r) = res {
                 add_in_place(&mut y, r);
             }
@@ -478,14 +478,6 @@ simd_kernel! {
     }
 }
 
-fn par_map(v: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
-    if v.len() <= CHUNK {
-        f(v);
-    } else {
-        v.par_chunks_mut(CHUNK).for_each(f);
-    }
-}
-
 fn add_in_place(y: &mut [f32], r: &[f32]) {
     if y.len() <= CHUNK {
         add_slice(y, r);
@@ -519,42 +511,63 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// `dz ← dz ⊙ act'`, from the saved pre-activation (SiLU) or output (ReLU, sigmoid).
-    fn act_grad_slice(dz: &mut [f32], saved: &[f32], act: Activation) {
+    /// `dz = dy ⊙ act'` into `dz` (uninitialised), from the saved pre-activation (SiLU) or
+    /// activation (ReLU, sigmoid).
+    fn act_grad_into(dz: &mut [MaybeUninit<f32>], dy: &[f32], saved: &[f32], act: Activation) {
+        let it = dz.iter_mut().zip(dy).zip(saved);
         match act {
-            Activation::None => {}
-            Activation::Relu => dz.iter_mut().zip(saved).for_each(|(d, &y)| {
-                if y <= 0.0 {
-                    *d = 0.0
-                }
+            Activation::None => it.for_each(|((d, &g), _)| {
+                d.write(g);
             }),
-            Activation::Sigmoid => dz.iter_mut().zip(saved).for_each(|(d, &y)| *d *= y * (1.0 - y)),
+            Activation::Relu => it.for_each(|((d, &g), &y)| {
+                d.write(if y > 0.0 { g } else { 0.0 });
+            }),
+            Activation::Sigmoid => it.for_each(|((d, &g), &y)| {
+                d.write(g * (y * (1.0 - y)));
+            }),
             // d/dz z σ(z) = σ(z) (1 + z (1 − σ(z)))
-            Activation::Silu => dz.iter_mut().zip(saved).for_each(|(d, &z)| {
+            Activation::Silu => it.for_each(|((d, &g), &z)| {
                 let sig = 1.0 / (1.0 + exp_f32(-z));
-                *d *= sig * (1.0 + z * (1.0 - sig));
+                d.write(g * (sig * (1.0 + z * (1.0 - sig))));
             }),
         }
     }
 }
 
-fn activate_in_place(y: &mut [f32], act: Activation) {
-    if act != Activation::None {
-        par_map(y, |c| act_slice(c, act));
+simd_kernel! {
+    /// `y = SiLU(z)` into `y` (uninitialised).
+    fn silu_into(y: &mut [MaybeUninit<f32>], z: &[f32]) {
+        for (o, &v) in y.iter_mut().zip(z) {
+            o.write(v / (1.0 + exp_f32(-v)));
+        }
     }
+}
+
+/// A new buffer of `len` elements, each written by `fill(chunk_index, chunk)` over chunks of
+/// [`CHUNK`] elements, in parallel; `fill` must write every element of its chunk.
+fn par_new(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len <= CHUNK {
+        fill(0, spare);
+    } else {
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| fill(i, c));
+    }
+    // SAFETY: `fill` wrote each of the `len` elements (its contract; all callers write
+    // element-wise maps over the whole chunk).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `dy ⊙ act'` as a new buffer.
 fn activation_grad(dy: &[f32], saved: &[f32], act: Activation) -> Vec<f32> {
-    let mut dz = dy.to_vec();
-    if dz.len() <= CHUNK {
-        act_grad_slice(&mut dz, saved, act);
-    } else {
-        dz.par_chunks_mut(CHUNK)
-            .zip(saved.par_chunks(CHUNK))
-            .for_each(|(d, s)| act_grad_slice(d, s, act));
-    }
-    dz
+    par_new(dy.len(), |i, c| {
+        let r = i * CHUNK..i * CHUNK + c.len();
+        act_grad_into(c, &dy[r.clone()], &saved[r], act)
+    })
 }
 
 /// `Σ_rows dz` → `[m]`.
