@@ -10,9 +10,7 @@
 //! unchanged; on other devices (CUDA), other dtypes or with `amsgrad` it calls Burn's [`Adam`].
 //! Our own code because no crate offers a fused Adam for Burn's CPU backend.
 
-use burn::optim::{
-    AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
-};
+use burn::optim::{AdamConfig, AdamState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::prelude::*;
 
 /// Adam with Burn's defaults `β₁ = 0.9`, `β₂ = 0.999` and the given `ε` (celldiff's training
@@ -24,6 +22,7 @@ pub fn adam(epsilon: f32) -> ModuleOptimizer {
 
 /// Adam whose CPU update is one fused pass; see the module docs.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub struct FusedAdam {
     beta_1: f32,
     beta_2: f32,
@@ -75,6 +74,7 @@ impl Optimizer for FusedAdam {
 #[cfg(feature = "flex")]
 mod fused {
     use super::*;
+    use burn::optim::AdaptiveMomentumState;
     use burn::tensor::{DType, TensorData};
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;

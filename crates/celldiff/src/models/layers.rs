@@ -74,6 +74,7 @@ macro_rules! simd_kernel {
         }
     };
 }
+#[cfg_attr(not(feature = "flex"), allow(unused_imports))]
 pub(crate) use simd_kernel;
 
 simd_kernel! {
