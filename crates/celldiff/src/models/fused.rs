@@ -593,15 +593,28 @@ pub fn relu_dropout(x: &Tensor<2>, prob: f64) -> Option<Tensor<2>> {
     if prob <= 0.0 || prob >= 1.0 {
         return None;
     }
-    let xp = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
-    let xs = f32_contiguous(xp.primitive())?;
-    let [n, m] = x.dims();
+    // Only on the flex autodiff device (checked before a draw from the device generator).
+    x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
     // 48 random bits from the device generator seed the mask.
     let bits = Tensor::<1>::random([2], burn::tensor::Distribution::Default, &x.device())
         .into_data()
         .try_to_vec::<f32>()
         .ok()?;
     let seed = ((bits[0] * 16_777_216.0) as u64) << 24 | (bits[1] * 16_777_216.0) as u64;
+    relu_dropout_seeded(x, prob, seed)
+}
+
+/// [`relu_dropout`] with the mask drawn from `seed` (the same seed, the same mask).
+///
+/// # Shapes
+/// `x`: `[batch, width]` → `[batch, width]`
+pub(crate) fn relu_dropout_seeded(x: &Tensor<2>, prob: f64, seed: u64) -> Option<Tensor<2>> {
+    if prob <= 0.0 || prob >= 1.0 {
+        return None;
+    }
+    let xp = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
+    let xs = f32_contiguous(xp.primitive())?;
+    let [n, m] = x.dims();
     let keep = 1.0 - prob;
     let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u32;
     let inv = (1.0 / keep) as f32;
@@ -769,22 +782,21 @@ mod tests {
 
     /// ReLU + dropout: kept cells are `relu(x) / keep`, dropped ones 0, the kept share is
     /// `keep` within sampling error, the gradient is the same multiplier, and the mask is
-    /// fixed by the device seed.
+    /// fixed by its seed (explicit seeds: the device generator is shared by parallel tests).
     #[test]
     fn relu_dropout_keeps_scales_and_is_seeded() {
         let dev = crate::backend::cpu_device().autodiff();
+        let x =
+            Tensor::<2>::random([200, 300], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let xs = x.clone().into_data().try_to_vec::<f32>().unwrap();
         let run = |seed| {
-            dev.seed(seed);
-            let x = Tensor::<2>::random([200, 300], Distribution::Normal(0.0, 1.0), &dev)
-                .require_grad();
-            let y = relu_dropout(&x, 0.25).expect("flex autodiff path");
+            let y = relu_dropout_seeded(&x, 0.25, seed).expect("flex autodiff path");
             let g = y.clone().sum().backward();
-            let xs = x.clone().into_data().try_to_vec::<f32>().unwrap();
             let ys = y.into_data().try_to_vec::<f32>().unwrap();
             let gs = x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap();
-            (xs, ys, gs)
+            (ys, gs)
         };
-        let (xs, ys, gs) = run(1);
+        let (ys, gs) = run(1);
         let (mut pos, mut kept) = (0usize, 0usize);
         for ((&x, &y), &g) in xs.iter().zip(&ys).zip(&gs) {
             if x > 0.0 {
@@ -801,8 +813,20 @@ mod tests {
         }
         let share = kept as f64 / pos as f64;
         assert!((share - 0.75).abs() < 0.01, "kept share {share}");
-        assert_eq!(run(1).1, ys);
-        assert_ne!(run(2).1, ys);
+        assert_eq!(run(1).0, ys);
+        assert_ne!(run(2).0, ys);
+        // The public entry draws its seed from the device generator and applies the same rule.
+        let y = relu_dropout(&x, 0.25)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(
+            y.iter()
+                .zip(&xs)
+                .all(|(&y, &x)| y == 0.0 || (y - x / 0.75).abs() < 1e-6)
+        );
+        assert!(relu_dropout(&x, 0.0).is_none());
     }
 
     /// Inference device (no autodiff): same values as Burn's ops; an input without gradient
