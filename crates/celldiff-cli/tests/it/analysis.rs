@@ -293,7 +293,9 @@ fn kang_perturbation_predicts_the_ifn_response_of_held_out_cd4t() {
         // stimulation's own genes (control cells alone are the "no response" baseline).
         // The margin is small because this tiny model (30 VAE epochs, latent 8) moves with its
         // training seed: over seeds 0–5 the VAE-space gain ranged from −0.15 to +0.14 (mean
-        // +0.07, with Burn's dropout and with the fused one alike, 2026-12-02); seed 0 gives
+        // +0.07, with Burn's dropout and with the fused one alike, 2026-12-02: `celldiff train
+        // --seed S` with this test's flags, then `celldiff perturb --space vae`, for S in 0..6
+        // and both builds, reading r2_mean_top − r2_mean_top_control); seed 0 gives
         // +0.035 (VAE) and +0.041 (diffusion). RESULTS.md has the full-size figures.
         assert!(
             top > base + 0.02,

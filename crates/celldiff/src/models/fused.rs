@@ -3,9 +3,10 @@
 //!
 //! Why our own code: Burn composes a dense layer from three autodiff nodes (matmul, broadcast
 //! bias add, activation), each with its own full pass over `[batch, d_out]` in the forward and
-//! backward pass, and flex evaluates `exp` one element at a time through libm. Here the bias
-//! is the GEMM's initial accumulator (`gemm` crate, `read_dst`), the activation is one
-//! vectorised pass, and the backward pass computes `dz = dy ⊙ act'`, `dW = xᵀ dz`,
+//! backward pass, and flex evaluates `exp` one element at a time through libm. Here the GEMM
+//! writes a fresh buffer, one parallel vectorised pass adds the bias and applies the
+//! activation (and the residual input, for [`dense_residual_forward`]), and the backward pass
+//! computes `dz = dy ⊙ act'`, `dW = xᵀ dz`,
 //! `db = Σ_rows dz` and `dx = dz Wᵀ` in one step, with strided GEMMs instead of transposed
 //! copies, and skips the gradients nobody asked for (no `dx` for the data matrix).
 //!

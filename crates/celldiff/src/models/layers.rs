@@ -1,9 +1,11 @@
 //! The dense layer `y = act(x W + b)` that all celldiff MLPs are built from.
 //!
-//! Callers only see [`Dense::forward`]; the body is Burn's [`Linear`] followed by the
-//! activation. [`silu_inference`] is the one activation written by hand: burn-flex has no
-//! vectorised `exp`, and the sampling loop spent a quarter of its time in libm's `expf`. A fused
-//! CPU GEMM + bias + activation kernel (Burn backend extension) would go here too.
+//! Callers only see [`Dense::forward`] (and [`Dense::forward_residual`]); on the flex CPU
+//! backend the body is the fused kernel of [`super::fused`] (GEMM + bias + activation as one
+//! autodiff node), elsewhere Burn's [`Linear`] followed by the activation. [`exp_f32`] and the
+//! [`simd_kernel!`] macro give the element-wise kernels a vectorised `exp` (burn-flex evaluates
+//! it one element at a time through libm); [`silu_inference`] is the sampling loop's SiLU where
+//! the fused kernel does not apply.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
