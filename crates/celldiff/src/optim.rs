@@ -1,13 +1,13 @@
 //! Adam (Kingma & Ba 2015, Algorithm 1) in one pass over each parameter on the CPU.
 //!
-//! Burn's [`Adam`] updates a parameter with about a dozen tensor operations (scale the first
+//! Burn's [`Adam`](burn::optim::Adam) updates a parameter with about a dozen tensor operations (scale the first
 //! moment, scale the gradient, add, square, …), each a full pass over the parameter with a new
 //! buffer; on the benchmark VAE (2.2 M parameters) those passes were the second-largest cost of
 //! a training step after the GEMMs (`perf`, docs/RESULTS.md). [`FusedAdam`] computes the same
 //! update, operation for operation in the same `f32` order (so the results are bit-identical
 //! to Burn's, tested), in one loop that updates both moments in place. It implements Burn's
 //! [`Optimizer`] trait with Burn's [`AdamState`] record, so it plugs into [`ModuleOptimizer`]
-//! unchanged; on other devices (CUDA), other dtypes or with `amsgrad` it calls Burn's [`Adam`].
+//! unchanged; on other devices (CUDA), other dtypes or with `amsgrad` it calls Burn's [`Adam`](burn::optim::Adam).
 //! Our own code because no crate offers a fused Adam for Burn's CPU backend.
 
 use burn::optim::{AdamConfig, AdamState, LearningRate, ModuleOptimizer, Optimizer};

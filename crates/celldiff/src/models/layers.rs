@@ -2,8 +2,8 @@
 //!
 //! Callers only see [`Dense::forward`] (and [`Dense::forward_residual`]); on the flex CPU
 //! backend the body is the fused kernel of [`super::fused`] (GEMM + bias + activation as one
-//! autodiff node), elsewhere Burn's [`Linear`] followed by the activation. [`exp_f32`] and the
-//! [`simd_kernel!`] macro give the element-wise kernels a vectorised `exp` (burn-flex evaluates
+//! autodiff node), elsewhere Burn's [`Linear`] followed by the activation. `exp_f32` and the
+//! `simd_kernel!` macro give the element-wise kernels a vectorised `exp` (burn-flex evaluates
 //! it one element at a time through libm); [`silu_inference`] is the sampling loop's SiLU where
 //! the fused kernel does not apply.
 
