@@ -4,7 +4,7 @@
 //! metrics, and predicted links between cells (`celldiff graph`).
 //!
 //! # Steps
-//! 1. **Features** ([`preprocess_config`]): log1p-normalised expression of the highly variable
+//! 1. **Features** ([`preprocess_config`](crate::diffvae::preprocess_config)): log1p-normalised expression of the highly variable
 //!    genes, min-max scaled per gene to [0, 1], as DiffVAE ([`crate::preprocess::fit_transform`]).
 //! 2. **Initial graph** ([`pearson_knn_graph`]): every cell is linked to the `k` other cells
 //!    whose feature rows are most Pearson-correlated with its own, the links are symmetrised

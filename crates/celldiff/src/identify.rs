@@ -1207,7 +1207,7 @@ fn validate_clustering(c: &Clustering, n_cells: usize) -> Result<()> {
 }
 
 /// DiffVAE cell-type identification on `adata` (`[n_cells, n_genes]`, raw counts or
-/// log1p-normalised): [`preprocess_config`] (HVGs, min-max) → [`fit_latent`] → [`tsne`] of
+/// log1p-normalised): [`preprocess_config`](crate::diffvae::preprocess_config) (HVGs, min-max) → [`fit_latent`] → [`tsne`] of
 /// the latent means → `opts.clustering` on `opts.space` → [`cluster_dimensions`] on the latent
 /// means → ω and [`cluster_genes`] → the ARI against `opts.labels_key`. Everything is seeded
 /// from `opts.latent.seed` (the t-SNE from `opts.tsne.seed`, k-means from the latent seed).

@@ -141,7 +141,7 @@ pub fn fit(
 }
 
 /// How `train --stream` reads the file: blocks of `block_cells` consecutive cells, shuffled
-/// `buffer_blocks` blocks at a time ([`Shuffle::Blocks`]).
+/// `buffer_blocks` blocks at a time ([`Shuffle::Blocks`](crate::train::Shuffle::Blocks)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamSpec {
     /// Cells per block (`--shuffle-block`).
@@ -161,7 +161,7 @@ impl Default for StreamSpec {
 
 /// [`fit`] on an `.h5ad` file read block by block from disk, never holding `X`: the
 /// preprocessing is fit in streaming passes ([`crate::preprocess::fit_streaming`]), the VAE
-/// trains on [`StreamedCells`] with the [`Shuffle::Blocks`] order of `stream`, and only the
+/// trains on [`StreamedCells`] with the [`Shuffle::Blocks`](crate::train::Shuffle::Blocks) order of `stream`, and only the
 /// latent means (`[n_cells, n_latent]`) are kept in memory for the diffusion stage.
 ///
 /// `cells` are the rows of `X` to train on (ascending; all rows, or those `--exclude` keeps).

@@ -34,7 +34,7 @@
 //!
 //! # Layout written
 //! [`write_h5ad`] writes the anndata ≥ 0.8 specification (encoding versions as anndata 0.10–0.12
-//! write them; [`write_h5ad_with_obsp`] adds sparse `obsp` matrices, [`read_obsp`] reads them),
+//! write them; [`write_h5ad_with_obsp`](crate::io::h5ad::write_h5ad_with_obsp) adds sparse `obsp` matrices, [`read_obsp`](crate::io::h5ad::read_obsp) reads them),
 //! uncompressed, to a temporary file in the destination directory that is renamed
 //! into place, so a failed write never leaves a half-written output.
 
