@@ -563,6 +563,11 @@ pub fn device(choice: DeviceChoice) -> Result<celldiff::Device> {
 
 pub fn run(cli: Cli) -> Result<()> {
     let threads = backend::set_threads(cli.threads);
+    // Every command runs on a worker of the rayon pool (see `backend::in_pool`).
+    backend::in_pool(move || run_command(cli, threads))
+}
+
+fn run_command(cli: Cli, threads: usize) -> Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Train(a) => train(*a, cli.device, quiet, threads),

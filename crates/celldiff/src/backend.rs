@@ -112,6 +112,49 @@ pub fn set_threads(n: Option<usize>) -> usize {
     let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        .stack_size(WORKER_STACK_BYTES)
         .build_global();
     rayon::current_num_threads()
+}
+
+/// Stack of each rayon worker: 16 MiB (the main thread's usual 8 MiB, doubled), since
+/// [`in_pool`] runs whole commands on a worker instead of the main thread.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
+/// Runs `f` on a worker thread of the global rayon pool (the one [`set_threads`] sizes) and
+/// returns its result; the calling thread sleeps until then.
+///
+/// Why: a parallel operation started from a thread outside the pool (the main thread) is
+/// queued for the workers, wakes them and blocks on a latch until they finish, so each of the
+/// hundreds of parallel GEMMs and element-wise passes of a training step costs two thread
+/// hand-offs, and the pool's `n` workers plus the main thread share `n` cores. Started on a
+/// worker, the same operation begins on the calling worker at once and the others steal the
+/// rest (rayon's work stealing). `perf` of `celldiff bench` (2 threads) showed the scheduler
+/// and the latch waits at ~15 % of the denoiser training time before this (docs/RESULTS.md).
+/// Panics in `f` propagate to the caller, as from [`rayon::scope`].
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closure runs on a worker of the global pool (not the calling test thread), its
+    /// result comes back, and a nested call runs in place.
+    #[test]
+    fn in_pool_runs_on_a_worker_and_returns_the_result() {
+        assert!(rayon::current_thread_index().is_none());
+        let caller = std::thread::current().id();
+        let (index, other_thread, nested) = in_pool(|| {
+            let here = std::thread::current().id();
+            let nested = in_pool(|| std::thread::current().id() == here);
+            (rayon::current_thread_index(), here != caller, nested)
+        });
+        assert!(index.is_some());
+        assert!(other_thread && nested);
+    }
 }

@@ -206,6 +206,7 @@ impl StreamedCells {
         self.ready.clear();
         if let Some(l) = self.loader.take() {
             drop(l.rx);
+            wait_helping_pool(|| l.handle.is_finished().then_some(()));
             let reader = l
                 .handle
                 .join()
@@ -220,6 +221,36 @@ impl Drop for StreamedCells {
     fn drop(&mut self) {
         let _ = self.finish_loader();
     }
+}
+
+/// Polls `ready` until it gives a value; between polls a rayon worker runs pending pool jobs
+/// ([`rayon::yield_now`]) and otherwise sleeps 100 µs.
+///
+/// Commands run on a rayon worker ([`crate::backend::in_pool`]); a worker that blocked on the
+/// reader thread could deadlock a one-thread pool if the reader ever started a parallel
+/// operation (its jobs wait for a worker), so the training side waits by helping.
+fn wait_helping_pool<T>(mut ready: impl FnMut() -> Option<T>) -> T {
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        if rayon::current_thread_index().is_none()
+            || rayon::yield_now() != Some(rayon::Yield::Executed)
+        {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+}
+
+/// The next message of `rx`, waiting as [`wait_helping_pool`] does; `Err` once the sender is
+/// gone and the channel is empty.
+fn recv_helping_pool<T>(rx: &Receiver<T>) -> std::result::Result<T, ()> {
+    use std::sync::mpsc::TryRecvError;
+    wait_helping_pool(|| match rx.try_recv() {
+        Ok(v) => Some(Ok(v)),
+        Err(TryRecvError::Disconnected) => Some(Err(())),
+        Err(TryRecvError::Empty) => None,
+    })
 }
 
 /// Reads the plan's buffers in order on a background thread and sends them, re-ordered.
@@ -377,7 +408,7 @@ impl TrainCells for StreamedCells {
                     .loader
                     .as_ref()
                     .ok_or_else(|| Error::Internal("next_batch outside an epoch".into()))?;
-                let next = loader.rx.recv().map_err(|_| {
+                let next = recv_helping_pool(&loader.rx).map_err(|_| {
                     Error::Internal("the streaming reader ended before the epoch did".into())
                 })?;
                 match next {
@@ -430,6 +461,40 @@ mod tests {
     #[test]
     fn reader_can_move_to_the_loader_thread() {
         assert_send::<H5adStream>();
+    }
+
+    /// The only worker of a one-thread pool waits for a thread that itself needs that pool (a
+    /// parallel sum through `pool.install`): the waits run the pool's jobs meanwhile, so both
+    /// finish (a plain `recv` / `join` here would never return).
+    #[test]
+    fn waits_on_a_pool_worker_run_the_pools_jobs() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (got, done) = pool.install(|| {
+            std::thread::scope(|sc| {
+                let (tx, rx) = sync_channel(1);
+                let pool = &pool;
+                let h = sc.spawn(move || {
+                    use rayon::prelude::*;
+                    let sum: u64 = pool.install(|| (0..10_000u64).into_par_iter().sum());
+                    tx.send(sum).unwrap();
+                });
+                let got = recv_helping_pool(&rx);
+                wait_helping_pool(|| h.is_finished().then_some(()));
+                (got, h.join().is_ok())
+            })
+        });
+        assert_eq!(got, Ok(49_995_000));
+        assert!(done);
+        let (tx, rx) = sync_channel::<u8>(1);
+        drop(tx);
+        assert_eq!(
+            recv_helping_pool(&rx),
+            Err(()),
+            "a closed channel ends the wait"
+        );
     }
 
     #[test]

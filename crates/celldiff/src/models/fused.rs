@@ -155,11 +155,11 @@ impl Backward<Flex, 3> for FusedDenseBackward {
         };
         let dz: &[f32] = dz_owned.as_deref().unwrap_or(dy.as_slice());
         let [px, pw, pb] = ops.parents;
-        if let Some(p) = pw {
+        // dW[k, m] = xᵀ[k, n] · dz[n, m]
+        let weight_grad = |parallel: bool| {
             let x = s.x.as_ref().expect("x saved when W is tracked");
             let x = f32_contiguous(x).expect("f32 input");
-            // dW[k, m] = xᵀ[k, n] · dz[n, m]
-            let dw = gemm_new(
+            gemm_new(
                 s.k,
                 s.m,
                 s.n,
@@ -169,17 +169,14 @@ impl Backward<Flex, 3> for FusedDenseBackward {
                 dz,
                 1,
                 s.m as isize,
-            );
-            grads.register::<Flex>(p.id, flex_from(dw, [s.k, s.m]));
-        }
-        if let Some(p) = pb {
-            grads.register::<Flex>(p.id, flex_from(column_sums(dz, s.n, s.m), [s.m]));
-        }
-        if let Some(p) = px {
+                parallel,
+            )
+        };
+        // dx[n, k] = dz[n, m] · Wᵀ[m, k]  (+ dy for the residual block, k = m)
+        let input_grad = |parallel: bool| {
             let w = s.w.as_ref().expect("W saved when x is tracked");
             let w = f32_contiguous(w).expect("f32 weight");
-            // dx[n, k] = dz[n, m] · Wᵀ[m, k]  (+ dy for the residual block, k = m)
-            let dx = if s.residual {
+            if s.residual {
                 let mut dx = dy.as_slice().to_vec();
                 // SAFETY: dx holds n·k elements, row-major.
                 unsafe {
@@ -197,6 +194,7 @@ impl Backward<Flex, 3> for FusedDenseBackward {
                         s.m as isize,
                         1,
                         true,
+                        parallel,
                     );
                 }
                 dx
@@ -211,8 +209,31 @@ impl Backward<Flex, 3> for FusedDenseBackward {
                     w.as_slice(),
                     s.m as isize,
                     1,
+                    parallel,
                 )
-            };
+            }
+        };
+        // The two GEMMs are independent and, in the hidden layers, the same size (n·k·m
+        // multiply-adds each): with several threads they run side by side, one thread each,
+        // which avoids the GEMM's own fork-join points and its serial packing (docs/RESULTS.md).
+        let macs = s.n.saturating_mul(s.k).saturating_mul(s.m);
+        let (dw, dx) = match (&pw, &px) {
+            (Some(_), Some(_)) if rayon::current_num_threads() > 1 && macs >= PARALLEL_MACS => {
+                let (dw, dx) = rayon::join(|| weight_grad(false), || input_grad(false));
+                (Some(dw), Some(dx))
+            }
+            _ => (
+                pw.as_ref().map(|_| weight_grad(true)),
+                px.as_ref().map(|_| input_grad(true)),
+            ),
+        };
+        if let (Some(p), Some(dw)) = (pw, dw) {
+            grads.register::<Flex>(p.id, flex_from(dw, [s.k, s.m]));
+        }
+        if let Some(p) = pb {
+            grads.register::<Flex>(p.id, flex_from(column_sums(dz, s.n, s.m), [s.m]));
+        }
+        if let (Some(p), Some(dx)) = (px, dx) {
             grads.register::<Flex>(p.id, flex_from(dx, [s.n, s.k]));
         }
     }
@@ -333,7 +354,8 @@ fn flex_from<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`. Strides are in elements, column stride (`_cs`)
 /// before row stride (`_rs`) as in `gemm::gemm`: element `(i, j)` of `lhs` is
 /// `lhs[i·lhs_rs + j·lhs_cs]`. `dst` is row-major with row stride `dst_rs`; `accumulate` keeps
-/// what `dst` holds (`dst += lhs·rhs`), else `dst = lhs·rhs`.
+/// what `dst` holds (`dst += lhs·rhs`), else `dst = lhs·rhs`. `parallel` lets the GEMM use the
+/// rayon pool (above [`PARALLEL_MACS`] multiply-adds); `false` keeps it on the calling thread.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `dst_len` elements (and reads, with `accumulate`). The
@@ -353,6 +375,7 @@ unsafe fn gemm_raw(
     rhs_cs: isize,
     rhs_rs: isize,
     accumulate: bool,
+    parallel: bool,
 ) {
     // Guard the safety contract: the last element each operand addresses is inside it.
     let last = |rows: usize, cols: usize, rs: isize, cs: isize| {
@@ -367,7 +390,7 @@ unsafe fn gemm_raw(
                 && last(m, n, dst_rs, 1) < dst_len),
         "gemm operand out of bounds"
     );
-    let par = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS {
+    let par = if parallel && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -411,6 +434,7 @@ fn gemm_new(
     rhs: &[f32],
     rhs_cs: isize,
     rhs_rs: isize,
+    parallel: bool,
 ) -> Vec<f32> {
     let len = m * n;
     if k == 0 {
@@ -434,6 +458,7 @@ fn gemm_new(
             rhs_cs,
             rhs_rs,
             false,
+            parallel,
         );
         out.set_len(len);
     }
@@ -453,7 +478,7 @@ fn affine_act(
     act: Activation,
     res: Option<&[f32]>,
 ) -> Vec<f32> {
-    let mut z = gemm_new(n, m, k, x, 1, k as isize, w, 1, m as isize);
+    let mut z = gemm_new(n, m, k, x, 1, k as isize, w, 1, m as isize, true);
     if m == 0 {
         return z;
     }
@@ -738,22 +763,36 @@ mod tests {
     }
 
     /// The residual block `x + act(x W + b)`: values and gradients equal Burn's composition
-    /// (x reaches the output both through the layer and directly).
+    /// (x reaches the output both through the layer and directly). The 160 × 128 case is above
+    /// [`PARALLEL_MACS`], so with several threads its dW and dx GEMMs run side by side
+    /// (`rayon::join`); the plain layer of that size is checked the same way.
     #[test]
     fn fused_residual_matches_burn_ops() {
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(8);
-        for act in ACTS {
+        const { assert!(160 * 128 * 128 >= PARALLEL_MACS) };
+        for ((n, k), residual, act) in ACTS
+            .iter()
+            .map(|&a| ((50, 64), true, a))
+            .chain([((160, 128), true, Activation::Silu)])
+            .chain([((160, 128), false, Activation::Relu)])
+        {
             let x =
-                Tensor::<2>::random([50, 64], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+                Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &dev).require_grad();
             let w =
-                Tensor::<2>::random([64, 64], Distribution::Normal(0.0, 0.2), &dev).require_grad();
-            let b = Tensor::<1>::random([64], Distribution::Normal(0.0, 0.2), &dev).require_grad();
-            let target = Tensor::<2>::random([50, 64], Distribution::Normal(0.0, 1.0), &dev);
-            let fused = dense_residual_forward(&x, &w, &b, act).expect("flex autodiff path");
-            let slow = x
-                .clone()
-                .add(reference(x.clone(), w.clone(), b.clone(), act));
+                Tensor::<2>::random([k, k], Distribution::Normal(0.0, 0.2), &dev).require_grad();
+            let b = Tensor::<1>::random([k], Distribution::Normal(0.0, 0.2), &dev).require_grad();
+            let target = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &dev);
+            let (fused, slow) = if residual {
+                let slow = x
+                    .clone()
+                    .add(reference(x.clone(), w.clone(), b.clone(), act));
+                (dense_residual_forward(&x, &w, &b, act), slow)
+            } else {
+                let slow = reference(x.clone(), w.clone(), b.clone(), act);
+                (dense_forward(&x, &w, &b, act), slow)
+            };
+            let fused = fused.expect("flex autodiff path");
             close(fused.clone(), slow.clone(), 1e-5);
             let g1 = fused.mul(target.clone()).sum().backward();
             let g2 = slow.mul(target).sum().backward();
