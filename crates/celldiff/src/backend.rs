@@ -4,6 +4,12 @@
 //! pure-Rust CPU backend on the `gemm` crate) or `ndarray` (optionally with
 //! `openblas-system`). The `cuda` feature adds Burn's CubeCL CUDA backend, selected at run time
 //! with `--device cuda`. See the README for the measured trade-off.
+//!
+//! Threads: [`set_threads`] sizes the one global rayon pool that Burn's CPU backend and
+//! celldiff's kernels share; [`in_pool`] runs a whole job on one of its workers, which the CLI
+//! does for every command (15–20 % faster training at 2 threads, docs/RESULTS.md). Library
+//! users get the same speed by wrapping their work in [`in_pool`]; it changes which thread runs
+//! the work, not what is computed.
 
 use burn::tensor::Device;
 

@@ -490,11 +490,9 @@ pub fn train_vae_cells(
     );
     let mut vae = model.init(&ad);
     let mut optim = crate::optim::adam(1e-8);
-    let mut best: Option<(f64, Vae)> = None;
-    let mut since_best = 0usize;
+    let mut stopper = EarlyStopping::new(cfg.patience);
     let mut records = Vec::new();
     observer.stage_start("vae", cfg.epochs);
-    let mut reason = "reached the maximum number of epochs".to_string();
     let val_x = if val.is_empty() {
         None
     } else {
@@ -558,27 +556,58 @@ pub fn train_vae_cells(
         };
         observer.epoch_end(&rec);
         records.push(rec);
-        if let Some(v) = val_loss {
-            // Before the end of the warm-up the objective changes every epoch: keep the latest.
-            let better = epoch <= cfg.kl_warmup_epochs || best.as_ref().is_none_or(|(b, _)| v < *b);
-            if better {
-                best = Some((v, vae.clone()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= cfg.patience {
-                    reason = format!(
-                        "early stop at epoch {epoch}: no better validation loss in {} epochs",
-                        cfg.patience
-                    );
-                    break;
-                }
-            }
+        // Before the end of the warm-up the objective changes every epoch: keep the latest.
+        if let Some(v) = val_loss
+            && stopper.stop(epoch, v, epoch <= cfg.kl_warmup_epochs, || vae.clone())
+        {
+            break;
         }
     }
-    observer.stage_end("vae", &reason);
-    let model = best.map(|(_, m)| m).unwrap_or(vae);
+    observer.stage_end("vae", &stopper.reason);
+    let model = stopper.best.map(|(_, m)| m).unwrap_or(vae);
     Ok((model.valid(), records))
+}
+
+/// Early stopping on the validation loss (as scvi-tools' `early_stopping`): keeps the model of
+/// the best epoch and stops after `patience` epochs without a lower validation loss.
+struct EarlyStopping<M> {
+    /// Validation loss and model of the best epoch so far.
+    best: Option<(f64, M)>,
+    since_best: usize,
+    patience: usize,
+    /// Why training ended, for [`Observer::stage_end`].
+    reason: String,
+}
+
+impl<M> EarlyStopping<M> {
+    fn new(patience: usize) -> Self {
+        Self {
+            best: None,
+            since_best: 0,
+            patience,
+            reason: "reached the maximum number of epochs".into(),
+        }
+    }
+
+    /// Records epoch `epoch`'s validation loss `v`; `model` is called only when this epoch
+    /// becomes the best one (always when `keep_latest`, e.g. during a KL warm-up whose
+    /// objective changes every epoch). Returns `true` when training should stop.
+    fn stop(&mut self, epoch: usize, v: f64, keep_latest: bool, model: impl FnOnce() -> M) -> bool {
+        if keep_latest || self.best.as_ref().is_none_or(|(b, _)| v < *b) {
+            self.best = Some((v, model()));
+            self.since_best = 0;
+            return false;
+        }
+        self.since_best += 1;
+        if self.since_best < self.patience {
+            return false;
+        }
+        self.reason = format!(
+            "early stop at epoch {epoch}: no better validation loss in {} epochs",
+            self.patience
+        );
+        true
+    }
 }
 
 /// Posterior means μ of all rows of `x` (`[n_cells, n_genes]` → `[n_cells, n_latent]`),
@@ -834,10 +863,8 @@ pub fn train_autoencoder(
     let mut net = model.init(&ad);
     let mut optim = crate::optim::adam(1e-8);
     let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
-    let mut best: Option<(f64, Autoencoder)> = None;
-    let mut since_best = 0usize;
+    let mut stopper = EarlyStopping::new(cfg.patience);
     let mut records = Vec::new();
-    let mut reason = "reached the maximum number of epochs".to_string();
     observer.stage_start("ae", cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
@@ -872,24 +899,14 @@ pub fn train_autoencoder(
         };
         observer.epoch_end(&rec);
         records.push(rec);
-        if let Some(v) = val_loss {
-            if best.as_ref().is_none_or(|(b, _)| v < *b) {
-                best = Some((v, net.clone()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= cfg.patience {
-                    reason = format!(
-                        "early stop at epoch {epoch}: no better validation loss in {} epochs",
-                        cfg.patience
-                    );
-                    break;
-                }
-            }
+        if let Some(v) = val_loss
+            && stopper.stop(epoch, v, false, || net.clone())
+        {
+            break;
         }
     }
-    observer.stage_end("ae", &reason);
-    let model = best.map(|(_, m)| m).unwrap_or(net);
+    observer.stage_end("ae", &stopper.reason);
+    let model = stopper.best.map(|(_, m)| m).unwrap_or(net);
     Ok((model.valid(), records))
 }
 
@@ -1134,4 +1151,32 @@ pub fn train_scorer(
         Some(correct as f64 / val.len() as f64)
     };
     Ok((net, acc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EarlyStopping;
+
+    /// Keeps the best epoch's model, stops after `patience` epochs without a lower loss, and
+    /// during a warm-up (`keep_latest`) keeps the latest model whatever its loss.
+    #[test]
+    fn early_stopping_keeps_the_best_model_and_stops_after_patience() {
+        let mut s = EarlyStopping::new(2);
+        assert!(!s.stop(1, 5.0, true, || 1));
+        assert!(!s.stop(2, 9.0, true, || 2)); // warm-up: kept although worse
+        assert_eq!(s.best, Some((9.0, 2)));
+        assert!(!s.stop(3, 4.0, false, || 3));
+        assert!(!s.stop(4, 4.5, false, || panic!("not the best epoch")));
+        assert!(s.stop(5, 4.0, false, || panic!("not the best epoch"))); // equal is not better
+        assert_eq!(s.best, Some((4.0, 3)));
+        assert_eq!(
+            s.reason,
+            "early stop at epoch 5: no better validation loss in 2 epochs"
+        );
+        let mut never = EarlyStopping::new(3);
+        for (e, v) in [3.0, 2.0, 1.0].into_iter().enumerate() {
+            assert!(!never.stop(e + 1, v, false, || e));
+        }
+        assert_eq!(never.reason, "reached the maximum number of epochs");
+    }
 }
