@@ -7,7 +7,7 @@
 //!
 //! Threads: [`set_threads`] sizes the one global rayon pool that Burn's CPU backend and
 //! celldiff's kernels share; [`in_pool`] runs a whole job on one of its workers, which the CLI
-//! does for every command (15–20 % faster training at 2 threads, docs/RESULTS.md). Library
+//! does for every command (15–21 % faster training at 2 threads, docs/RESULTS.md). Library
 //! users get the same speed by wrapping their work in [`in_pool`]; it changes which thread runs
 //! the work, not what is computed.
 
