@@ -3,12 +3,13 @@
 the top leaf symbols of each thread and, for each, its nearest celldiff/burn callers.
 Usage: perf script -i perf.data > s.txt; bench/perf_summary.py s.txt [TOP]
        bench/perf_summary.py s.txt --stack NAME...   share of samples whose stack contains NAME
+         (NAME may be A|B|...: samples that contain any of them)
 (docs/RESULTS.md, "What changed")."""
 import re,collections,sys
 if len(sys.argv) > 2 and sys.argv[2] == '--stack':
     ss=[x for x in open(sys.argv[1]).read().split('\n\n') if x.strip()]
     for k in sys.argv[3:]:
-        n=sum(k in x for x in ss)
+        n=sum(any(a in x for a in k.split('|')) for x in ss)
         print(f'{k}: {n} of {len(ss)} samples ({100*n/len(ss):.1f} %)')
     sys.exit(0)
 samples=open(sys.argv[1]).read().split('\n\n')

@@ -820,6 +820,38 @@ mod tests {
         assert!(dense_residual_forward(&x, &wide, &b, Activation::Silu).is_none());
     }
 
+    /// Running on a pool worker ([`crate::backend::in_pool`], as the CLI does) computes the
+    /// same bits as running from the test thread: the values and all three gradients of a
+    /// residual layer large enough for the side-by-side backward GEMMs.
+    #[test]
+    fn in_pool_computes_the_same_bits() {
+        let run = || {
+            let dev = crate::backend::cpu_device().autodiff();
+            let data = |n: usize, k: usize, f: f32| {
+                let v: Vec<f32> = (0..n * k).map(|i| ((i as f32) * f).sin() * 0.5).collect();
+                burn::tensor::TensorData::new(v, [n, k])
+            };
+            let x = Tensor::<2>::from_data(data(160, 128, 0.37), &dev).require_grad();
+            let w = Tensor::<2>::from_data(data(128, 128, 0.11), &dev).require_grad();
+            let b = Tensor::<2>::from_data(data(1, 128, 0.7), &dev)
+                .reshape([128])
+                .require_grad();
+            let y = dense_residual_forward(&x, &w, &b, Activation::Silu).expect("flex path");
+            let g = y.clone().sum().backward();
+            let bits = |t: Tensor<2>| -> Vec<u32> {
+                let v: Vec<f32> = t.into_data().try_to_vec().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            [
+                bits(y.inner()),
+                bits(x.grad(&g).unwrap()),
+                bits(w.grad(&g).unwrap()),
+                bits(b.grad(&g).unwrap().unsqueeze_dim(0)),
+            ]
+        };
+        assert_eq!(run(), crate::backend::in_pool(run));
+    }
+
     /// ReLU + dropout: kept cells are `relu(x) / keep`, dropped ones 0, the kept share is
     /// `keep` within sampling error, the gradient is the same multiplier, and the mask is
     /// fixed by its seed (explicit seeds: the device generator is shared by parallel tests).
