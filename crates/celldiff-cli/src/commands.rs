@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand};
 
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::data::AnnData;
+use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{EvalMetrics, EvalOptions};
 use celldiff::preprocess::{HvgFlavor, PreprocessConfig};
-use celldiff::run::{Run, check_overwrite};
+use celldiff::run::Run;
 use celldiff::schedulers::BetaSchedule;
 use celldiff::scvaeder::{
     self, DataSource, GenerateOptions, Observation, Prior, SamplerKind, TrainSpec,
@@ -24,6 +25,7 @@ mod classify;
 mod cluster;
 mod demo;
 mod evaluate;
+mod flags;
 mod graph;
 mod identify;
 mod interpolate;
@@ -32,17 +34,68 @@ mod scld;
 mod scld_bench;
 mod simulate;
 
+/// The top-level `--help`: the subcommands grouped by what they are for (clap lists them in
+/// one flat block). A unit test checks that every subcommand is listed here.
+const HELP_TEMPLATE: &str = "\
+{before-help}{name} {version}
+{about-with-newline}
+{usage-heading} {usage}
+
+Data:
+  preprocess             Run the preprocessing steps alone (scanpy pp)
+  cluster                Cluster cells (scanpy pp + neighbors + Leiden/Louvain, optional UMAP)
+  simulate               Seeded negative-binomial counts with cell-type programmes
+
+scVAEDer (VAE + latent diffusion):
+  train                  Train scVAEDer (or SCLD with --model scld) and write a run directory
+  generate               Generate cells from a trained run (scVAEDer or SCLD)
+  embed                  Add obsm['X_celldiff'] (the VAE posterior mean) to a dataset
+  interpolate            Interpolate between two cell states in the diffusion prior
+  velocity               Gene velocity along an interpolation
+  perturb                Predict a perturbation response by latent arithmetic
+
+SCLD (conditional latent diffusion; train --model scld, generate):
+  scld-bench             SCLD results on one dataset: AUC/MMD, ω sweep, UMAP figure
+
+DiffVAE:
+  identify               Cell types, latent dimensions and high-weight genes
+  classify               Cell-type classifier: classify train, classify predict
+  shift                  Latent perturbation: shift cells towards a target type
+  graph                  Graph-DiffVAE: cell graph, link AUC/AP, predicted links
+
+Evaluation:
+  evaluate               Compare generated to real cells (RF/kNN AUC, MMD, correlations)
+  evaluate-perturbation  R² of predicted vs real stimulated cells
+
+Benchmarks:
+  demo                   Whole pipeline on the embedded pbmc68k_reduced demo data
+  bench                  Throughput benchmark on a seeded synthetic matrix
+  identify-bench         DiffVAE's clustering benchmark (ARI over models and latent sizes)
+
+  help                   Print this message or the help of the given subcommand(s)
+
+Options:
+{options}
+`celldiff <COMMAND> --help` describes a command's flags.
+{after-help}";
+
 /// celldiff: generative models of single-cell RNA-seq (scVAEDer, SCLD, DiffVAE).
 ///
 /// Reads .h5ad (anndata ≥ 0.7) or 10x matrix.mtx folders, writes .h5ad files scanpy opens.
 #[derive(Parser, Debug)]
-#[command(name = "celldiff", version, about, long_about = None)]
+#[command(
+    name = "celldiff",
+    version,
+    about = "celldiff: generative models of single-cell RNA-seq (scVAEDer, SCLD, DiffVAE)",
+    long_about = None,
+    help_template = HELP_TEMPLATE
+)]
 pub struct Cli {
     /// Hide progress bars and informational messages.
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// CPU threads for every stage (default: all available cores).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_THREADS))]
     pub threads: Option<usize>,
     /// Device: auto (CUDA if built with --features cuda, else CPU), cpu or cuda.
     #[arg(long, global = true, default_value = "auto")]
@@ -129,9 +182,9 @@ pub struct PreprocessFlags {
     /// filter_genes: minimum number of cells expressing a gene.
     #[arg(long)]
     pub min_cells: Option<usize>,
-    /// normalize_total target sum for count input (scVAEDer: 1e4). `0` = scanpy's
+    /// normalize_total target sum for count input (scVAEDer: 1e4). `median` (or `0`) = scanpy's
     /// `target_sum=None`, the median library size of the training cells.
-    #[arg(long, default_value_t = 1e4)]
+    #[arg(long, default_value_t = 1e4, allow_negative_numbers = true, value_parser = flags::target_sum)]
     pub target_sum: f64,
     /// Force normalize_total + log1p on (default: only when the input looks like counts).
     #[arg(long, conflicts_with = "no_log1p")]
@@ -149,7 +202,7 @@ pub struct PreprocessFlags {
     #[arg(long)]
     pub scale: bool,
     /// Clip scaled values at this value (scanpy max_value).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::positive_f32)]
     pub max_value: Option<f32>,
     /// Min-max scale each gene to [0, 1].
     #[arg(long)]
@@ -212,10 +265,10 @@ pub struct TrainArgs {
     /// Chunk-then-buffer shuffling: cells per block of consecutive rows (default with
     /// --stream: 1024; without --stream the default is a full shuffle, and giving this flag
     /// reproduces a streamed run in memory).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, 10_000_000))]
     pub shuffle_block: Option<usize>,
     /// Chunk-then-buffer shuffling: blocks per shuffle buffer (default 16).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, 1_000_000))]
     pub shuffle_buffer: Option<usize>,
     /// Seed of every random step.
     #[arg(long, default_value_t = 0)]
@@ -282,68 +335,68 @@ pub struct ModelArgs {
     pub model: String,
     /// VAE epochs (default: ~150k cell passes, 30–300, with early stopping on a 10% validation
     /// split; trains each shared dataset in well under 5 minutes on 2 cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_EPOCHS))]
     pub epochs_vae: Option<usize>,
     /// Diffusion epochs (default: about 4 optimisation steps per training cell, 2000–4000 steps).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_EPOCHS))]
     pub epochs_diffusion: Option<usize>,
     /// Latent dimension n_latent.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_LATENT))]
     pub latent: usize,
     /// Encoder hidden widths, comma-separated (decoder mirrored).
-    #[arg(long, default_value = "512,256", value_delimiter = ',')]
+    #[arg(long, default_value = "512,256", value_delimiter = ',', allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_WIDTH))]
     pub hidden: Vec<usize>,
     /// Dropout after each VAE hidden layer.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::rate)]
     pub dropout: f64,
     /// KL weight β (0.1: β = 1 collapses the posterior under the unit-variance Gaussian
     /// likelihood on log1p data; see docs/RESULTS.md).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::non_negative)]
     pub kl_weight: f64,
     /// KL warm-up epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = flags::count(0, flags::MAX_EPOCHS))]
     pub kl_warmup: usize,
     /// VAE early-stopping patience (epochs).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_EPOCHS))]
     pub patience: usize,
     /// VAE minibatch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
     pub batch_size_vae: usize,
     /// VAE learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive)]
     pub lr_vae: f64,
     /// Denoiser minibatch size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
     pub batch_size_diffusion: usize,
     /// Denoiser peak learning rate (cosine decay to 10%).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive)]
     pub lr_diffusion: f64,
     /// Denoiser hidden width.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_WIDTH))]
     pub denoiser_width: usize,
     /// Denoiser hidden layers.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = flags::count(1, 64))]
     pub denoiser_depth: usize,
     /// Timestep embedding width.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = flags::count(2, flags::MAX_WIDTH))]
     pub time_dim: usize,
     /// Diffusion steps T.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true, value_parser = flags::count(2, flags::MAX_STEPS))]
     pub timesteps: usize,
     /// β schedule: linear, quadratic, sigmoid or cosine.
     #[arg(long, default_value = "linear")]
     pub beta_schedule: BetaSchedule,
     /// β₁ (scVAEDer: 1e-5).
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true, value_parser = flags::open_fraction)]
     pub beta_start: f64,
     /// β_T (scVAEDer: 5e-3).
-    #[arg(long, default_value_t = 5e-3)]
+    #[arg(long, default_value_t = 5e-3, allow_negative_numbers = true, value_parser = flags::open_fraction)]
     pub beta_end: f64,
     /// Rescale the schedule to zero terminal SNR (ᾱ_T = 0).
     #[arg(long)]
     pub zero_terminal_snr: bool,
     /// EMA decay of the denoiser weights.
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true, value_parser = flags::rate)]
     pub ema_decay: f64,
     /// Skip the count observation model (generated cells are then decoder means); saves
     /// its fit when the run is only used for interpolation or perturbation analyses.
@@ -447,16 +500,16 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub run: PathBuf,
     /// Number of cells to generate.
-    #[arg(short = 'n', long, default_value_t = 1000)]
+    #[arg(short = 'n', long, default_value_t = 1000, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_CELLS))]
     pub n: usize,
     /// Sampler: ddpm (ancestral, T steps) or ddim.
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = flags::probability)]
     pub eta: f64,
     /// Latent source: diffusion (scVAEDer) or vae (z ~ N(0, I), the baseline).
     #[arg(long, default_value = "diffusion")]
@@ -532,9 +585,14 @@ pub struct EmbedArgs {
     pub run: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output .h5ad (the input with obsm['X_celldiff'] added).
+    /// Output .h5ad: a copy of the input with obsm[KEY] added (or replaced); everything else
+    /// (X and its dtype, layers, raw, obs, var, obsm, varm, obsp, uns) is kept as stored.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
+    /// obsm key of the latent means (scanpy's key_added), e.g. for
+    /// `sc.pp.neighbors(adata, use_rep=KEY)`.
+    #[arg(long, default_value = "X_celldiff")]
+    pub key_added: String,
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
@@ -562,7 +620,7 @@ pub fn device(choice: DeviceChoice) -> Result<celldiff::Device> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    let threads = backend::set_threads(cli.threads);
+    let threads = backend::set_threads(cli.threads)?;
     // Every command runs on a worker of the rayon pool (see `backend::in_pool`).
     backend::in_pool(move || run_command(cli, threads))
 }
@@ -604,7 +662,7 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
     if a.scld.condition_key.is_some() || a.scld.leiden_resolution.is_some() {
         bail!("--condition-key / --leiden-resolution need --model scld");
     }
-    check_overwrite(&a.out, a.force)?;
+    check_run_out(&a.out, a.force, &[&a.data.data])?;
     let mut spec = a.model.spec(a.labels_key.clone(), a.seed)?;
     let stream = a.stream_spec()?;
     if let Some(st) = stream {
@@ -629,9 +687,8 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
             scvaeder::fit(&adata, &spec, &source, &device, &mut bars)?
         }
     };
-    for m in &run.preprocess.messages {
-        bars.println(format!("preprocess: {m}"));
-    }
+    // The preprocessing messages were printed when preprocessing ran (`Observer::message`).
+    bars.finish_step();
     bars.println(format!(
         "noise schedule: {:?} β {}…{}, T = {}, ᾱ_T = {:.4}{}",
         spec.schedule.beta_schedule,
@@ -659,7 +716,7 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
              cells are decoder means",
         ),
     }
-    run.save(&a.out, a.force)?;
+    run.save(&a.out, a.force).map_err(appeared_meanwhile)?;
     bars.println(format!(
         "trained on {} cells × {} genes in {:.1}s; wrote {}",
         run.config.n_cells,
@@ -747,7 +804,7 @@ fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
             a.run.display()
         );
     }
-    check_overwrite(&a.out, a.force)?;
+    check_out(&a.out, a.force, &[&a.run])?;
     let opts = a.options()?;
     let device = device(dev)?;
     let run = load_run(&a.run, &device)?;
@@ -759,7 +816,7 @@ fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         pb.set_position(i as u64);
     })?;
     pb.finish_and_clear();
-    io::write_h5ad(&a.out, &out)?;
+    write_h5ad_out(&a.out, a.force, &out)?;
     bars.println(format!(
         "generated {} cells × {} genes in {:.1}s; wrote {}",
         out.n_obs(),
@@ -771,10 +828,17 @@ fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
 }
 
 fn embed(a: EmbedArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    if a.key_added.is_empty() || a.key_added.contains('/') || a.key_added == "." {
+        return Err(celldiff::Error::Param(format!(
+            "--key-added `{}` must be a non-empty name without `/`",
+            a.key_added
+        ))
+        .into());
+    }
+    check_out(&a.out, a.force, &[&a.run, &a.data.data])?;
     let device = device(dev)?;
     let run = load_run(&a.run, &device)?;
-    let mut adata = a.data.read()?;
+    let adata = a.data.read()?;
     let z = scvaeder::embed(&run, &adata, &device).with_context(|| {
         format!(
             "embedding {} with run {}",
@@ -782,12 +846,16 @@ fn embed(a: EmbedArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
             a.run.display()
         )
     })?;
-    adata.set_obsm("X_celldiff", z);
-    io::write_h5ad(&a.out, &adata)?;
+    let n_obs = adata.n_obs();
+    drop(adata);
+    // An annotated copy of the input: only obsm[key] changes.
+    let mut ann = io::h5ad::Annotations::default();
+    ann.set_obsm(&a.key_added, z);
+    write_annotated_out(&a.out, a.force, &a.data.data, &ann)?;
     if !quiet {
         eprintln!(
-            "wrote obsm['X_celldiff'] for {} cells to {}",
-            adata.n_obs(),
+            "wrote obsm['{}'] for {n_obs} cells to {}",
+            a.key_added,
             a.out.display()
         );
     }
@@ -795,7 +863,7 @@ fn embed(a: EmbedArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
 }
 
 fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    check_out(&a.out, a.force, &[&a.data.data])?;
     let cfg = a.pp.config(None, a.subset)?;
     let adata = a.data.read()?;
     let (out, fitted) = celldiff::preprocess::fit_transform(&adata, &cfg)?;
@@ -807,9 +875,9 @@ fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
     let mut out = out;
     out.uns.insert(
         "celldiff_preprocess".into(),
-        serde_json::Value::String(serde_json::to_string(&fitted)?),
+        serde_json::to_value(&fitted)?,
     );
-    io::write_h5ad(&a.out, &out)?;
+    write_h5ad_out(&a.out, a.force, &out)?;
     if !quiet {
         eprintln!(
             "wrote {} cells × {} genes to {}",
@@ -877,15 +945,82 @@ impl Drop for Written {
     }
 }
 
-/// Writes `text` to `path` atomically (temp file in the same directory, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+/// Writes `text` to the output file `path` safely ([`output::write_file`]): a temporary sibling
+/// (removed on every error path), published without replacing anything unless `force`, and then
+/// only a regular file.
+pub fn write_atomic(path: &Path, force: bool, text: &str) -> Result<()> {
+    output::write_file(path, force, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| celldiff::Error::io(tmp, e))
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `adata` to the output `.h5ad` `path` safely ([`output::write_file`]).
+pub fn write_h5ad_out(path: &Path, force: bool, adata: &AnnData) -> Result<()> {
+    Ok(output::write_file(path, force, |tmp| {
+        io::write_h5ad(tmp, adata)
+    })?)
+}
+
+/// Writes `out` safely ([`output::write_file`]) as an annotated copy of the input `data`
+/// ([`io::h5ad::write_annotated`]: everything of the input kept, `ann` added or replaced).
+pub fn write_annotated_out(
+    out: &Path,
+    force: bool,
+    data: &Path,
+    ann: &io::h5ad::Annotations,
+) -> Result<()> {
+    Ok(output::write_file(out, force, |tmp| {
+        io::h5ad::write_annotated(data, tmp, ann)
+    })?)
+}
+
+/// [`output::write_file`] for a writer that returns an `anyhow` error (kept as it is: its
+/// context and exit code): `write` creates the file at the temporary path it is given.
+pub fn write_out(path: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut failed: Option<anyhow::Error> = None;
+    let published = output::write_file(path, force, |tmp| {
+        write(tmp).map_err(|e| {
+            let msg = format!("{e:#}");
+            failed = Some(e);
+            celldiff::Error::Internal(msg)
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(published?),
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+}
+
+/// Checks the output file `out` before any work ([`output::check_output`]): refused if it is
+/// one of `inputs` or holds one, a directory, link, FIFO or device; exists without `force`.
+pub fn check_out(out: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
+    Ok(output::check_output(out, force, OutputKind::File, inputs)?)
+}
+
+/// Checks the output run directory `out` before any work ([`output::check_output`] with
+/// [`OutputKind::RunDir`]).
+pub fn check_run_out(out: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
+    Ok(output::check_output(
+        out,
+        force,
+        OutputKind::RunDir,
+        inputs,
+    )?)
+}
+
+/// An error of a final write after the command-start check passed: "already exists" then
+/// means the output appeared while the command worked.
+pub fn appeared_meanwhile(e: celldiff::Error) -> celldiff::Error {
+    match e {
+        celldiff::Error::AlreadyExists { path } => celldiff::Error::Refused {
+            path,
+            reason: "appeared meanwhile (another process wrote it while this one worked); \
+                     nothing was replaced and this command's output was discarded"
+                .into(),
+        },
+        e => e,
+    }
 }
 
 #[cfg(test)]
@@ -897,5 +1032,18 @@ mod cli_tests {
     #[test]
     fn every_subcommand_passes_clap_debug_asserts() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The grouped top-level help lists every subcommand clap knows.
+    #[test]
+    fn grouped_help_lists_every_subcommand() {
+        for sub in super::Cli::command().get_subcommands() {
+            let line = format!("\n  {} ", sub.get_name());
+            assert!(
+                super::HELP_TEMPLATE.contains(&line),
+                "`{}` is missing from HELP_TEMPLATE",
+                sub.get_name()
+            );
+        }
     }
 }

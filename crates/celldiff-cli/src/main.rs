@@ -5,6 +5,7 @@
 
 mod commands;
 mod progress;
+mod warnings;
 
 use std::process::ExitCode;
 
@@ -31,8 +32,33 @@ fn keep_freed_memory() {
     }
 }
 
+/// A closed stdout or stderr (`celldiff evaluate ... | head -c1`) ends the program quietly with
+/// exit code 0, as ripgrep does, instead of a panic message: `println!` panics on a broken pipe
+/// (Rust ignores SIGPIPE), and the reader that went away wants no more output. Every file the
+/// command had published stays complete (outputs are renamed into place whole); files it had
+/// not published yet are not written.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let printing = msg.starts_with("failed printing to stdout")
+            || msg.starts_with("failed printing to stderr");
+        if printing && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    warnings::init();
+    quiet_broken_pipe();
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

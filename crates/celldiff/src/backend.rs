@@ -112,15 +112,30 @@ pub fn cpu_backend_name() -> &'static str {
 }
 
 /// Sets the number of CPU threads used by the CPU backends and celldiff's own parallel code
-/// (the global rayon pool). Call once, before any work; later calls are ignored.
-/// `None` = all available cores.
-pub fn set_threads(n: Option<usize>) -> usize {
+/// (the global rayon pool) and returns the pool's size. Call once, before any work; once the
+/// pool exists, later calls leave it as it is. `None` = all available cores.
+///
+/// # Errors
+/// [`Error::Param`] if the worker threads cannot be started (e.g. `n` threads of 16 MiB stack
+/// each do not fit under a memory limit), naming `n` and the operating system's reason.
+pub fn set_threads(n: Option<usize>) -> Result<usize> {
     let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let _ = rayon::ThreadPoolBuilder::new()
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .stack_size(WORKER_STACK_BYTES)
-        .build_global();
-    rayon::current_num_threads()
+        .build_global()
+    {
+        let msg = e.to_string();
+        // rayon's ErrorKind is private; its message for an existing pool is a fixed string.
+        if !msg.contains("already been initialized") {
+            return Err(Error::Param(format!(
+                "cannot start {n} worker threads ({msg}): each needs a {} MiB stack; use fewer \
+                 threads (--threads)",
+                WORKER_STACK_BYTES >> 20
+            )));
+        }
+    }
+    Ok(rayon::current_num_threads())
 }
 
 /// Stack of each rayon worker: 16 MiB (the main thread's usual 8 MiB, doubled), since
@@ -151,6 +166,13 @@ mod tests {
 
     /// The closure runs on a worker of the global pool (not the calling test thread), its
     /// result comes back, and a nested call runs in place.
+    #[test]
+    fn set_threads_keeps_an_existing_pool() {
+        // Whichever call builds the global pool first, a second call is not an error.
+        let first = set_threads(Some(2)).unwrap();
+        assert_eq!(set_threads(Some(3)).unwrap(), first);
+    }
+
     #[test]
     fn in_pool_runs_on_a_worker_and_returns_the_result() {
         assert!(rayon::current_thread_index().is_none());

@@ -12,11 +12,14 @@
 //! # Directory layout (`CLF_DIR/`)
 //! - `config.json`: [`ClassifierConfig`] (`"model": "classifier"`, network, training
 //!   parameters, `labels_key`, label categories, the held-out [`ClassifierReport`]).
-//! - `genes.txt`: the classifier's genes, in order.
+//! - `genes.json`: the classifier's genes, in order (a JSON array; `genes.txt` in older
+//!   directories).
 //! - `preprocess.json`: the fitted preprocessing ([`FittedPreprocess`]) applied to new cells.
 //! - `classifier.bpk`: Burn weights.
+//! - `SHA256SUMS`: the SHA-256 of every other file.
 //!
-//! Written to a temporary sibling directory and renamed into place (never half-written).
+//! Written to a temporary sibling directory and renamed into place (never half-written), and
+//! checked on load like a run directory ([`crate::run`]).
 
 use std::path::Path;
 
@@ -34,8 +37,8 @@ use crate::error::{Error, Result};
 use crate::models::classifier::{CellTypeClassifier, CellTypeClassifierConfig};
 use crate::preprocess::FittedPreprocess;
 use crate::run::{
-    load_module, read_genes, read_json, read_model_name, save_dir_atomically, save_module,
-    write_genes, write_json,
+    RunDir, check_dims, check_len, check_preprocess, check_range, save_module, save_run_dir,
+    write_json,
 };
 use crate::train::{map_row_chunks, to_host, to_tensor};
 
@@ -430,75 +433,69 @@ impl Classifier {
         })
     }
 
-    /// Writes the classifier directory `dir` atomically.
+    /// Writes the classifier directory `dir` atomically, with `genes.json` and `SHA256SUMS`
+    /// ([`crate::run`]).
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
     /// failures.
     pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        save_dir_atomically(dir, force, |tmp| {
-            write_json(&tmp.join("config.json"), &self.config)?;
-            write_genes(tmp, &self.genes)?;
+        save_run_dir(dir, force, &self.config, &self.genes, |tmp| {
             write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
             save_module(&self.net, &tmp.join("classifier.bpk"))
         })
     }
 
-    /// Loads and checks a classifier directory.
+    /// Loads and checks a classifier directory as runs are checked ([`crate::run`]: version,
+    /// checksums, ranges and lengths).
     ///
     /// # Errors
     /// [`Error::Io`] for a missing directory or file; [`Error::Format`] naming the file if it
-    /// is not a classifier (`model` ≠ `"classifier"`), the gene list disagrees with the
-    /// network or the preprocessing, or the weights are unreadable.
+    /// is not a classifier (`model` ≠ `"classifier"`), was written by a newer celldiff, fails
+    /// its checksum, the gene list disagrees with the network or the preprocessing, a value
+    /// is out of range, or the weights are unreadable.
     pub fn load(dir: &Path, device: &Device) -> Result<Classifier> {
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "classifier directory not found",
-                ),
-            ));
-        }
-        let cp = dir.join("config.json");
-        let model = read_model_name(&cp)?;
-        if model != "classifier" {
+        let rd = RunDir::open(dir, "classifier directory", "classifier", |model| {
+            format!(
+                "this is a --model {model} run; expected a directory written by `celldiff \
+                 classify train`"
+            )
+        })?;
+        let cp = rd.path("config.json");
+        let config: ClassifierConfig = rd.config()?;
+        let net = &config.network;
+        check_dims(
+            &cp,
+            &[
+                ("network.n_input", net.n_input),
+                ("network.n_classes", net.n_classes),
+            ],
+        )?;
+        if let Some(i) = net.hidden.iter().position(|&h| h == 0) {
             return Err(Error::format(
                 &cp,
-                "model",
-                format!(
-                    "this is a --model {model} run; expected a directory written by `celldiff \
-                     classify train`"
-                ),
+                format!("network.hidden[{i}]"),
+                "0, expected ≥ 1",
             ));
         }
-        let config: ClassifierConfig = read_json(&cp)?;
-        let genes = read_genes(dir)?;
-        let preprocess: FittedPreprocess = read_json(&dir.join("preprocess.json"))?;
-        if genes.len() != config.network.n_input || genes != preprocess.genes {
-            return Err(Error::format(
-                dir.join("genes.txt"),
-                "genes",
-                format!(
-                    "{} genes listed; the network has {} inputs and preprocess.json {} genes",
-                    genes.len(),
-                    config.network.n_input,
-                    preprocess.genes.len()
-                ),
-            ));
-        }
-        if config.categories.len() != config.network.n_classes {
-            return Err(Error::format(
-                &cp,
-                "categories",
-                format!(
-                    "{} categories for {} outputs",
-                    config.categories.len(),
-                    config.network.n_classes
-                ),
-            ));
-        }
-        let net = load_module(config.network.init(device), &dir.join("classifier.bpk"))?;
+        check_len(
+            &cp,
+            "categories",
+            config.categories.len(),
+            net.n_classes,
+            "network.n_classes outputs",
+        )?;
+        check_range(
+            &cp,
+            "train.learning_rate",
+            config.train.learning_rate,
+            (0.0, true),
+            (f64::INFINITY, true),
+        )?;
+        let (genes, _) = rd.genes(net.n_input, "the network in config.json")?;
+        let preprocess: FittedPreprocess = rd.json("preprocess.json")?;
+        check_preprocess(&rd.path("preprocess.json"), &preprocess, &genes)?;
+        let net = rd.module(config.network.init(device), "classifier.bpk")?;
         Ok(Classifier {
             config,
             genes,

@@ -39,6 +39,16 @@ pub enum Error {
         /// The existing path.
         path: PathBuf,
     },
+    /// An output path celldiff will not write to, or that appeared while it worked: `.`, `..`,
+    /// the input itself or a folder holding it, a directory celldiff did not write, a symbolic
+    /// link, FIFO or device (see [`crate::io::output`]).
+    #[error("{path}: {reason}")]
+    Refused {
+        /// The output path as given.
+        path: PathBuf,
+        /// Why it is refused, and what to do instead.
+        reason: String,
+    },
     /// Invalid parameters (a configuration error by the caller, e.g. `n_latent = 0`).
     #[error("invalid parameter: {0}")]
     Param(String),

@@ -470,12 +470,89 @@ pub fn neighbors(x: &DenseMatrix, n_neighbors: usize) -> Result<Neighbors> {
     })
 }
 
+/// Where scanpy's `pp.neighbors(..., key_added)` stores a neighbourhood graph, with the
+/// `uns` record it writes: [`scanpy_neighbors_uns`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanpyNeighbors {
+    /// The `uns` key: `"neighbors"` by default, else `key_added`.
+    pub key: String,
+    /// The `obsp` key of the connectivities: `"connectivities"` or `"{key_added}_connectivities"`.
+    pub connectivities_key: String,
+    /// The `obsp` key of the distances: `"distances"` or `"{key_added}_distances"`.
+    pub distances_key: String,
+    /// `uns[key]`: `connectivities_key`, `distances_key` and `params` (`n_neighbors`,
+    /// `method = "umap"`, `random_state = 0`, `metric = "euclidean"`, `use_rep`, `n_pcs`).
+    pub uns: serde_json::Value,
+}
+
+/// The keys and `uns` record of scanpy 1.10–1.11 `sc.pp.neighbors(adata, n_neighbors,
+/// n_pcs=n_pcs, use_rep=use_rep, key_added=key_added)` (scanpy/neighbors/__init__.py), for a
+/// graph computed by [`neighbors`] on `obsm[use_rep][:, :n_pcs]`: with it, the graph in
+/// `obsp` is what `sc.tl.umap`, `sc.tl.paga`, `sc.tl.leiden` and `sc.tl.draw_graph` read
+/// (their `neighbors_key` = `key`). `random_state` is scanpy's default 0 (the exact kNN of
+/// [`knn_euclidean`] uses no randomness).
+pub fn scanpy_neighbors_uns(
+    key_added: Option<&str>,
+    n_neighbors: usize,
+    use_rep: &str,
+    n_pcs: usize,
+) -> ScanpyNeighbors {
+    let (key, connectivities_key, distances_key) = match key_added {
+        None => (
+            "neighbors".to_string(),
+            "connectivities".to_string(),
+            "distances".to_string(),
+        ),
+        Some(k) => (
+            k.to_string(),
+            format!("{k}_connectivities"),
+            format!("{k}_distances"),
+        ),
+    };
+    let uns = serde_json::json!({
+        "connectivities_key": connectivities_key,
+        "distances_key": distances_key,
+        "params": {
+            "n_neighbors": n_neighbors,
+            "method": "umap",
+            "random_state": 0,
+            "metric": "euclidean",
+            "use_rep": use_rep,
+            "n_pcs": n_pcs,
+        },
+    });
+    ScanpyNeighbors {
+        key,
+        connectivities_key,
+        distances_key,
+        uns,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn dm(n: usize, d: usize, data: Vec<f32>) -> DenseMatrix {
         DenseMatrix::from_vec(n, d, data).unwrap()
+    }
+
+    #[test]
+    fn scanpy_neighbors_keys_follow_key_added() {
+        let d = scanpy_neighbors_uns(None, 15, "X_pca", 50);
+        assert_eq!(
+            (d.key.as_str(), d.connectivities_key.as_str(), d.distances_key.as_str()),
+            ("neighbors", "connectivities", "distances")
+        );
+        assert_eq!(d.uns["connectivities_key"], "connectivities");
+        assert_eq!(d.uns["params"]["n_neighbors"], 15);
+        assert_eq!(d.uns["params"]["method"], "umap");
+        assert_eq!(d.uns["params"]["use_rep"], "X_pca");
+        assert_eq!(d.uns["params"]["n_pcs"], 50);
+        let k = scanpy_neighbors_uns(Some("pca15"), 10, "X_pca", 20);
+        assert_eq!(k.key, "pca15");
+        assert_eq!(k.uns["distances_key"], "pca15_distances");
+        assert_eq!(k.connectivities_key, "pca15_connectivities");
     }
 
     #[test]

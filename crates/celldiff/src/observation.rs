@@ -52,10 +52,18 @@ pub struct CountObservation {
     pub size_factors: Vec<f64>,
     /// Negative-binomial dispersion φ (0 = Poisson).
     pub dispersion: f64,
-    /// Zero fraction of the training cells (model genes), for the record.
+    /// Zero fraction of the training cells (model genes), for the record (NaN when φ was not
+    /// fitted; JSON writes NaN as `null`, read back as NaN).
+    #[serde(deserialize_with = "nan_if_null")]
     pub zero_fraction_real: f64,
-    /// Zero fraction of re-sampled reconstructions at the chosen φ.
+    /// Zero fraction of re-sampled reconstructions at the chosen φ (NaN as above).
+    #[serde(deserialize_with = "nan_if_null")]
     pub zero_fraction_model: f64,
+}
+
+/// A number, or `null` (how JSON stores NaN) read as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// The size factor of one log1p-normalised cell: `expm1` of its smallest non-zero value,
@@ -257,6 +265,50 @@ fn sample_row(row: &mut [f32], s: f64, phi: f64, rng: &mut StdRng) {
 }
 
 impl CountObservation {
+    /// Checks a model loaded from `path` (`observation.json`): at least one size factor, every
+    /// one finite and > 0, a finite dispersion φ ≥ 0, zero fractions in [0, 1] (or NaN).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Format`] naming `path` and the field.
+    pub fn check(&self, path: &std::path::Path) -> crate::error::Result<()> {
+        use crate::error::Error;
+        use crate::run::check_range;
+        if self.size_factors.is_empty() {
+            return Err(Error::format(
+                path,
+                "size_factors",
+                "empty: expected the size factors of the training cells (at least one)",
+            ));
+        }
+        if let Some(i) = self
+            .size_factors
+            .iter()
+            .position(|&s| !(s.is_finite() && s > 0.0))
+        {
+            return Err(Error::format(
+                path,
+                format!("size_factors[{i}]"),
+                format!("{}, expected a finite number > 0", self.size_factors[i]),
+            ));
+        }
+        check_range(
+            path,
+            "dispersion",
+            self.dispersion,
+            (0.0, false),
+            (f64::INFINITY, true),
+        )?;
+        for (f, v) in [
+            ("zero_fraction_real", self.zero_fraction_real),
+            ("zero_fraction_model", self.zero_fraction_model),
+        ] {
+            if !v.is_nan() {
+                check_range(path, f, v, (0.0, false), (1.0, false))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the model from the preprocessed training matrix `x` (`[n_cells, n_genes]`,
     /// log1p-normalised). `None` when fewer than [`MIN_LATTICE_FRACTION`] of the cells lie on
     /// a count lattice (the data are not log1p-normalised counts). φ starts at 0; see

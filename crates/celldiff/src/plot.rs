@@ -16,7 +16,7 @@
 //!   (`assets/DejaVuSans.ttf`, licence in `assets/FONT_LICENSE.md`) through plotters'
 //!   `ab_glyph` renderer, so no system fonts or fontconfig are needed.
 //! - **Atomic writes.** Each function draws to a temporary sibling file
-//!   (`<path>.tmp-<pid>-<n>.png`) and renames it onto `path` only once the PNG is complete; on
+//!   (`.<name>.tmp-<pid>-<n>.png`) and renames it onto `path` only once the PNG is complete; on
 //!   any error the temporary file is removed, so a half-written figure is never left behind.
 //!   Missing parent directories are created.
 //! - **Forgiving about values.** Non-finite values (NaN, ±∞) are skipped, constant data get a
@@ -29,7 +29,6 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -95,6 +94,8 @@ const HEATMAP_WIDTH: u32 = 900;
 const VIOLIN_PANEL_SIZE: (u32, u32) = (320, 280);
 /// Height of the title strip of a [`violin_plot`].
 const VIOLIN_TITLE_HEIGHT: u32 = 50;
+/// Smallest width of a [`violin_plot`] (a single panel would otherwise be 320 px).
+const VIOLIN_MIN_WIDTH: u32 = 1200;
 /// At most this many panels per row in a [`violin_plot`].
 const VIOLIN_MAX_COLUMNS: usize = 4;
 /// At most this many panels in one [`violin_plot`] (keeps the bitmap below ~70 MB).
@@ -457,14 +458,30 @@ pub fn heatmap(
 /// group's finite values (Scott's bandwidth `σ · n^(-1/5)`, floored at 10⁻³ × the group's
 /// range, or 10⁻³ for constant values), scaled to the same maximum width and mirrored around
 /// the group's x position; the median is marked by a white dot and the interquartile range by
-/// a dark bar. Empty groups (or groups without finite values) are drawn as nothing but still
-/// labelled; a panel without groups is an empty frame. Each panel is 320 × 280 px below a
-/// 50 px title strip.
+/// a dark bar. A group without negative values gets no density below 0 (expression cannot be
+/// negative, so the kernel's tail is clipped there). Empty groups (or groups without finite
+/// values) are drawn as nothing but still labelled; a panel without groups is an empty frame.
+/// Each panel is 320 × 280 px below a 50 px title strip, and the figure is at least
+/// 1200 px wide (few panels are stretched).
 ///
 /// # Errors
 /// [`Error::Param`] if `panels` is empty or has more than 256 panels; [`Error::Io`] if the
 /// file cannot be written; [`Error::Internal`] if plotters fails to draw.
 pub fn violin_plot(path: &Path, title: &str, panels: &[ViolinPanel]) -> Result<()> {
+    violin_plot_labelled(path, title, "", panels)
+}
+
+/// [`violin_plot`] with `y_label` on every panel's y axis (e.g. "log1p-normalised
+/// expression"; empty for none).
+///
+/// # Errors
+/// As [`violin_plot`].
+pub fn violin_plot_labelled(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    panels: &[ViolinPanel],
+) -> Result<()> {
     if panels.is_empty() {
         return Err(Error::Param(
             "violin plot: no panels (genes) to draw".into(),
@@ -497,7 +514,7 @@ pub fn violin_plot(path: &Path, title: &str, panels: &[ViolinPanel]) -> Result<(
         ))?;
         let cells = grid.split_evenly((n_rows, n_cols));
         for (((gene, groups), shapes), cell) in panels.iter().zip(&shapes).zip(&cells) {
-            draw_violin_panel(root, cell, gene, groups, shapes)?;
+            draw_violin_panel(root, cell, gene, y_label, groups, shapes)?;
         }
         Ok(())
     })
@@ -509,6 +526,7 @@ fn draw_violin_panel(
     root: &Canvas<'_>,
     cell: &Canvas<'_>,
     gene: &str,
+    y_label: &str,
     groups: &[ViolinGroup],
     shapes: &[Option<Violin>],
 ) -> DrawResult {
@@ -519,11 +537,12 @@ fn draw_violin_panel(
         .caption(shorten(gene), ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(24)
-        .y_label_area_size(55)
+        .y_label_area_size(if y_label.is_empty() { 55 } else { 75 })
         .build_cartesian_2d(-0.5..n_groups as f64 - 0.5, y0..y1)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_desc(shorten(y_label))
         .x_label_formatter(&|_| String::new())
         .set_tick_mark_size(LabelAreaPosition::Bottom, 0)
         .y_labels(6)
@@ -647,7 +666,11 @@ impl Violin {
         } else {
             floor
         };
-        let (lo, hi) = (min - Self::CUT * h, max + Self::CUT * h);
+        let (mut lo, hi) = (min - Self::CUT * h, max + Self::CUT * h);
+        if min >= 0.0 {
+            // Non-negative values (expression): no density below 0.
+            lo = lo.max(0.0);
+        }
         let step = (hi - lo) / (Self::GRID - 1) as f64;
         if !(h.is_finite() && h > 0.0 && step.is_finite() && step > 0.0) {
             return Some(Self {
@@ -718,7 +741,10 @@ fn violin_grid(n: usize) -> (usize, usize) {
 fn violin_size(n: usize) -> (u32, u32) {
     let (cols, rows) = violin_grid(n);
     let (w, h) = VIOLIN_PANEL_SIZE;
-    (w * cols as u32, VIOLIN_TITLE_HEIGHT + h * rows as u32)
+    (
+        (w * cols as u32).max(VIOLIN_MIN_WIDTH),
+        VIOLIN_TITLE_HEIGHT + h * rows as u32,
+    )
 }
 
 /// Pixel height of a heatmap with `n_rows` rows.
@@ -1066,13 +1092,13 @@ fn ensure_font() {
     });
 }
 
-/// The temporary sibling of `path` that a figure is drawn into: `<path>.tmp-<pid>-<n>.png`,
+/// The temporary sibling of `path` that a figure is drawn into: `.<name>.tmp-<pid>-<n>.png`,
 /// unique per process and call (the `.png` extension selects the PNG encoder).
 fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".tmp-{}-{n}.png", std::process::id()));
+    // `.NAME.tmp-PID-N` (io::output's pattern, so stale ones are cleaned) plus `.png`: the
+    // bitmap encoder picks the format from the extension.
+    let mut name = crate::io::output::temp_sibling(path).into_os_string();
+    name.push(".png");
     PathBuf::from(name)
 }
 
@@ -1099,10 +1125,13 @@ where
     }
     ensure_font();
 
-    let tmp = temp_path(path);
+    crate::io::output::remove_stale_temps(path);
+    // Removed on every error path when dropped.
+    let guard = crate::io::output::TempPath::new(temp_path(path));
+    let tmp = guard.path().to_path_buf();
     // Creating the file up front reports an unwritable location as an I/O error rather than
     // as an opaque encoder failure.
-    fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fs::File::create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // The backend (which writes the file on `present` and, failing that, on drop) lives only
     // inside this closure, so the temporary file is complete or abandoned when it returns.
     let drawn = panic::catch_unwind(AssertUnwindSafe(|| -> DrawResult {
@@ -1118,13 +1147,11 @@ where
         Err(_) => Some("the plotting library panicked".to_string()),
     };
     if let Some(e) = failure {
-        let _ = fs::remove_file(&tmp);
         return Err(Error::Internal(format!("plotting {}: {e}", path.display())));
     }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
+    // Replaces only a regular file (never a directory, link, FIFO or device).
+    crate::io::output::publish_file(&tmp, path, true)?;
+    guard.keep();
     Ok(())
 }
 
@@ -1455,6 +1482,7 @@ mod tests {
 
         let img = decode_png(&path);
         assert_eq!((img.width, img.height), (4 * 320, 50 + 2 * 280));
+        assert_eq!(violin_size(1), (1200, 50 + 280));
         assert_eq!((img.width as u32, img.height as u32), violin_size(5));
         for c in &PALETTE[..3] {
             // The filled body blends the group colour with the white background.
@@ -1464,7 +1492,7 @@ mod tests {
         assert_only_files(&dir, &["violins.png"]);
 
         violin_plot(&path, "one", &[("G".into(), vec![("a".into(), vec![1.0])])]).unwrap();
-        assert_eq!(decode_png(&path).width, 320);
+        assert_eq!(decode_png(&path).width, 1200);
         let huge = vec![("G".into(), vec![("a".into(), vec![-1e308, 1e308, 0.0])])];
         violin_plot(&path, "huge", &huge).unwrap();
         assert_only_files(&dir, &["violins.png"]);
@@ -1774,6 +1802,12 @@ mod tests {
         let profile = v.profile.unwrap();
         assert!(profile.iter().all(|p| (0.0..=1.0).contains(&p.1)));
         assert!(Violin::new(&[f64::NAN]).is_none());
+        // Expression with many zeros: the shape starts at 0, not a kernel width below.
+        let v = Violin::new(&[0.0, 0.0, 0.0, 0.5, 2.0]).unwrap();
+        assert_eq!(v.lo, 0.0);
+        assert!(v.profile.unwrap().iter().all(|p| p.0 >= 0.0));
+        // Negative values keep the tail.
+        assert!(Violin::new(&[-1.0, 0.0, 1.0]).unwrap().lo < -1.0);
         assert_eq!(violin_grid(9), (4, 3));
         assert_eq!(heatmap_height(1), 400);
     }

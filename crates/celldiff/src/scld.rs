@@ -28,10 +28,10 @@
 //! classifiers; evaluate on held-out real cells that neither saw (`celldiff scld-bench` does).
 //!
 //! Run directory (`celldiff train --model scld`): `config.json` ([`ScldConfig`], `model:
-//! "scld"`), `genes.txt`, `preprocess.json`, `latent.json`, `conditions.json`
+//! "scld"`), `genes.json`, `preprocess.json`, `latent.json`, `conditions.json`
 //! ([`Conditions`]), `ae.bpk` or `vae.bpk`, `denoiser.bpk`, `denoiser_ema.bpk`, `scorer.bpk`
-//! (when trained), `observation.json` (log1p count data), `metrics.jsonl`. Written to a
-//! temporary sibling and renamed, like scVAEDer runs.
+//! (when trained), `observation.json` (log1p count data), `metrics.jsonl`, `SHA256SUMS`.
+//! Written and checked on load like scVAEDer runs ([`crate::run`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -52,8 +52,9 @@ use crate::observation::CountObservation;
 use crate::pipeline::denoise_loop;
 use crate::preprocess::{FittedPreprocess, PreprocessConfig, fit_transform};
 use crate::run::{
-    load_module, read_genes, read_history, read_json, read_model_name, save_dir_atomically,
-    save_module, write_genes, write_history, write_json,
+    RunDir, check_all_finite, check_diffusion_train, check_dims, check_dropout, check_len,
+    check_preprocess, check_range, check_schedule, check_vae_train, save_module, save_run_dir,
+    write_history, write_json,
 };
 use crate::schedulers::{DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
 use crate::scvaeder::{
@@ -838,6 +839,40 @@ pub enum ConditionChoice {
     Mix,
 }
 
+/// Held-out accuracy below which a Scorer counts as at chance: it cannot tell real from
+/// generated cells, so post-guidance would drop cells at random.
+pub const MIN_SCORER_ACCURACY: f64 = 0.55;
+
+/// Whether post-guidance is on when the user did not say (`requested = None`) or said so
+/// (`Some(on)`), and a warning to show: the default is on when the run has a Scorer whose
+/// held-out accuracy is at least [`MIN_SCORER_ACCURACY`] (or unknown); a Scorer at chance turns
+/// it off with a warning, and an explicit `Some(true)` keeps it on with a warning.
+pub fn decide_post_guidance(run: &ScldRun, requested: Option<bool>) -> (bool, Option<String>) {
+    let acc = run.config.scorer_accuracy;
+    let at_chance = run.scorer.is_some() && acc.is_some_and(|a| a < MIN_SCORER_ACCURACY);
+    let acc = acc.unwrap_or(f64::NAN);
+    match requested {
+        Some(false) => (false, None),
+        Some(true) if at_chance => (
+            true,
+            Some(format!(
+                "the run's Scorer is at chance on its held-out split (accuracy {acc:.3} < \
+                 {MIN_SCORER_ACCURACY}): post-guidance drops cells about at random"
+            )),
+        ),
+        Some(true) => (true, None),
+        None if at_chance => (
+            false,
+            Some(format!(
+                "post-guidance off: the run's Scorer is at chance on its held-out split \
+                 (accuracy {acc:.3} < {MIN_SCORER_ACCURACY}); give --post-guidance on to use it \
+                 anyway"
+            )),
+        ),
+        None => (run.scorer.is_some(), None),
+    }
+}
+
 /// Options of [`generate`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScldGenerateOptions {
@@ -1022,9 +1057,7 @@ pub fn generate_conditions(
     meta.insert("condition_key".into(), run.conditions.key.clone().into());
     meta.insert(
         "preprocess".into(),
-        serde_json::to_string(&run.preprocess)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .into(),
+        serde_json::to_value(&run.preprocess).map_err(|e| Error::Internal(e.to_string()))?,
     );
     meta.insert(
         "observation".into(),
@@ -1123,15 +1156,14 @@ impl ScldRun {
         NoiseSchedule::new(&self.config.schedule)
     }
 
-    /// Writes the run directory atomically (temporary sibling + rename).
+    /// Writes the run directory atomically (temporary sibling + rename), with `genes.json`
+    /// and `SHA256SUMS` ([`crate::run`]).
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
     /// failures (the temporary directory is removed).
     pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        save_dir_atomically(dir, force, |tmp| {
-            write_json(&tmp.join("config.json"), &self.config)?;
-            write_genes(tmp, &self.genes)?;
+        save_run_dir(dir, force, &self.config, &self.genes, |tmp| {
             write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
             write_json(&tmp.join("latent.json"), &self.latent)?;
             write_json(&tmp.join("conditions.json"), &self.conditions)?;
@@ -1151,71 +1183,41 @@ impl ScldRun {
         })
     }
 
-    /// Loads and checks an SCLD run directory.
+    /// Loads and checks an SCLD run directory, as [`crate::run::Run::load`] does (version,
+    /// checksums, ranges and lengths), plus the conditions and the Scorer.
     ///
     /// # Errors
-    /// [`Error::Io`] for a missing directory or file; [`Error::Format`] naming the file for a
-    /// run of another model, unreadable JSON, inconsistent genes/conditions, or corrupt weights.
+    /// [`Error::Io`] for a missing directory or file; [`Error::Format`] naming the file and
+    /// field for a run of another model, a newer celldiff version, a checksum mismatch,
+    /// unreadable JSON, a value out of range or of the wrong length, inconsistent
+    /// genes/conditions, or corrupt weights.
     pub fn load(dir: &Path, device: &Device) -> Result<ScldRun> {
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "run directory not found"),
-            ));
-        }
-        let cp = dir.join("config.json");
-        let model = read_model_name(&cp)?;
-        if model != "scld" {
-            return Err(Error::format(
-                &cp,
-                "model",
-                format!("expected an SCLD run (model \"scld\"), found \"{model}\""),
-            ));
-        }
-        let config: ScldConfig = read_json(&cp)?;
-        let gp = dir.join("genes.txt");
-        let genes = read_genes(dir)?;
-        if genes.len() != config.denoiser.n_cond {
-            return Err(Error::format(
-                &gp,
-                "genes",
-                format!(
-                    "{} genes listed, the denoiser's conditions in config.json have {}",
-                    genes.len(),
-                    config.denoiser.n_cond
-                ),
-            ));
-        }
-        let preprocess: FittedPreprocess = read_json(&dir.join("preprocess.json"))?;
-        let latent: LatentStats = read_json(&dir.join("latent.json"))?;
-        if latent.mean.len() != config.denoiser.n_latent {
-            return Err(Error::format(
-                dir.join("latent.json"),
-                "mean",
-                "length differs from n_latent",
-            ));
-        }
-        let conditions: Conditions = read_json(&dir.join("conditions.json"))?;
-        if conditions.vectors.len() != conditions.names.len() + 1
-            || conditions.counts.len() != conditions.names.len()
-            || conditions.vectors.iter().any(|v| v.len() != genes.len())
-        {
-            return Err(Error::format(
-                dir.join("conditions.json"),
-                "vectors",
-                format!(
-                    "expected {} + 1 vectors of {} genes and one count per condition",
-                    conditions.names.len(),
-                    genes.len()
-                ),
-            ));
+        let rd = RunDir::open(dir, "run directory", "scld", |model| {
+            format!("expected an SCLD run (model \"scld\"), found \"{model}\"")
+        })?;
+        let cp = rd.path("config.json");
+        let config: ScldConfig = rd.config()?;
+        config.check(&cp)?;
+        let (genes, _) = rd.genes(
+            config.denoiser.n_cond,
+            "the denoiser's conditions in config.json",
+        )?;
+        let preprocess: FittedPreprocess = rd.json("preprocess.json")?;
+        check_preprocess(&rd.path("preprocess.json"), &preprocess, &genes)?;
+        let latent: LatentStats = rd.json("latent.json")?;
+        latent.check(&rd.path("latent.json"), config.denoiser.n_latent)?;
+        let conditions: Conditions = rd.json("conditions.json")?;
+        conditions.check(&rd.path("conditions.json"), genes.len())?;
+        let observation: Option<CountObservation> = rd.optional_json("observation.json")?;
+        if let Some(o) = &observation {
+            o.check(&rd.path("observation.json"))?;
         }
         let latent_model = match (&config.latent_model, &config.ae, &config.vae) {
             (LatentKind::Ae, Some(c), _) => {
-                LatentModel::Ae(load_module(c.init(device), &dir.join("ae.bpk"))?.valid())
+                LatentModel::Ae(rd.module(c.init(device), "ae.bpk")?.valid())
             }
             (LatentKind::Vae, _, Some(c)) => {
-                LatentModel::Vae(load_module(c.init(device), &dir.join("vae.bpk"))?.valid())
+                LatentModel::Vae(rd.module(c.init(device), "vae.bpk")?.valid())
             }
             _ => {
                 return Err(Error::format(
@@ -1225,20 +1227,13 @@ impl ScldRun {
                 ));
             }
         };
-        let denoiser = load_module(config.denoiser.init(device), &dir.join("denoiser.bpk"))?;
-        let denoiser_ema =
-            load_module(config.denoiser.init(device), &dir.join("denoiser_ema.bpk"))?;
+        let denoiser = rd.module(config.denoiser.init(device), "denoiser.bpk")?;
+        let denoiser_ema = rd.module(config.denoiser.init(device), "denoiser_ema.bpk")?;
         let scorer = match &config.scorer {
-            Some(c) => Some(load_module(c.init(device), &dir.join("scorer.bpk"))?),
+            Some(c) => Some(rd.module(c.init(device), "scorer.bpk")?),
             None => None,
         };
-        let op = dir.join("observation.json");
-        let observation = if op.exists() {
-            Some(read_json(&op)?)
-        } else {
-            None
-        };
-        let history = read_history(dir);
+        let history = rd.history();
         Ok(ScldRun {
             config,
             genes,
@@ -1252,6 +1247,133 @@ impl ScldRun {
             observation,
             history,
         })
+    }
+}
+
+impl ScldConfig {
+    /// Checks the values of a loaded SCLD `config.json` (`path`): the latent model's
+    /// architecture is stored, dimensions are ≥ 1 and agree (latent model ↔ denoiser ↔
+    /// Scorer), dropout and condition-drop probabilities, training parameters, the guidance
+    /// weight, and the noise schedule against its ᾱ_T.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming `path` and the field.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let d = &self.denoiser;
+        let (n_genes, n_latent, dropout) = match (&self.latent_model, &self.ae, &self.vae) {
+            (LatentKind::Ae, Some(c), _) => {
+                check_dims(path, &[("ae.hidden", c.hidden)])?;
+                (c.n_genes, c.n_latent, ("ae.dropout", c.dropout))
+            }
+            (LatentKind::Vae, _, Some(c)) => {
+                if let Some(i) = c.hidden.iter().position(|&h| h == 0) {
+                    return Err(Error::format(
+                        path,
+                        format!("vae.hidden[{i}]"),
+                        "0, expected ≥ 1",
+                    ));
+                }
+                (c.n_genes, c.n_latent, ("vae.dropout", c.dropout))
+            }
+            _ => {
+                return Err(Error::format(
+                    path,
+                    "latent_model",
+                    "no architecture stored for the latent model",
+                ));
+            }
+        };
+        check_dims(
+            path,
+            &[
+                ("n_genes", n_genes),
+                ("n_latent", n_latent),
+                ("denoiser.width", d.width),
+                ("denoiser.depth", d.depth),
+                ("denoiser.time_dim", d.time_dim),
+            ],
+        )?;
+        check_len(
+            path,
+            "denoiser.n_latent",
+            d.n_latent,
+            n_latent,
+            "the latent model's n_latent",
+        )?;
+        check_len(
+            path,
+            "denoiser.n_cond",
+            d.n_cond,
+            n_genes,
+            "the latent model's n_genes",
+        )?;
+        check_dropout(path, dropout.0, dropout.1)?;
+        check_range(
+            path,
+            "cond_drop",
+            self.cond_drop,
+            (0.0, false),
+            (1.0, false),
+        )?;
+        if let Some(s) = &self.scorer {
+            let (want, why) = match self.scorer_space {
+                ScorerSpace::Genes => (n_genes, "n_genes (scorer_space genes)"),
+                ScorerSpace::Latent => (n_latent, "n_latent (scorer_space latent)"),
+            };
+            check_len(path, "scorer.n_input", s.n_input, want, why)?;
+            check_dims(path, &[("scorer.hidden", s.hidden)])?;
+        }
+        check_range(
+            path,
+            "scorer_guidance",
+            self.scorer_guidance,
+            (f64::NEG_INFINITY, true),
+            (f64::INFINITY, true),
+        )?;
+        check_vae_train(path, "latent_train", &self.latent_train)?;
+        check_diffusion_train(path, "diffusion_train", &self.diffusion_train)?;
+        let st = &self.scorer_train;
+        check_range(
+            path,
+            "scorer_train.learning_rate",
+            st.learning_rate,
+            (0.0, true),
+            (f64::INFINITY, true),
+        )?;
+        check_range(
+            path,
+            "scorer_train.validation_fraction",
+            st.validation_fraction,
+            (0.0, false),
+            (1.0, true),
+        )?;
+        check_schedule(path, &self.schedule, self.alphas_cumprod_terminal)
+    }
+}
+
+impl Conditions {
+    /// Checks conditions loaded from `path` (`conditions.json`) for a model of `n_genes`
+    /// genes: one count per name, one vector per name plus the global mean, each of `n_genes`
+    /// finite values.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming `path` and the field.
+    pub fn check(&self, path: &Path, n_genes: usize) -> Result<()> {
+        let n = self.names.len();
+        if self.vectors.len() != n + 1
+            || self.counts.len() != n
+            || self.vectors.iter().any(|v| v.len() != n_genes)
+        {
+            return Err(Error::format(
+                path,
+                "vectors",
+                format!("expected {n} + 1 vectors of {n_genes} genes and one count per condition"),
+            ));
+        }
+        for (k, v) in self.vectors.iter().enumerate() {
+            check_all_finite(path, &format!("vectors[{k}]"), v)?;
+        }
+        Ok(())
     }
 }
 

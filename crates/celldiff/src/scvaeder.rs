@@ -240,6 +240,9 @@ fn fit_cells(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<Run> {
+    for m in &fitted.messages {
+        observer.message(&format!("preprocess: {m}"));
+    }
     let (n, g) = (x.n_cells(), x.n_genes());
     let vae_cfg = VaeConfig::new(g)
         .with_hidden(spec.hidden.clone())
@@ -251,10 +254,14 @@ fn fit_cells(
     let t1 = Instant::now();
     let (vae, mut history) = train_vae_cells(&mut x, &vae_cfg, &vae_train, device, observer)?;
     seconds.insert("vae".into(), t1.elapsed().as_secs_f64().into());
+    observer.step_start("encoding the cells");
     let t_enc = Instant::now();
     let mu = encode_mean_cells(&vae, &mut x, device)?;
     seconds.insert("encode".into(), t_enc.elapsed().as_secs_f64().into());
     let t_obs = Instant::now();
+    if spec.fit_observation {
+        observer.step_start("fitting the count observation model");
+    }
     let observation = if spec.fit_observation {
         fit_observation(
             &fitted,
@@ -515,12 +522,10 @@ pub fn generate(
         "generate".into(),
         serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?,
     );
-    // Stored as a JSON string so that it survives any h5ad round trip unchanged.
+    // A nested dict (the h5ad writer and reader round-trip it; see `io::h5ad`).
     meta.insert(
         "preprocess".into(),
-        serde_json::to_string(&run.preprocess)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .into(),
+        serde_json::to_value(&run.preprocess).map_err(|e| Error::Internal(e.to_string()))?,
     );
     meta.insert(
         "alphas_cumprod_terminal".into(),

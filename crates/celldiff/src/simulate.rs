@@ -224,7 +224,14 @@ pub fn simulate_h5ad(
             rng.random_range(0..opts.n_types) as i32
         })
         .collect();
-    let tmp = path.with_extension(format!("tmp-{}.h5ad", std::process::id()));
+    // A temporary sibling (removed by the guard on every error path), published without
+    // replacing anything unless `force` (see `io::output`).
+    if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+    }
+    crate::io::output::remove_stale_temps(path);
+    let guard = crate::io::output::TempPath::new(crate::io::output::temp_sibling(path));
+    let tmp = guard.path().to_path_buf();
     let res = (|| -> Result<(u64, f64)> {
         // The skeleton: obs, var, uns and an empty CSR X, written by the regular writer.
         let mut skel = AnnData::new(
@@ -327,14 +334,9 @@ pub fn simulate_h5ad(
             Ok((nnz, total))
         }
     })();
-    let (nnz, total) = match res {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    let (nnz, total) = res?;
+    crate::io::output::publish_file(&tmp, path, force)?;
+    guard.keep();
     Ok(SimulateSummary {
         n_cells: n,
         n_genes: g,

@@ -61,6 +61,12 @@ pub trait Observer {
     fn epoch_end(&mut self, _record: &EpochRecord) {}
     /// The stage ended (possibly early); `reason` says why.
     fn stage_end(&mut self, _stage: &str, _reason: &str) {}
+    /// An informational line (e.g. what preprocessing detected), sent when it happens so the
+    /// user reads the messages in the order of the work.
+    fn message(&mut self, _msg: &str) {}
+    /// A step without epochs starts (e.g. `"count observation model"`); it lasts until the next
+    /// stage or step starts, or the work ends. The CLI shows a spinner.
+    fn step_start(&mut self, _what: &str) {}
 }
 
 /// An [`Observer`] that ignores everything.
@@ -98,6 +104,131 @@ pub struct VaeTrainConfig {
     pub shuffle: Shuffle,
     /// Seed for the split, shuffling, dropout and reparameterisation noise.
     pub seed: u64,
+}
+
+/// The error of a training loop whose loss became NaN or infinite: bad input to the run (a
+/// learning rate too high for the data, or extreme input values), so [`Error::InvalidInput`]
+/// (the CLI exits 2), naming the stage, the epoch (1-based) and the advice. `flag` is the CLI
+/// flag of the learning rate (empty when there is none).
+fn non_finite_loss(stage: &str, epoch: usize, learning_rate: f64, flag: &str) -> Error {
+    let flag = if flag.is_empty() {
+        String::new()
+    } else {
+        format!(" with {flag}")
+    };
+    Error::InvalidInput(format!(
+        "{stage} loss became non-finite (NaN or infinite) at epoch {epoch} with learning rate \
+         {learning_rate:e}: lower the learning rate{flag} (e.g. 10 times), and check the input \
+         for extreme values (counts read as log data: see --log1p / --no-log1p)"
+    ))
+}
+
+impl VaeTrainConfig {
+    /// Checks every field's range: `batch_size ≥ 1`, `learning_rate` finite and > 0,
+    /// `kl_weight` finite and ≥ 0, `validation_fraction` in [0, 1), `max_validation_cells ≥ 1`
+    /// and shuffle blocks of at least one cell.
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming the field and the value.
+    pub fn validate(&self) -> Result<()> {
+        check_count("batch_size", self.batch_size)?;
+        check_positive("learning_rate", self.learning_rate)?;
+        check_range("kl_weight", self.kl_weight, 0.0, f64::INFINITY)?;
+        check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)?;
+        check_count("max_validation_cells", self.max_validation_cells)?;
+        if let Shuffle::Blocks {
+            block_cells,
+            buffer_blocks,
+        } = self.shuffle
+        {
+            check_count("shuffle.block_cells", block_cells)?;
+            check_count("shuffle.buffer_blocks", buffer_blocks)?;
+        }
+        Ok(())
+    }
+}
+
+impl DiffusionTrainConfig {
+    /// Checks every field's range: `batch_size ≥ 1`, `learning_rate` finite and > 0,
+    /// `ema_decay` and `validation_fraction` in [0, 1).
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming the field and the value.
+    pub fn validate(&self) -> Result<()> {
+        check_count("batch_size", self.batch_size)?;
+        check_positive("learning_rate", self.learning_rate)?;
+        check_range("ema_decay", self.ema_decay, 0.0, 1.0)?;
+        check_range("validation_fraction", self.validation_fraction, 0.0, 1.0)?;
+        Ok(())
+    }
+}
+
+/// Checks that the VAE described by `model` is buildable: dropout in [0, 1), every width and
+/// the latent ≥ 1, and at most [`MAX_WEIGHTS`] weights (a `--hidden` of 10⁸ would otherwise
+/// abort on allocation).
+///
+/// # Errors
+/// [`Error::Param`] naming the field and the value.
+pub fn check_vae_config(model: &VaeConfig) -> Result<()> {
+    check_range("dropout", model.dropout, 0.0, 1.0)?;
+    check_count("n_latent", model.n_latent)?;
+    check_count("n_genes", model.n_genes)?;
+    if model.hidden.is_empty() || model.hidden.contains(&0) {
+        return Err(Error::Param(format!(
+            "hidden widths must be ≥ 1, got {:?}",
+            model.hidden
+        )));
+    }
+    let mut widths = vec![model.n_genes];
+    widths.extend(&model.hidden);
+    widths.push(model.n_latent);
+    // Encoder and mirrored decoder: about twice the weights of the encoder's layers.
+    let weights = widths
+        .windows(2)
+        .map(|w| (w[0] as u128) * (w[1] as u128))
+        .sum::<u128>()
+        * 2;
+    if weights > MAX_WEIGHTS as u128 {
+        return Err(Error::Param(format!(
+            "a VAE with {} genes and hidden widths {:?} has {weights} weights, more than the \
+             {MAX_WEIGHTS} celldiff allows (about {} GB with the optimiser's state): use \
+             smaller --hidden widths or fewer genes (--n-top-genes)",
+            model.n_genes,
+            model.hidden,
+            MAX_WEIGHTS as u64 * 16 / 1_000_000_000
+        )));
+    }
+    Ok(())
+}
+
+/// Most weights a VAE may have (f32 weights plus Adam's two moments and the gradient: 16 bytes
+/// each, 8 GB).
+pub const MAX_WEIGHTS: usize = 500_000_000;
+
+fn check_count(field: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::Param(format!("{field} must be ≥ 1, got 0")));
+    }
+    Ok(())
+}
+
+fn check_positive(field: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::Param(format!(
+            "{field} must be a finite number > 0, got {v}"
+        )));
+    }
+    Ok(())
+}
+
+/// `v` finite and in `[lo, hi)`.
+fn check_range(field: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && v >= lo && v < hi) {
+        return Err(Error::Param(format!(
+            "{field} must be a finite number in [{lo}, {hi}), got {v}"
+        )));
+    }
+    Ok(())
 }
 
 /// Cap on the validation cells/latents of every training loop (see
@@ -370,6 +501,48 @@ impl LatentStats {
         out
     }
 
+    /// Checks statistics loaded from `path` (`latent.json`) against the model's latent
+    /// dimension: four vectors of `n_latent` finite values, every `std` > 0 and `min ≤ max`.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming `path` and the field (`std[3]`, `mean`, ...).
+    pub fn check(&self, path: &std::path::Path, n_latent: usize) -> Result<()> {
+        use crate::run::{check_all_finite, check_len};
+        for (name, v) in [
+            ("mean", &self.mean),
+            ("std", &self.std),
+            ("min", &self.min),
+            ("max", &self.max),
+        ] {
+            check_len(
+                path,
+                name,
+                v.len(),
+                n_latent,
+                "n_latent of the model in config.json",
+            )?;
+            check_all_finite(path, name, v)?;
+        }
+        if let Some(j) = self.std.iter().position(|&s| s <= 0.0) {
+            return Err(Error::format(
+                path,
+                format!("std[{j}]"),
+                format!(
+                    "{}, expected > 0 (a standard deviation; training stores at least 1e-6)",
+                    self.std[j]
+                ),
+            ));
+        }
+        if let Some(j) = (0..n_latent).find(|&j| self.min[j] > self.max[j]) {
+            return Err(Error::format(
+                path,
+                format!("min[{j}]"),
+                format!("{} is above max[{j}] = {}", self.min[j], self.max[j]),
+            ));
+        }
+        Ok(())
+    }
+
     /// `z · std + mean` (the inverse of [`LatentStats::standardize`]) on a tensor.
     ///
     /// # Shapes
@@ -443,7 +616,8 @@ fn batches(idx: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if `x` has fewer than 2 cells or its width differs from
-/// `model.n_genes`; [`Error::Internal`] if the loss becomes non-finite.
+/// `model.n_genes`; [`Error::InvalidInput`] also if the loss becomes non-finite.
+/// [`Error::Param`] for an invalid training configuration (see `validate`).
 pub fn train_vae(
     x: &Matrix,
     model: &VaeConfig,
@@ -466,6 +640,8 @@ pub fn train_vae_cells(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<(Vae, Vec<EpochRecord>)> {
+    cfg.validate()?;
+    check_vae_config(model)?;
     let (n, g) = (x.n_cells(), x.n_genes());
     if n < 2 {
         return Err(Error::InvalidInput(format!(
@@ -530,9 +706,7 @@ pub fn train_vae_cells(
         x.end_epoch()?;
         let nbf = nb.max(1) as f64;
         if !sum.is_finite() {
-            return Err(Error::Internal(format!(
-                "VAE loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
+            return Err(non_finite_loss("VAE", epoch, cfg.learning_rate, "--lr-vae"));
         }
         let val_loss = match (&val_x, &val_eps) {
             (Some(vx), Some(ve)) => {
@@ -741,8 +915,9 @@ impl Noising {
 /// Returns `(denoiser, ema_denoiser, records)`; the EMA weights are the ones to sample with.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for fewer than 2 latents or a width mismatch; [`Error::Internal`]
+/// [`Error::InvalidInput`] for fewer than 2 latents or a width mismatch; [`Error::InvalidInput`] also
 /// if the loss becomes non-finite.
+/// [`Error::Param`] for an invalid training configuration (see `validate`).
 pub fn train_diffusion(
     z0: &DenseMatrix,
     model: &DenoiserConfig,
@@ -751,6 +926,7 @@ pub fn train_diffusion(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<(Denoiser, Denoiser, Vec<EpochRecord>)> {
+    cfg.validate()?;
     let (n, d) = (z0.n_rows, z0.n_cols);
     if n < 2 {
         return Err(Error::InvalidInput(format!(
@@ -802,9 +978,12 @@ pub fn train_diffusion(
         }
         let train_loss = sum / nb.max(1) as f64;
         if !train_loss.is_finite() {
-            return Err(Error::Internal(format!(
-                "diffusion loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
+            return Err(non_finite_loss(
+                "diffusion",
+                epoch,
+                cfg.learning_rate,
+                "--lr-diffusion",
+            ));
         }
         let val_loss = val_batch.as_ref().map(|(zt, emb, eps)| {
             let pred = ema.model().forward(zt.clone(), emb.clone());
@@ -835,8 +1014,9 @@ pub fn train_diffusion(
 /// (stage `"ae"`).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for fewer than 2 cells or a width mismatch; [`Error::Internal`] if
+/// [`Error::InvalidInput`] for fewer than 2 cells or a width mismatch; [`Error::InvalidInput`] also if
 /// the loss becomes non-finite.
+/// [`Error::Param`] for an invalid training configuration (see `validate`).
 pub fn train_autoencoder(
     x: &Matrix,
     model: &AutoencoderConfig,
@@ -844,6 +1024,7 @@ pub fn train_autoencoder(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<(Autoencoder, Vec<EpochRecord>)> {
+    cfg.validate()?;
     let (n, g) = x.shape();
     if n < 2 {
         return Err(Error::InvalidInput(format!(
@@ -879,9 +1060,12 @@ pub fn train_autoencoder(
         }
         let train_loss = sum / nb.max(1) as f64;
         if !train_loss.is_finite() {
-            return Err(Error::Internal(format!(
-                "autoencoder loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
+            return Err(non_finite_loss(
+                "autoencoder",
+                epoch,
+                cfg.learning_rate,
+                "--lr-vae",
+            ));
         }
         let val_loss = val_x
             .as_ref()
@@ -931,7 +1115,8 @@ pub struct ConditionBatchSource<'a> {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for fewer than 2 latents, a width mismatch or a cluster index out
-/// of range; [`Error::Internal`] if the loss becomes non-finite.
+/// of range; [`Error::InvalidInput`] also if the loss becomes non-finite.
+/// [`Error::Param`] for an invalid training configuration (see `validate`).
 pub fn train_cond_diffusion(
     z0: &DenseMatrix,
     cond: &ConditionBatchSource<'_>,
@@ -941,6 +1126,7 @@ pub fn train_cond_diffusion(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<(CondDenoiser, CondDenoiser, Vec<EpochRecord>)> {
+    cfg.validate()?;
     let (n, d) = (z0.n_rows, z0.n_cols);
     let k_hol = cond.table.n_rows.saturating_sub(1);
     if n < 2 || d != model.n_latent || cond.cluster.len() != n {
@@ -1012,9 +1198,12 @@ pub fn train_cond_diffusion(
         }
         let train_loss = sum / nb.max(1) as f64;
         if !train_loss.is_finite() {
-            return Err(Error::Internal(format!(
-                "diffusion loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
+            return Err(non_finite_loss(
+                "diffusion",
+                epoch,
+                cfg.learning_rate,
+                "--lr-diffusion",
+            ));
         }
         let val_loss = val_batch.as_ref().map(|(zt, emb, eps, idx)| {
             let m = ema.model();
@@ -1077,8 +1266,9 @@ impl Default for ScorerTrainConfig {
 /// Returns the Scorer and its accuracy on the held-out fraction (None without a split).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for empty sets or a width mismatch; [`Error::Internal`] if the loss
+/// [`Error::InvalidInput`] for empty sets or a width mismatch; [`Error::InvalidInput`] also if the loss
 /// becomes non-finite.
+/// [`Error::Param`] for an invalid training configuration (see `validate`).
 pub fn train_scorer(
     real: &DenseMatrix,
     generated: &DenseMatrix,
@@ -1130,9 +1320,7 @@ pub fn train_scorer(
             sum += loss.into_scalar::<f32>() as f64;
         }
         if !sum.is_finite() {
-            return Err(Error::Internal(format!(
-                "scorer loss became non-finite at epoch {epoch}"
-            )));
+            return Err(non_finite_loss("scorer", epoch, cfg.learning_rate, ""));
         }
     }
     let net = net.valid();
@@ -1156,6 +1344,58 @@ pub fn train_scorer(
 #[cfg(test)]
 mod tests {
     use super::EarlyStopping;
+    use super::{DiffusionTrainConfig, VaeTrainConfig, check_vae_config, non_finite_loss};
+    use crate::error::Error;
+    use crate::models::VaeConfig;
+
+    /// The training configurations refuse what would panic inside Burn, write `null` into
+    /// `config.json` or never make progress (defence in depth behind the CLI's parsers).
+    #[test]
+    fn configs_reject_out_of_range_values() {
+        assert!(VaeTrainConfig::default().validate().is_ok());
+        assert!(DiffusionTrainConfig::default().validate().is_ok());
+        let bad_vae = [
+            VaeTrainConfig {
+                batch_size: 0,
+                ..Default::default()
+            },
+            VaeTrainConfig {
+                learning_rate: f64::NAN,
+                ..Default::default()
+            },
+            VaeTrainConfig {
+                kl_weight: -1.0,
+                ..Default::default()
+            },
+        ];
+        for c in bad_vae {
+            assert!(matches!(c.validate(), Err(Error::Param(_))), "{c:?}");
+        }
+        for d in [f64::NAN, 1.0, 2.0, -0.1] {
+            let c = DiffusionTrainConfig {
+                ema_decay: d,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(e, Error::Param(_)) && e.to_string().contains("ema_decay"),
+                "{e}"
+            );
+        }
+        for p in [1.5, f64::NAN, 1.0, -0.5] {
+            let e = check_vae_config(&VaeConfig::new(100).with_dropout(p)).unwrap_err();
+            assert!(e.to_string().contains("dropout"), "{e}");
+        }
+        assert!(check_vae_config(&VaeConfig::new(100)).is_ok());
+        // 30,000 genes × a 10⁸-wide layer: refused before allocating.
+        let e =
+            check_vae_config(&VaeConfig::new(30_000).with_hidden(vec![100_000_000])).unwrap_err();
+        assert!(e.to_string().contains("--hidden"), "{e}");
+        // A diverging loss is the user's error (exit 2), with the epoch and the advice.
+        let e = non_finite_loss("VAE", 7, 0.5, "--lr-vae");
+        assert!(e.is_bad_input());
+        assert!(e.to_string().contains("epoch 7") && e.to_string().contains("--lr-vae"));
+    }
 
     /// Keeps the best epoch's model, stops after `patience` epochs without a lower loss, and
     /// during a warm-up (`keep_latest`) keeps the latest model whatever its loss.

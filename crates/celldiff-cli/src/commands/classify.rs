@@ -3,7 +3,7 @@
 //! science is in [`celldiff::classify`] and [`celldiff::shift`].
 //!
 //! - `classify train` writes a classifier directory (config.json with the held-out accuracy,
-//!   genes.txt, preprocess.json, classifier.bpk).
+//!   genes.json, preprocess.json, classifier.bpk, SHA256SUMS).
 //! - `classify predict` writes the input with `obs[KEY]` (the predicted type), `obs[KEY_prob]`,
 //!   `obsm[KEY_probs]` and `uns['celldiff_classify']` (KEY = `--key-added`, default
 //!   `celldiff_cell_type`).
@@ -21,9 +21,8 @@ use celldiff::classify::{Classifier, ClassifierTrainConfig};
 use celldiff::data::Column;
 use celldiff::diffvae::{self, LatentModelKind};
 use celldiff::identify::reference_labels;
-use celldiff::run::check_overwrite;
 use celldiff::shift::{self, ShiftOptions};
-use celldiff::{AnnData, DenseMatrix, io, preprocess};
+use celldiff::{AnnData, DenseMatrix, preprocess};
 
 use super::identify::TrainFlags;
 use super::{DataArgs, Written, device, write_atomic};
@@ -44,19 +43,19 @@ pub enum ClassifyCommand {
 #[derive(Args, Debug, Clone)]
 pub struct ClassifierFlags {
     /// Classifier hidden widths (the paper: 256,512,256).
-    #[arg(long, default_value = "256,512,256", value_delimiter = ',')]
+    #[arg(long, default_value = "256,512,256", value_delimiter = ',', allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_WIDTH))]
     pub classifier_hidden: Vec<usize>,
     /// Classifier training epochs.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
     pub classifier_epochs: usize,
     /// Classifier minibatch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_BATCH))]
     pub classifier_batch_size: usize,
     /// Classifier Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub classifier_lr: f64,
     /// Fraction of each cell type held out to measure the accuracy.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::rate)]
     pub validation_fraction: f64,
 }
 
@@ -84,7 +83,7 @@ pub struct ClassifyTrainArgs {
     pub labels_key: String,
     /// Highly variable genes (seurat flavor) the classifier sees (0 = all genes); the input
     /// is log1p-normalised and min-max scaled per gene, as DiffVAE's.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
     pub n_top_genes: usize,
     #[command(flatten)]
     pub classifier: ClassifierFlags,
@@ -134,13 +133,19 @@ pub struct ShiftArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub target: Vec<String>,
     /// Shift sizes λ in units of each dimension's standard deviation, comma-separated.
-    #[arg(long = "lambda", default_value = "0.5,1.0", value_delimiter = ',')]
+    #[arg(
+        long = "lambda",
+        default_value = "0.5,1.0",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        value_parser = super::flags::finite
+    )]
     pub lambdas: Vec<f64>,
     /// Latent dimensions shifted per target.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub n_dimensions: usize,
     /// DiffVAE latent dimension m.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent: usize,
     #[command(flatten)]
     pub train: TrainFlags,
@@ -230,7 +235,7 @@ fn report_line(clf: &Classifier) -> String {
 }
 
 fn run_train(a: ClassifyTrainArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    super::check_run_out(&a.out, a.force, &[&a.data.data])?;
     let cfg = a.classifier.config(a.seed)?;
     let device = device(dev)?;
     let bars = Bars::new(quiet);
@@ -241,7 +246,8 @@ fn run_train(a: ClassifyTrainArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     for m in msgs {
         bars.println(format!("preprocess: {m}"));
     }
-    clf.save(&a.out, a.force)?;
+    clf.save(&a.out, a.force)
+        .map_err(super::appeared_meanwhile)?;
     bars.println(report_line(&clf));
     println!(
         "{}",
@@ -258,7 +264,7 @@ fn run_train(a: ClassifyTrainArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
 }
 
 fn run_predict(a: ClassifyPredictArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    super::check_out(&a.out, a.force, &[&a.model, &a.data.data])?;
     let device = device(dev)?;
     let bars = Bars::new(quiet);
     let clf = Classifier::load(&a.model, &device)?;
@@ -305,7 +311,7 @@ fn run_predict(a: ClassifyPredictArgs, dev: DeviceChoice, quiet: bool) -> Result
     adata.set_obs(&format!("{}_prob", a.key_added), Column::Numeric(prob));
     adata.set_obsm(&format!("{}_probs", a.key_added), pred.probs.clone());
     adata.uns.insert("celldiff_classify".into(), uns.clone());
-    io::write_h5ad(&a.out, &adata)?;
+    super::write_h5ad_out(&a.out, a.force, &adata)?;
     println!("{uns}");
     bars.println(format!(
         "classified {} cells; wrote {}",
@@ -328,8 +334,10 @@ fn labels_for(adata: &AnnData, key: &str, cats: &[String]) -> Result<(Vec<Option
 
 pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let outputs = ["results.json", "table.md", "genes.tsv"].map(|f| a.out.join(f));
+    let mut inputs = vec![a.data.data.as_path()];
+    inputs.extend(a.classifier.as_deref());
     for p in &outputs {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &inputs)?;
     }
     if a.lambdas.is_empty() || a.lambdas.iter().any(|l| !l.is_finite()) {
         bail!("--lambda: expected finite numbers, got {:?}", a.lambdas);
@@ -408,11 +416,11 @@ pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut written = Written::default();
-    write_atomic(&outputs[1], &md)?;
+    write_atomic(&outputs[1], a.force, &md)?;
     written.push(&outputs[1]);
-    write_atomic(&outputs[2], &res.genes_tsv())?;
+    write_atomic(&outputs[2], a.force, &res.genes_tsv())?;
     written.push(&outputs[2]);
-    write_atomic(&outputs[0], &serde_json::to_string_pretty(&doc)?)?;
+    write_atomic(&outputs[0], a.force, &serde_json::to_string_pretty(&doc)?)?;
     written.keep();
     print!("{md}");
     bars.println(format!(

@@ -1,6 +1,9 @@
 //! `celldiff cluster`: scanpy's standard clustering workflow (normalize_total → log1p → HVG →
 //! scale → PCA → neighbors → Leiden/Louvain, optionally UMAP) on a dataset, written back onto
-//! the input as `obs[key]`, `obsm['X_pca']` (and `obsm['X_umap']`) and `uns[key]`.
+//! an annotated copy of the input (`celldiff::io::h5ad::write_annotated`: everything of the
+//! input is kept as stored) with `obs[key]`, `obsm['X_pca']` (and `obsm['X_umap']`),
+//! scanpy's neighbourhood graph (`obsp['connectivities']`, `obsp['distances']`,
+//! `uns['neighbors']`), `uns['pca']` and `uns[key]`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +14,6 @@ use clap::Args;
 use celldiff::cluster::{ClusterFlavor, ClusterOptions, CommunityOptions, cluster_pipeline};
 use celldiff::data::Column;
 use celldiff::io;
-use celldiff::run::check_overwrite;
 use celldiff::umap::UmapOptions;
 
 use super::DataArgs;
@@ -20,31 +22,38 @@ use super::DataArgs;
 pub struct ClusterArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output .h5ad: the input (all genes, as read) with obs[KEY], obsm['X_pca'],
-    /// obsm['X_umap'] (with --umap) and uns[KEY].
+    /// Output .h5ad: a copy of the input with obs[KEY], obsm['X_pca'], obsm['X_umap'] (with
+    /// --umap), obsp['connectivities'], obsp['distances'], uns['neighbors'] (as
+    /// sc.pp.neighbors), uns['pca'] and uns[KEY] added or replaced; everything else (X and its
+    /// dtype, var, layers, raw, other obs columns, obsm, obsp, uns) is kept as stored.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
     /// Modularity resolution (> 0; larger gives more clusters).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub resolution: f64,
     /// Algorithm: leiden or louvain.
     #[arg(long, default_value = "leiden")]
     pub flavor: String,
     /// Leiden iterations (scanpy n_iterations; 0 = until the partition is stable).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = super::flags::count(0, 100_000))]
     pub n_iterations: usize,
     /// Neighbours per cell, the cell itself included (scanpy n_neighbors).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
     pub n_neighbors: usize,
     /// Principal components.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
     pub n_pcs: usize,
     /// Highly variable genes (seurat flavor) used for the PCA (0 = all genes).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
     pub n_top_genes: usize,
     /// obs column for the labels (default: the flavor, `leiden` or `louvain`).
     #[arg(long)]
     pub key_added: Option<String>,
+    /// uns key of the neighbourhood graph, as scanpy's `pp.neighbors(key_added=...)`: the
+    /// default writes uns['neighbors'], obsp['connectivities'] and obsp['distances']; NAME
+    /// writes uns[NAME], obsp['NAME_connectivities'] and obsp['NAME_distances'].
+    #[arg(long)]
+    pub neighbors_key: Option<String>,
     /// Also compute a 2-D UMAP layout (obsm['X_umap'], initialised from the PCA).
     #[arg(long)]
     pub umap: bool,
@@ -57,7 +66,7 @@ pub struct ClusterArgs {
 }
 
 pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    super::check_out(&a.out, a.force, &[&a.data.data])?;
     let flavor: ClusterFlavor = a.flavor.parse().context("--flavor")?;
     if !(a.resolution.is_finite() && a.resolution > 0.0) {
         return Err(celldiff::Error::Param(format!(
@@ -70,6 +79,14 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
         .key_added
         .clone()
         .unwrap_or_else(|| flavor.name().to_string());
+    if let Some(k) = &a.neighbors_key
+        && (k.is_empty() || k.contains('/') || k == ".")
+    {
+        return Err(celldiff::Error::Param(format!(
+            "--neighbors-key `{k}` must be a non-empty name without `/`"
+        ))
+        .into());
+    }
     if key.is_empty() || key.contains('/') {
         return Err(celldiff::Error::Param(format!(
             "--key-added `{key}` must be a non-empty name without `/`"
@@ -77,7 +94,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
         .into());
     }
     let start = Instant::now();
-    let mut adata = a.data.read()?;
+    let adata = a.data.read()?;
     let mut opts = ClusterOptions {
         n_pcs: a.n_pcs,
         n_neighbors: a.n_neighbors,
@@ -102,19 +119,40 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
         }
     }
     let n_clusters = res.n_clusters();
-    adata.set_obs(
+    let n_obs = adata.n_obs();
+    let n_vars = adata.n_vars();
+    drop(adata);
+    // An annotated copy of the input (X, var, layers, raw, ... kept as stored, also with
+    // --use-raw/--layer, which only choose what is read).
+    let mut ann = io::h5ad::Annotations::default();
+    ann.set_obs(
         &key,
         Column::Categorical {
             codes: res.labels.iter().map(|&l| l as i32).collect(),
             categories: (0..n_clusters).map(|c| c.to_string()).collect(),
         },
     );
-    adata.set_obsm("X_pca", res.pca.clone());
+    ann.set_obsm("X_pca", res.pca.clone());
     if let Some(u) = &res.umap {
-        adata.set_obsm("X_umap", u.clone());
+        ann.set_obsm("X_umap", u.clone());
     }
+    // The neighbourhood graph exactly as `sc.pp.neighbors(adata, n_neighbors, use_rep="X_pca",
+    // key_added=...)` stores it, so that sc.tl.umap / paga / leiden run on the output.
+    let nb = celldiff::neighbors::scanpy_neighbors_uns(
+        a.neighbors_key.as_deref(),
+        a.n_neighbors,
+        "X_pca",
+        res.n_pcs,
+    );
+    ann.set_obsp(&nb.connectivities_key, res.neighbors.connectivities.clone());
+    ann.set_obsp(&nb.distances_key, res.neighbors.knn.distance_matrix());
+    ann.uns.insert(nb.key.clone(), nb.uns.clone());
+    ann.uns.insert(
+        "pca".into(),
+        serde_json::json!({ "variance_ratio": res.explained_variance_ratio }),
+    );
     let n_genes_used = res.preprocess.genes.len();
-    adata.uns.insert(
+    ann.uns.insert(
         key.clone(),
         serde_json::json!({
             "params": {
@@ -125,6 +163,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
                 "n_pcs": res.n_pcs,
                 "n_top_genes": a.n_top_genes,
                 "n_genes_used": n_genes_used,
+                "neighbors_key": nb.key,
                 "random_state": a.seed,
                 "seed": a.seed,
                 "umap": a.umap,
@@ -133,14 +172,14 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
             "cluster_sizes": res.sizes,
         }),
     );
-    // write_h5ad writes a temporary file and renames it over the output (atomic).
-    io::write_h5ad(&a.out, &adata)?;
+    // A temporary file renamed into place, never over anything that appeared meanwhile.
+    super::write_annotated_out(&a.out, a.force, &a.data.data, &ann)?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
-            "n_cells": adata.n_obs(),
-            "n_genes": adata.n_vars(),
+            "n_cells": n_obs,
+            "n_genes": n_vars,
             "n_genes_used": n_genes_used,
             "n_pcs": res.n_pcs,
             "flavor": flavor.name(),
@@ -155,12 +194,15 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     );
     if !quiet {
         eprintln!(
-            "{} clusters ({}) of {} cells in {secs:.1}s; wrote obs['{key}'], obsm['X_pca']{} \
-             to {}",
+            "{} clusters ({}) of {} cells in {secs:.1}s; wrote obs['{key}'], obsm['X_pca']{}, \
+             obsp['{}'], obsp['{}'], uns['{}'] to {}",
             n_clusters,
             flavor.name(),
-            adata.n_obs(),
+            n_obs,
             if a.umap { ", obsm['X_umap']" } else { "" },
+            nb.connectivities_key,
+            nb.distances_key,
+            nb.key,
             a.out.display()
         );
     }

@@ -43,7 +43,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "counts")]
     pub observation: String,
     /// Fraction of cells held out for the evaluation.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
     pub holdout: f64,
     /// Write DIR/metrics.json, the trained run (DIR/run) and the generated cells
     /// (DIR/generated_ddpm.h5ad).
@@ -63,7 +63,10 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
     let total = Instant::now();
     if let Some(o) = &a.out {
-        celldiff::run::check_overwrite(&o.join("metrics.json"), a.force)?;
+        let inputs: Vec<&std::path::Path> = a.data.iter().map(|p| p.as_path()).collect();
+        super::check_out(&o.join("metrics.json"), a.force, &inputs)?;
+        super::check_out(&o.join("generated_ddpm.h5ad"), a.force, &inputs)?;
+        super::check_run_out(&o.join("run"), a.force, &inputs)?;
     }
     if !(a.holdout > 0.0 && a.holdout < 1.0) {
         bail!("--holdout must be in (0, 1), got {}", a.holdout);
@@ -72,11 +75,14 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     let mut bars = Bars::new(quiet);
     let (adata, dataset, labels_key) = match &a.data {
         None => {
-            let tmp = tempfile_path()?;
-            std::fs::write(&tmp, DEMO_H5AD)
+            // A fresh file (never through a link planted at the name), removed on every path.
+            let guard = celldiff::io::output::TempPath::new(tempfile_path()?);
+            let tmp = guard.path();
+            std::fs::File::create_new(tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, DEMO_H5AD))
                 .with_context(|| format!("writing {}", tmp.display()))?;
-            let adata = io::read(&tmp, &ReadOptions::default());
-            let _ = std::fs::remove_file(&tmp);
+            let adata = io::read(tmp, &ReadOptions::default());
+            drop(guard);
             let key = a.labels_key.clone().or(Some("bulk_labels".into()));
             (
                 adata?,
@@ -127,9 +133,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     let t = Instant::now();
     let run = scvaeder::fit(&train, &spec, &source, &device, &mut bars)?;
     let train_s = t.elapsed().as_secs_f64();
-    for m in &run.preprocess.messages {
-        bars.println(format!("preprocess: {m}"));
-    }
+    bars.finish_step();
     // Held-out real cells in the model's space.
     let test_pp = run.preprocess.transform(&test)?.x.to_dense();
     let train_pp = run.preprocess.transform(&train)?.x.to_dense();
@@ -203,12 +207,14 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             "rows": json_rows,
             "seconds": seconds,
         });
-        run.save(&o.join("run"), true)?;
+        run.save(&o.join("run"), a.force)
+            .map_err(super::appeared_meanwhile)?;
         if let Some(c) = &ddpm_cells {
-            io::write_h5ad(&o.join("generated_ddpm.h5ad"), c)?;
+            super::write_h5ad_out(&o.join("generated_ddpm.h5ad"), a.force, c)?;
         }
         write_atomic(
             &o.join("metrics.json"),
+            a.force,
             &serde_json::to_string_pretty(&doc)?,
         )?;
         bars.println(format!("wrote {}", o.join("metrics.json").display()));
@@ -222,5 +228,5 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
 
 fn tempfile_path() -> Result<PathBuf> {
     let dir = std::env::temp_dir();
-    Ok(dir.join(format!("celldiff-demo-{}.h5ad", std::process::id())))
+    Ok(celldiff::io::output::temp_sibling(&dir.join("celldiff-demo.h5ad")))
 }

@@ -9,7 +9,6 @@ use celldiff::data::{AnnData, DenseMatrix};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
 use celldiff::preprocess::FittedPreprocess;
-use celldiff::run::check_overwrite;
 
 use super::{eval_options, print_table, write_atomic};
 
@@ -32,7 +31,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Subsample each set to at most this many cells.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(2, usize::MAX))]
     pub max_cells: Option<usize>,
     /// Write the metrics as one JSON object.
     #[arg(short = 'o', long)]
@@ -42,8 +41,8 @@ pub struct EvaluateArgs {
     pub force: bool,
 }
 
-/// The preprocessing recorded in `uns['celldiff']['preprocess']` (JSON string) of a generated
-/// file, if any.
+/// The preprocessing recorded in `uns['celldiff']['preprocess']` of a generated file (a
+/// dict; a JSON string in files of older versions), if any.
 pub fn recorded_preprocess(
     g: &AnnData,
     path: &std::path::Path,
@@ -108,7 +107,7 @@ pub fn align(
 
 pub fn run(a: EvaluateArgs, quiet: bool) -> Result<()> {
     if let Some(o) = &a.out {
-        check_overwrite(o, a.force)?;
+        super::check_out(o, a.force, &[&a.real, &a.generated])?;
     }
     let g = io::read(&a.generated, &ReadOptions::default())?;
     let r = io::read(
@@ -129,9 +128,10 @@ pub fn run(a: EvaluateArgs, quiet: bool) -> Result<()> {
     let mut opts = eval_options(a.seed);
     opts.max_cells = a.max_cells;
     let m: EvalMetrics = metrics::evaluate(&real, &gen_x, &opts)?;
-    print_table(&[("generated".to_string(), m.clone())]);
+    // The file first: a reader that closes stdout early (`| head`) must not cost the output.
     if let Some(o) = &a.out {
-        write_atomic(o, &serde_json::to_string_pretty(&m)?)?;
+        write_atomic(o, a.force, &serde_json::to_string_pretty(&m)?)?;
     }
+    print_table(&[("generated".to_string(), m.clone())]);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `celldiff graph`: Graph-DiffVAE (Bica et al., Sci. Rep. 2020) on a dataset. Builds the
 //! Pearson-correlation graph of the cells, trains the variational graph autoencoder with 15 %
-//! of the edges held out, reports the held-out ROC AUC / average precision, and writes the
-//! input with `obsm['X_graph']` (node embedding Z*), `obsm['X_graph_mu']` (posterior mean μ),
+//! of the edges held out, reports the held-out ROC AUC / average precision, and writes an
+//! annotated copy of the input (everything of it kept as stored, see
+//! `celldiff::io::h5ad::write_annotated`) with `obsm['X_graph']` (node embedding Z*), `obsm['X_graph_mu']` (posterior mean μ),
 //! `obsp['celldiff_links']` (predicted links, probabilities), `obsp['celldiff_graph_input']`
 //! (the correlation graph, 0/1) and `uns['celldiff_graph']`, plus `<stem>_links.tsv`.
 
@@ -16,7 +17,6 @@ use celldiff::Error;
 use celldiff::backend::DeviceChoice;
 use celldiff::graph::{self, GraphSpec, LinkMode};
 use celldiff::io;
-use celldiff::run::check_overwrite;
 
 use super::{DataArgs, Written, write_atomic};
 use crate::progress::Bars;
@@ -25,41 +25,41 @@ use crate::progress::Bars;
 pub struct GraphArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output .h5ad: the input (all genes, as read) with obsm['X_graph'], obsm['X_graph_mu'],
-    /// obsp['celldiff_links'], obsp['celldiff_graph_input'] and uns['celldiff_graph'];
-    /// `<stem>_links.tsv` is written beside it.
+    /// Output .h5ad: a copy of the input (everything kept as stored) with obsm['X_graph'],
+    /// obsm['X_graph_mu'], obsp['celldiff_links'], obsp['celldiff_graph_input'] and
+    /// uns['celldiff_graph'] added or replaced; `<stem>_links.tsv` is written beside it.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
     /// Correlation neighbours per cell of the initial graph (each cell is linked to its k most
     /// Pearson-correlated cells, then symmetrised).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
     pub k: usize,
     /// Training epochs (full-batch Adam steps).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
     pub epochs: usize,
     /// Adam learning rate (the paper's 1e-4).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub lr: f64,
     /// Highly variable genes used as node features (0 = all genes).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
     pub n_top_genes: usize,
     /// Width of the hidden graph convolutions.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_WIDTH))]
     pub hidden: usize,
     /// Latent dimension.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent: usize,
     /// Predicted links: every pair with probability ≥ this (0 < p < 1; each cell selects at
     /// most its 100 most probable partners).
-    #[arg(long, conflicts_with = "top_k_links")]
+    #[arg(long, conflicts_with = "top_k_links", allow_negative_numbers = true, value_parser = super::flags::finite)]
     pub threshold: Option<f64>,
     /// Predicted links: the k most probable partners of each cell among all cells.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub top_k_links: usize,
     /// Up to this many cells the reconstruction loss is computed over all N² cell pairs
     /// (memory ~N² floats); above, over the edges plus an equal number of sampled non-edges
     /// per epoch (an unbiased estimate).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, allow_negative_numbers = true, value_parser = super::flags::count(0, 100_000))]
     pub dense_max_cells: usize,
     /// Seed of the edge split, the initialisation, ε and the sampled non-edges.
     #[arg(long, default_value_t = 0)]
@@ -135,13 +135,13 @@ impl GraphArgs {
 /// the .h5ad fails) and prints a one-line JSON summary on stdout.
 pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let tsv = links_path(&a.out);
-    check_overwrite(&a.out, a.force)?;
-    check_overwrite(&tsv, a.force)?;
+    super::check_out(&a.out, a.force, &[&a.data.data])?;
+    super::check_out(&tsv, a.force, &[&a.data.data])?;
     let spec = a.spec()?;
     let device = super::device(dev)?;
     let mut bars = Bars::new(quiet);
     let start = Instant::now();
-    let mut adata = a.data.read()?;
+    let adata = a.data.read()?;
     let n = adata.n_obs();
     if let LinkMode::TopK(k) = spec.links
         && k >= n
@@ -156,18 +156,6 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
             spec.k, spec.k
         )));
     }
-    // Keep the input's own obsp matrices (scanpy's connectivities, ...).
-    let mut obsp = if a.data.data.is_file() {
-        match io::h5ad::read_obsp(&a.data.data, n) {
-            Ok(v) => v,
-            Err(e) => {
-                bars.println(format!("warning: not keeping the input's obsp: {e}"));
-                Vec::new()
-            }
-        }
-    } else {
-        Vec::new()
-    };
     bars.println(format!(
         "read {} cells × {} genes from {}",
         n,
@@ -255,16 +243,14 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
     obj.insert("preprocess".into(), fit.preprocess.messages.clone().into());
     obj.insert("seconds".into(), start.elapsed().as_secs_f64().into());
-    adata.set_obsm("X_graph", fit.z_star.clone());
-    adata.set_obsm("X_graph_mu", fit.mu.clone());
-    adata.uns.insert("celldiff_graph".into(), summary.clone());
-    for (name, m) in [
-        ("celldiff_links", fit.links.matrix.clone()),
-        ("celldiff_graph_input", fit.graph.adjacency()),
-    ] {
-        obsp.retain(|(k, _)| k != name);
-        obsp.push((name.to_string(), m));
-    }
+    // An annotated copy of the input (its own obsp, e.g. scanpy's connectivities, and
+    // everything else kept as stored).
+    let mut ann = io::h5ad::Annotations::default();
+    ann.set_obsm("X_graph", fit.z_star.clone());
+    ann.set_obsm("X_graph_mu", fit.mu.clone());
+    ann.uns.insert("celldiff_graph".into(), summary.clone());
+    ann.set_obsp("celldiff_links", fit.links.matrix.clone());
+    ann.set_obsp("celldiff_graph_input", fit.graph.adjacency());
 
     let mut text = String::from("cell_i\tcell_j\tprobability\tin_input_graph\n");
     for (i, row) in fit.links.matrix.outer_iterator().enumerate() {
@@ -281,9 +267,9 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     // All or none: the TSV is removed again if the .h5ad cannot be written; each file is
     // written to a temporary name and renamed into place.
     let mut written = Written::default();
-    write_atomic(&tsv, &text)?;
+    write_atomic(&tsv, a.force, &text)?;
     written.push(&tsv);
-    io::h5ad::write_h5ad_with_obsp(&a.out, &adata, &obsp)
+    super::write_annotated_out(&a.out, a.force, &a.data.data, &ann)
         .with_context(|| format!("writing {}", a.out.display()))?;
     written.keep();
     let secs = start.elapsed().as_secs_f64();

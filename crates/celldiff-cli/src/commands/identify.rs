@@ -2,7 +2,8 @@
 //! et al., *Sci. Rep.* 2020) and its clustering benchmark (the paper's Table 2). The science is
 //! in [`celldiff::diffvae`] and [`celldiff::identify`].
 //!
-//! `identify` writes the input (all genes, as read) with `obs['celldiff_cluster']`,
+//! `identify` writes an annotated copy of the input (everything of it kept as stored, see
+//! `celldiff::io::h5ad::write_annotated`) with `obs['celldiff_cluster']`,
 //! `obsm['X_celldiff']` (the latent means), `obsm['X_tsne']` and `uns['celldiff_identify']`,
 //! plus `<stem>_dimensions.tsv` and `<stem>_genes.tsv` beside it, all or none.
 //! `identify-bench` writes `DIR/results.json` and `DIR/table.md`.
@@ -21,7 +22,6 @@ use celldiff::identify::{
     TsneOptions,
 };
 use celldiff::io;
-use celldiff::run::check_overwrite;
 
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, write_atomic};
@@ -42,37 +42,37 @@ pub enum IdentifyCommand {
 #[derive(Args, Debug, Clone)]
 pub struct TrainFlags {
     /// Highly variable genes (seurat flavor) the model sees (0 = all genes).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
     pub n_top_genes: usize,
     /// Encoder hidden widths h2,h1, outer first (decoder mirrored; the paper: 512,256).
-    #[arg(long, default_value = "512,256", value_delimiter = ',')]
+    #[arg(long, default_value = "512,256", value_delimiter = ',', allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_WIDTH))]
     pub hidden: Vec<usize>,
     /// ReLU on the μ and log σ² heads, as the paper (then σ ≥ 1 and μ ≥ 0 for every cell).
     #[arg(long)]
     pub relu_heads: bool,
     /// λ, the weight of DiffVAE's MMD term (the published code: 1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative)]
     pub mmd_weight: f64,
     /// β, the weight of the VAE baseline's KL term.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative)]
     pub kl_weight: f64,
     /// Training epochs over all cells.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
     pub epochs: usize,
     /// Minibatch size (cells).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_BATCH))]
     pub batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub lr: f64,
     /// t-SNE perplexity (lowered to (n_cells − 1)/3 for few cells).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub perplexity: f64,
     /// t-SNE epochs.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
     pub tsne_epochs: usize,
     /// k-means restarts (best inertia kept).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
     pub kmeans_n_init: usize,
 }
 
@@ -131,7 +131,7 @@ pub struct IdentifyArgs {
     #[arg(long, default_value = "diffvae")]
     pub latent_model: String,
     /// Latent dimension m.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent: usize,
     #[command(flatten)]
     pub train: TrainFlags,
@@ -140,7 +140,7 @@ pub struct IdentifyArgs {
     #[arg(long)]
     pub labels_key: Option<String>,
     /// k-means with K clusters.
-    #[arg(long, conflicts_with = "dbscan_eps")]
+    #[arg(long, conflicts_with = "dbscan_eps", allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub n_clusters: Option<usize>,
     /// DBSCAN instead of k-means, with radius E (in the units of the clustered space) or
     /// `auto` (a quantile, --eps-quantile, of the distances to the min_samples-th nearest
@@ -148,25 +148,27 @@ pub struct IdentifyArgs {
     #[arg(long, value_name = "E|auto", allow_negative_numbers = true)]
     pub dbscan_eps: Option<String>,
     /// DBSCAN's minimum neighbourhood size, the cell itself included (default 5).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub dbscan_min_samples: Option<usize>,
     /// With --dbscan-eps auto: the quantile of the distances to the min_samples-th nearest
     /// cell taken as ε (≈ the fraction of cells that become core points).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
     pub eps_quantile: Option<f64>,
     /// Cluster the latent means (latent) or their 2-D t-SNE (tsne).
     #[arg(long, default_value = "latent")]
     pub on: String,
     /// Top latent dimensions reported per cluster.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub top_dimensions: usize,
     /// High-weight genes reported per dimension.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub top_genes: usize,
     /// Seed of the model, the t-SNE and k-means.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output .h5ad (TSVs beside it: <stem>_dimensions.tsv, <stem>_genes.tsv).
+    /// Output .h5ad: a copy of the input with obs['celldiff_cluster'], obsm['X_celldiff'],
+    /// obsm['X_tsne'] and uns['celldiff_identify'] added, the rest kept as stored (TSVs beside
+    /// it: <stem>_dimensions.tsv, <stem>_genes.tsv).
     #[arg(short = 'o', long)]
     pub out: PathBuf,
     /// Overwrite existing outputs.
@@ -183,10 +185,10 @@ pub struct IdentifyBenchArgs {
     pub labels_key: String,
     /// Seeds per configuration (the 50; docs/RESULTS.md used 5 on pbmc68k and
     /// Weinreb, 3 on Kang, for time).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, 100_000))]
     pub repeats: usize,
     /// Latent sizes, comma-separated.
-    #[arg(long, default_value = "20,50,100", value_delimiter = ',')]
+    #[arg(long, default_value = "20,50,100", value_delimiter = ',', allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent_sizes: Vec<usize>,
     /// Models, comma-separated (diffvae, vae, ae, pca).
     #[arg(long, default_value = "diffvae,vae,ae,pca", value_delimiter = ',')]
@@ -194,11 +196,11 @@ pub struct IdentifyBenchArgs {
     #[command(flatten)]
     pub train: TrainFlags,
     /// DBSCAN's minimum neighbourhood size.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub dbscan_min_samples: usize,
     /// DBSCAN's ε: this quantile of the distances to the min_samples-th nearest cell, per
     /// space and run.
-    #[arg(long, default_value_t = DEFAULT_EPS_QUANTILE)]
+    #[arg(long, default_value_t = DEFAULT_EPS_QUANTILE, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
     pub eps_quantile: f64,
     /// First seed (repeat r uses seed + r).
     #[arg(long, default_value_t = 0)]
@@ -292,13 +294,13 @@ fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let dims_tsv = sibling(&a.out, "_dimensions.tsv");
     let genes_tsv = sibling(&a.out, "_genes.tsv");
     for p in [&a.out, &dims_tsv, &genes_tsv] {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &[&a.data.data])?;
     }
     let opts = options(&a)?;
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
     let start = Instant::now();
-    let mut adata = a.data.read()?;
+    let adata = a.data.read()?;
     if let Some(k) = &a.labels_key {
         adata.obs_column(k).context("--labels-key")?;
     }
@@ -313,9 +315,13 @@ fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     for m in &res.preprocess.messages {
         bars.println(format!("preprocess: {m}"));
     }
-    adata.set_obs("celldiff_cluster", res.obs_column());
-    adata.set_obsm("X_celldiff", res.fit.latent.clone());
-    adata.set_obsm("X_tsne", res.tsne.clone());
+    let n_obs = adata.n_obs();
+    drop(adata);
+    // An annotated copy of the input: only these four elements are added or replaced.
+    let mut ann = io::h5ad::Annotations::default();
+    ann.set_obs("celldiff_cluster", res.obs_column());
+    ann.set_obsm("X_celldiff", res.fit.latent.clone());
+    ann.set_obsm("X_tsne", res.tsne.clone());
     let mut uns = res.uns(&opts);
     if let Some(o) = uns.as_object_mut() {
         o.insert(
@@ -324,20 +330,20 @@ fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         );
         o.insert("genes_tsv".into(), genes_tsv.display().to_string().into());
     }
-    adata.uns.insert("celldiff_identify".into(), uns);
+    ann.uns.insert("celldiff_identify".into(), uns);
     let mut written = Written::default();
-    write_atomic(&dims_tsv, &res.dimensions_tsv())?;
+    write_atomic(&dims_tsv, a.force, &res.dimensions_tsv())?;
     written.push(&dims_tsv);
-    write_atomic(&genes_tsv, &res.genes_tsv())?;
+    write_atomic(&genes_tsv, a.force, &res.genes_tsv())?;
     written.push(&genes_tsv);
-    // write_h5ad writes a temporary file and renames it over the output (atomic).
-    io::write_h5ad(&a.out, &adata)?;
+    // A temporary file renamed into place, never over anything that appeared meanwhile.
+    super::write_annotated_out(&a.out, a.force, &a.data.data, &ann)?;
     written.keep();
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{}",
         json!({
-            "n_cells": adata.n_obs(),
+            "n_cells": n_obs,
             "n_genes_used": res.genes.len(),
             "latent_model": opts.latent.kind.name(),
             "n_latent": res.fit.latent.n_cols,
@@ -365,7 +371,7 @@ fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         } else {
             String::new()
         },
-        adata.n_obs(),
+        n_obs,
         res.ari
             .map(|v| format!(
                 ", ARI vs obs['{}'] = {v:.3}",
@@ -382,7 +388,7 @@ fn run_identify(a: IdentifyArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
 fn run_bench(a: IdentifyBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let outputs = ["results.json", "table.md"].map(|f| a.out.join(f));
     for p in &outputs {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &[&a.data.data])?;
     }
     let models = a
         .models
@@ -438,9 +444,9 @@ fn run_bench(a: IdentifyBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
     let mut written = Written::default();
-    write_atomic(&outputs[1], &md)?;
+    write_atomic(&outputs[1], a.force, &md)?;
     written.push(&outputs[1]);
-    write_atomic(&outputs[0], &serde_json::to_string_pretty(&doc)?)?;
+    write_atomic(&outputs[0], a.force, &serde_json::to_string_pretty(&doc)?)?;
     written.keep();
     print!("{md}");
     bars.println(format!(

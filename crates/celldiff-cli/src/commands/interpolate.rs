@@ -11,9 +11,9 @@ use celldiff::analysis::interpolate::{self, InterpolateOptions, Interpolation};
 use celldiff::analysis::velocity::{self, Direction, VelocityOptions};
 use celldiff::backend::DeviceChoice;
 use celldiff::data::{Column, DenseMatrix};
+use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::plot::{self, Series};
-use celldiff::run::check_overwrite;
 
 use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
 use crate::progress::Bars;
@@ -44,20 +44,20 @@ pub struct InterpolateArgs {
     pub method: String,
     /// K, the timestep interpolated at (1..=T; default T, the full prior). Smaller K = finer
     /// interpolation (the paper's "number of diffusion steps before interpolation").
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub t_start: Option<usize>,
     /// Number of interpolation points (λ values in [0, 1]).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(2, 1_000_000))]
     pub n_steps: usize,
     /// Reverse sampler: ddim (deterministic, 50 steps: seconds) or ddpm (the paper's
     /// ancestral sampler over all T steps, with the same noise for every λ).
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
     /// Sampler steps over 0..T (default: 50 for ddim, T for ddpm).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// DDIM η.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = super::flags::probability)]
     pub eta: f64,
     /// How cells reach timestep K in approach 1: forward (stochastic q(z_K|z_0), the paper)
     /// or ddim (deterministic DDIM inversion).
@@ -72,10 +72,10 @@ pub struct InterpolateArgs {
     /// Forward-process draws per cell averaged into the group means (--encode forward; 1 =
     /// the paper's single draw). With one draw the end points of a 50-cell group move with
     /// the seed (docs/RESULTS.md); 16 draws make them seed-independent.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = super::flags::count(1, 100_000))]
     pub noise_draws: usize,
     /// Principal components of the manifold check.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
     pub n_pcs: usize,
     /// Do not clip x̂₀ to the training latents' range.
     #[arg(long)]
@@ -104,7 +104,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
     let corr_png = sibling(&a.out, "_correlation.png");
     let genes_png = sibling(&a.out, "_genes.png");
     for p in [&a.out, &corr_png, &genes_png] {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &[&a.run, &a.data.data])?;
     }
     let opts = InterpolateOptions {
         key: a.key.clone(),
@@ -132,7 +132,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
     for g in &a.genes {
         if !run.genes.contains(g) {
             bail!(
-                "--genes: `{g}` is not one of the run's {} genes (see {}/genes.txt)",
+                "--genes: `{g}` is not one of the run's {} genes (see {}/genes.json)",
                 run.genes.len(),
                 a.run.display()
             );
@@ -172,7 +172,7 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
     }
     let mut written = Written::default();
     plot_interpolation(&res, &a, &genes, &corr_png, &genes_png, &mut written)?;
-    io::write_h5ad(&a.out, &res.adata)?;
+    super::write_h5ad_out(&a.out, a.force, &res.adata)?;
     written.keep();
     let mf = &res.manifold;
     // One JSON line on stdout for scripts (the human summary goes to stderr).
@@ -243,23 +243,25 @@ fn plot_interpolation(
     genes_png: &Path,
     written: &mut Written,
 ) -> Result<()> {
-    plot::line_plot(
-        corr_png,
-        &format!("Pearson r with mean expression: {} → {}", a.from, a.to),
-        "λ",
-        "Pearson r",
-        &res.lambdas,
-        &[
-            Series {
-                name: format!("corr with {}", a.from),
-                y: res.corr_from.clone(),
-            },
-            Series {
-                name: format!("corr with {}", a.to),
-                y: res.corr_to.clone(),
-            },
-        ],
-    )?;
+    output::write_file(corr_png, a.force, |tmp| {
+        plot::line_plot(
+            tmp,
+            &format!("Pearson r with mean expression: {} → {}", a.from, a.to),
+            "λ",
+            "Pearson r",
+            &res.lambdas,
+            &[
+                Series {
+                    name: format!("corr with {}", a.from),
+                    y: res.corr_from.clone(),
+                },
+                Series {
+                    name: format!("corr with {}", a.to),
+                    y: res.corr_to.clone(),
+                },
+            ],
+        )
+    })?;
     written.push(corr_png);
     let x = res.adata.x.to_dense();
     let rows: Vec<Vec<f64>> = genes
@@ -267,14 +269,16 @@ fn plot_interpolation(
         .filter_map(|g| res.adata.var_names.iter().position(|v| v == g))
         .map(|j| (0..x.n_rows).map(|i| x.row(i)[j] as f64).collect())
         .collect();
-    plot::heatmap(
-        genes_png,
-        &format!("expression along λ: {} → {}", a.from, a.to),
-        "λ",
-        &res.lambdas,
-        genes,
-        &rows,
-    )?;
+    output::write_file(genes_png, a.force, |tmp| {
+        plot::heatmap(
+            tmp,
+            &format!("expression along λ: {} → {}", a.from, a.to),
+            "λ",
+            &res.lambdas,
+            genes,
+            &rows,
+        )
+    })?;
     written.push(genes_png);
     Ok(())
 }
@@ -285,26 +289,26 @@ pub struct VelocityArgs {
     #[arg(long, short = 'i')]
     pub input: PathBuf,
     /// Average the velocity over windows of this many steps.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub window: usize,
     /// Ranking: abs (|velocity|, the paper), up (largest positive, the published code) or
     /// down (most negative).
     #[arg(long, default_value = "abs")]
     pub direction: String,
     /// Genes kept per step.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub top_k: usize,
     /// Steps whose top genes form the union (the paper: 40 steps × 10 genes).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub first_steps: usize,
     /// Step m of the |x_m − x_0| ranking (default: the last step).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub diff_step: Option<usize>,
     /// Genes whose ranks are reported (report_genes.tsv and the terminal).
     #[arg(long, value_delimiter = ',')]
     pub report_genes: Vec<String>,
     /// Genes in the trajectory plot (the top of the ranking).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000))]
     pub n_plot: usize,
     /// Output directory (ranking.tsv, top_per_step.tsv, top_union.txt, diff.tsv,
     /// report_genes.tsv, trajectories.png).
@@ -315,8 +319,18 @@ pub struct VelocityArgs {
     pub force: bool,
 }
 
+/// The files `celldiff velocity` writes into its output folder (what `--force` may replace).
+const VELOCITY_OUTPUT: OutputKind = OutputKind::Files(&[
+    "ranking.tsv",
+    "top_per_step.tsv",
+    "top_union.txt",
+    "diff.tsv",
+    "report_genes.tsv",
+    "trajectories.png",
+]);
+
 pub fn run_velocity(a: VelocityArgs, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    output::check_output(&a.out, a.force, VELOCITY_OUTPUT, &[&a.input])?;
     let opts = VelocityOptions {
         window: a.window,
         direction: a.direction.parse::<Direction>()?,
@@ -361,75 +375,71 @@ pub fn run_velocity(a: VelocityArgs, quiet: bool) -> Result<()> {
         })
         .collect();
 
-    // Write everything into a temporary sibling directory, then rename it into place.
-    let tmp = a.out.with_file_name(format!(
-        ".{}.tmp-{}",
-        a.out
-            .file_name()
-            .map_or("velocity".into(), |s| s.to_string_lossy()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let res = (|| -> Result<()> {
-        let mut s = String::from("rank\tgene\tmean_score\tmean_velocity\n");
-        for (r, (k, score, mv)) in v.ranking.iter().enumerate() {
-            writeln!(s, "{}\t{}\t{score:.6e}\t{mv:.6e}", r + 1, genes[*k])?;
-        }
-        write_atomic(&tmp.join("ranking.tsv"), &s)?;
-        let mut s = String::from("step\tlambda\trank\tgene\tvelocity\n");
-        for (j, top) in v.top_per_step.iter().enumerate() {
-            for (r, (k, val)) in top.iter().enumerate() {
-                writeln!(
-                    s,
-                    "{j}\t{:.6}\t{}\t{}\t{val:.6e}",
-                    lam[j * opts.window],
-                    r + 1,
-                    genes[*k]
-                )?;
+    // Everything goes into a temporary sibling folder renamed into place: never over a folder
+    // celldiff did not write, never over one that appeared meanwhile (see `io::output`).
+    let mut failed: Option<anyhow::Error> = None;
+    let published = output::write_dir(&a.out, a.force, VELOCITY_OUTPUT, |tmp| {
+        let res = (|| -> Result<()> {
+            let mut s = String::from("rank\tgene\tmean_score\tmean_velocity\n");
+            for (r, (k, score, mv)) in v.ranking.iter().enumerate() {
+                writeln!(s, "{}\t{}\t{score:.6e}\t{mv:.6e}", r + 1, genes[*k])?;
             }
-        }
-        write_atomic(&tmp.join("top_per_step.tsv"), &s)?;
-        let s: String = v.union.iter().map(|&k| format!("{}\n", genes[k])).collect();
-        write_atomic(&tmp.join("top_union.txt"), &s)?;
-        let mut s = format!("rank\tgene\tdiff_step0_step{}\tabs_diff\n", v.diff_step);
-        for (r, (k, d)) in v.diff.iter().enumerate() {
-            writeln!(s, "{}\t{}\t{d:.6e}\t{:.6e}", r + 1, genes[*k], d.abs())?;
-        }
-        write_atomic(&tmp.join("diff.tsv"), &s)?;
-        let mut s = String::from("gene\tvelocity_rank\tdiff_rank\tunion_position\n");
-        for (g, r, d, u) in &report {
-            writeln!(s, "{g}\t{r}\t{d}\t{u}")?;
-        }
-        write_atomic(&tmp.join("report_genes.tsv"), &s)?;
-        let series: Vec<Series> = v
-            .ranking
-            .iter()
-            .take(a.n_plot)
-            .map(|(k, _, _)| Series {
-                name: genes[*k].clone(),
-                y: (0..x.n_rows).map(|i| x.row(i)[*k] as f64).collect(),
-            })
-            .collect();
-        plot::line_plot(
-            &tmp.join("trajectories.png"),
-            &format!("top {} genes by velocity ({})", series.len(), a.direction),
-            "λ",
-            "expression",
-            &lam,
-            &series,
-        )?;
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_dir_all(&tmp);
+            write_atomic(&tmp.join("ranking.tsv"), false, &s)?;
+            let mut s = String::from("step\tlambda\trank\tgene\tvelocity\n");
+            for (j, top) in v.top_per_step.iter().enumerate() {
+                for (r, (k, val)) in top.iter().enumerate() {
+                    writeln!(
+                        s,
+                        "{j}\t{:.6}\t{}\t{}\t{val:.6e}",
+                        lam[j * opts.window],
+                        r + 1,
+                        genes[*k]
+                    )?;
+                }
+            }
+            write_atomic(&tmp.join("top_per_step.tsv"), false, &s)?;
+            let s: String = v.union.iter().map(|&k| format!("{}\n", genes[k])).collect();
+            write_atomic(&tmp.join("top_union.txt"), false, &s)?;
+            let mut s = format!("rank\tgene\tdiff_step0_step{}\tabs_diff\n", v.diff_step);
+            for (r, (k, d)) in v.diff.iter().enumerate() {
+                writeln!(s, "{}\t{}\t{d:.6e}\t{:.6e}", r + 1, genes[*k], d.abs())?;
+            }
+            write_atomic(&tmp.join("diff.tsv"), false, &s)?;
+            let mut s = String::from("gene\tvelocity_rank\tdiff_rank\tunion_position\n");
+            for (g, r, d, u) in &report {
+                writeln!(s, "{g}\t{r}\t{d}\t{u}")?;
+            }
+            write_atomic(&tmp.join("report_genes.tsv"), false, &s)?;
+            let series: Vec<Series> = v
+                .ranking
+                .iter()
+                .take(a.n_plot)
+                .map(|(k, _, _)| Series {
+                    name: genes[*k].clone(),
+                    y: (0..x.n_rows).map(|i| x.row(i)[*k] as f64).collect(),
+                })
+                .collect();
+            plot::line_plot(
+                &tmp.join("trajectories.png"),
+                &format!("top {} genes by velocity ({})", series.len(), a.direction),
+                "λ",
+                "expression",
+                &lam,
+                &series,
+            )?;
+            Ok(())
+        })();
+        // Keep the error as it is (its exit code and context); the folder is removed anyway.
+        res.map_err(|e| {
+            let msg = format!("{e:#}");
+            failed = Some(e);
+            celldiff::Error::Internal(msg)
+        })
+    });
+    if let Some(e) = failed {
         return Err(e);
     }
-    if a.out.exists() {
-        std::fs::remove_dir_all(&a.out)
-            .with_context(|| format!("replacing {}", a.out.display()))?;
-    }
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    published.map_err(super::appeared_meanwhile)?;
     if !quiet {
         let top: Vec<&str> = v
             .ranking

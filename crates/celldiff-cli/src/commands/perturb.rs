@@ -12,14 +12,16 @@ use celldiff::backend::DeviceChoice;
 use celldiff::data::{AnnData, DenseMatrix};
 use celldiff::io;
 use celldiff::plot;
-use celldiff::run::check_overwrite;
 
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
 use crate::progress::Bars;
 
 /// Genes of the paper's Fig. 4c.
-const DEFAULT_VIOLIN_GENES: &str = "ISG15,ISG20,FGL2,ANXA5";
+/// Kang's interferon-response genes, the violin plot's default where the model has them.
+const DEFAULT_VIOLIN_GENES: &[&str] = &["ISG15", "ISG20", "FGL2", "ANXA5"];
+/// The y axis of the violin plots: predictions are in the model's expression space.
+const VIOLIN_Y_LABEL: &str = "log1p-normalised expression";
 
 #[derive(Args, Debug)]
 pub struct PerturbArgs {
@@ -48,7 +50,7 @@ pub struct PerturbArgs {
     #[arg(long, default_value = "diffusion")]
     pub space: String,
     /// K of the diffusion space (1..=T; default T).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub t_start: Option<usize>,
     /// How cells reach K: ddim (deterministic inversion) or forward (stochastic q(z_K|z_0)).
     #[arg(long, default_value = "ddim")]
@@ -57,19 +59,21 @@ pub struct PerturbArgs {
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
     /// Sampler steps (default: 50 for ddim, T for ddpm).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// Cap on the cells drawn per condition for δ (default: scGen's balanced count).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, usize::MAX))]
     pub max_delta_cells: Option<usize>,
     /// Do not clip x̂₀ to the training latents' range.
     #[arg(long)]
     pub no_clip: bool,
-    /// Genes of the violin plot (when the data hold the target's real stimulated cells).
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_VIOLIN_GENES)]
+    /// Genes of the violin plot (when the data hold the target's real stimulated cells;
+    /// default: ISG15, ISG20, FGL2, ANXA5 where the model has them, then the top DEGs, 4 in
+    /// all). Genes the model lacks are named in a warning.
+    #[arg(long, value_delimiter = ',')]
     pub genes: Vec<String>,
     /// Top DEGs of the R² metrics.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub n_top: usize,
     /// Seed of the balancing draws and any noise.
     #[arg(long, default_value_t = 0)]
@@ -87,7 +91,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     let metrics_json = sibling(&a.out, "_metrics.json");
     let violin_png = sibling(&a.out, "_violin.png");
     for p in [&a.out, &metrics_json, &violin_png] {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &[&a.run, &a.data.data])?;
     }
     let space: Space = a.space.parse()?;
     let opts = PerturbOptions {
@@ -157,25 +161,28 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     // metrics, then the predictions; all or nothing.
     let mut written = Written::default();
     if let Some(m) = &metrics {
-        violins(
-            &violin_png,
-            &format!(
-                "{}: control / real {} / predicted ({}{})",
-                a.predict,
-                a.stimulated,
-                a.space,
-                pred.timestep
-                    .map(|t| format!(", from t = {t}"))
-                    .unwrap_or_default()
-            ),
-            &a.genes,
-            &pred.adata.var_names,
-            [
-                ("control", &pred.control),
-                ("real", &pred.real_stimulated),
-                ("predicted", &pred.adata.x.to_dense()),
-            ],
-        )?;
+        super::write_out(&violin_png, a.force, |tmp| {
+            violins(
+                tmp,
+                &format!(
+                    "{}: control / real {} / predicted ({}{})",
+                    a.predict,
+                    a.stimulated,
+                    a.space,
+                    pred.timestep
+                        .map(|t| format!(", from t = {t}"))
+                        .unwrap_or_default()
+                ),
+                &a.genes,
+                &m.top_genes,
+                &pred.adata.var_names,
+                [
+                    ("control", &pred.control),
+                    ("real", &pred.real_stimulated),
+                    ("predicted", &pred.adata.x.to_dense()),
+                ],
+            )
+        })?;
         written.push(&violin_png);
         let mut json = serde_json::to_value(m)?;
         if let serde_json::Value::Object(o) = &mut json {
@@ -188,10 +195,14 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
                 pred.real_stimulated.n_rows.into(),
             );
         }
-        write_atomic(&metrics_json, &serde_json::to_string_pretty(&json)?)?;
+        write_atomic(
+            &metrics_json,
+            a.force,
+            &serde_json::to_string_pretty(&json)?,
+        )?;
         written.push(&metrics_json);
     }
-    io::write_h5ad(&a.out, &pred.adata)?;
+    super::write_h5ad_out(&a.out, a.force, &pred.adata)?;
     written.keep();
     bars.println(format!(
         "predicted {} `{}` cells of {} in the {} space{} (δ from {} cells per condition, \
@@ -226,14 +237,36 @@ fn print_metrics(bars: &Bars, m: &PerturbationMetrics, n_top: usize) {
     ));
 }
 
-/// Violin PNG of `genes` (those present in `var_names`) for the three groups.
+/// Violin PNG of the `requested` genes present in `var_names` (none requested: the default
+/// genes present, then the `top_genes` DEGs; see [`perturb::violin_genes`]) for the three
+/// groups; a warning names the genes that are missing.
 fn violins(
     path: &Path,
     title: &str,
-    genes: &[String],
+    requested: &[String],
+    top_genes: &[String],
     var_names: &[String],
     groups: [(&str, &DenseMatrix); 3],
 ) -> Result<()> {
+    let (genes, missing) =
+        perturb::violin_genes(requested, DEFAULT_VIOLIN_GENES, var_names, top_genes);
+    if !missing.is_empty() {
+        let what = if requested.is_empty() {
+            "default violin genes"
+        } else {
+            "--genes"
+        };
+        eprintln!(
+            "warning: {what} not among the {} genes compared (not in the model): {}{}",
+            var_names.len(),
+            missing.join(", "),
+            if genes.is_empty() {
+                String::new()
+            } else {
+                format!("; plotting {}", genes.join(", "))
+            }
+        );
+    }
     let panels: Vec<plot::ViolinPanel> = genes
         .iter()
         .filter_map(|g| var_names.iter().position(|v| v == g).map(|j| (g, j)))
@@ -253,11 +286,11 @@ fn violins(
     if panels.is_empty() {
         bail!(
             "--genes: none of {} is among the {} genes compared",
-            genes.join(", "),
+            missing.join(", "),
             var_names.len()
         );
     }
-    plot::violin_plot(path, title, &panels)?;
+    plot::violin_plot_labelled(path, title, VIOLIN_Y_LABEL, &panels)?;
     Ok(())
 }
 
@@ -283,10 +316,11 @@ pub struct EvaluatePerturbationArgs {
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Top DEGs (Wilcoxon, real stimulated vs control).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub n_top: usize,
-    /// Genes of the violin plot.
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_VIOLIN_GENES)]
+    /// Genes of the violin plot (default: ISG15, ISG20, FGL2, ANXA5 where present, then the
+    /// top DEGs, 4 in all). Genes not compared are named in a warning.
+    #[arg(long, value_delimiter = ',')]
     pub genes: Vec<String>,
     /// Output prefix: <PREFIX>_metrics.json and <PREFIX>_violin.png (default: <pred stem>_eval
     /// beside --pred).
@@ -329,8 +363,10 @@ pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
     let prefix = a.out.clone().unwrap_or_else(|| sibling(&a.pred, "_eval"));
     let metrics_json = sibling(&prefix.with_extension("h5ad"), "_metrics.json");
     let violin_png = sibling(&prefix.with_extension("h5ad"), "_violin.png");
+    let mut inputs = vec![a.real_stim.as_path(), &a.pred, &a.control];
+    inputs.extend(a.run.as_deref());
     for p in [&metrics_json, &violin_png] {
-        check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &inputs)?;
     }
     let read = |p: &Path| -> Result<AnnData> { Ok(io::read(p, &io::ReadOptions::default())?) };
     let pred = read(&a.pred)?;
@@ -360,19 +396,22 @@ pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
     let m = perturb::evaluate_perturbation(&ctrl_x, &real_x, &pred_x, &genes, a.n_top)?;
     let bars = Bars::new(quiet);
     let mut written = Written::default();
-    violins(
-        &violin_png,
-        "control / real stimulated / predicted",
-        &a.genes,
-        &genes,
-        [
-            ("control", &ctrl_x),
-            ("real", &real_x),
-            ("predicted", &pred_x),
-        ],
-    )?;
+    super::write_out(&violin_png, a.force, |tmp| {
+        violins(
+            tmp,
+            "control / real stimulated / predicted",
+            &a.genes,
+            &m.top_genes,
+            &genes,
+            [
+                ("control", &ctrl_x),
+                ("real", &real_x),
+                ("predicted", &pred_x),
+            ],
+        )
+    })?;
     written.push(&violin_png);
-    write_atomic(&metrics_json, &serde_json::to_string_pretty(&m)?)?;
+    write_atomic(&metrics_json, a.force, &serde_json::to_string_pretty(&m)?)?;
     written.keep();
     print_metrics(&bars, &m, a.n_top);
     println!(

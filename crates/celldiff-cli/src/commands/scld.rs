@@ -10,9 +10,8 @@ use clap::Args;
 use celldiff::backend::DeviceChoice;
 use celldiff::cluster::{ClusterOptions, cluster_pipeline};
 use celldiff::data::{AnnData, Column};
-use celldiff::io;
 use celldiff::models::{Architecture, Fusion};
-use celldiff::run::{check_overwrite, read_model_name};
+use celldiff::run::read_model_name;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LatentKind, SampleOptions, ScldGenerateOptions,
     ScldRun, ScldSpec,
@@ -33,7 +32,7 @@ pub struct ScldTrainArgs {
     pub condition_key: Option<String>,
     /// Conditions from Leiden clusters of the training cells at this resolution (scanpy
     /// workflow: HVG 2000, scale, PCA 50, 15 neighbours); stored as obs key `leiden`.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub leiden_resolution: Option<f64>,
     /// Condition fusion: add (SCLD's best), concat or attention.
     #[arg(long, default_value = "add")]
@@ -42,7 +41,7 @@ pub struct ScldTrainArgs {
     #[arg(long, default_value = "mlp")]
     pub denoiser: String,
     /// Probability p of training on the holistic condition (classifier-free guidance).
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true, value_parser = super::flags::probability)]
     pub cond_drop: f64,
     /// Do not train the post-guidance Scorer.
     #[arg(long)]
@@ -51,7 +50,7 @@ pub struct ScldTrainArgs {
     #[arg(long, default_value = "genes")]
     pub scorer_space: String,
     /// Guidance ω of the generated cells the Scorer learns to reject.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite)]
     pub scorer_guidance: f64,
 }
 
@@ -151,7 +150,7 @@ pub fn conditions_key(
 
 /// `celldiff train --model scld`.
 pub fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    super::check_run_out(&a.out, a.force, &[&a.data.data])?;
     let spec = spec(&a.model, &a.scld, a.seed)?;
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
@@ -188,7 +187,8 @@ pub fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Re
             None => String::new(),
         }
     ));
-    run.save(&a.out, a.force)?;
+    run.save(&a.out, a.force)
+        .map_err(super::appeared_meanwhile)?;
     bars.println(format!(
         "trained on {} cells × {} genes in {:.1}s; wrote {}",
         run.config.n_cells,
@@ -209,13 +209,13 @@ pub struct ScldGenerateArgs {
     #[arg(long)]
     pub condition_mix: bool,
     /// SCLD: classifier-free guidance weight ω (−1 = holistic generation, no guidance).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::finite)]
     pub guidance: Option<f64>,
     /// SCLD: post-guidance by the run's Scorer, on or off (default: on when the run has one).
     #[arg(long)]
     pub post_guidance: Option<String>,
     /// SCLD: fraction of the best-scored cells kept by post-guidance.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = super::flags::share)]
     pub keep: f64,
 }
 
@@ -237,12 +237,16 @@ pub fn is_scld_run(run: &Path) -> bool {
 /// The [`ScldGenerateOptions`] of `celldiff generate` flags for `run`.
 pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateOptions> {
     let s = &a.scld;
-    let post = match s.post_guidance.as_deref() {
-        None => run.scorer.is_some(),
-        Some("on") => true,
-        Some("off") => false,
+    let requested = match s.post_guidance.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
         Some(o) => bail!("--post-guidance: `{o}` (expected on or off)"),
     };
+    let (post, warning) = scld::decide_post_guidance(run, requested);
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     if a.prior != "diffusion" {
         bail!(
             "--prior {}: SCLD runs only sample from the diffusion prior",
@@ -280,7 +284,7 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
 
 /// `celldiff generate` on an SCLD run.
 pub fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
-    check_overwrite(&a.out, a.force)?;
+    super::check_out(&a.out, a.force, &[&a.run])?;
     let device = device(dev)?;
     let run = ScldRun::load(&a.run, &device)
         .with_context(|| format!("loading run {}", a.run.display()))?;
@@ -293,7 +297,7 @@ pub fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         pb.set_position(i as u64);
     })?;
     pb.finish_and_clear();
-    io::write_h5ad(&a.out, &out)?;
+    super::write_h5ad_out(&a.out, a.force, &out)?;
     bars.println(format!(
         "generated {} cells × {} genes (ω = {}, post-guidance {}) in {:.1}s; wrote {}",
         out.n_obs(),

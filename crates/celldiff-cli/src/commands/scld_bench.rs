@@ -56,30 +56,31 @@ pub struct ScldBenchArgs {
     #[command(flatten)]
     pub scld: ScldTrainArgs,
     /// Fraction of cells held out for evaluation.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
     pub holdout: f64,
     /// ω of the pre-guidance rows (and of the UMAP's guided panel).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite)]
     pub guidance: f64,
     /// ω values of the per-cluster sweep.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "-1,0,1,2",
-        allow_negative_numbers = true
+        allow_hyphen_values = true,
+        value_parser = super::flags::finite
     )]
     pub guidance_values: Vec<f64>,
     /// Sampler of every generation (ddpm or ddim).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// Observation of generated cells: counts or mean.
     #[arg(long, default_value = "counts")]
     pub observation: String,
     /// Clusters with fewer held-out cells are left out of the per-cluster table.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = super::flags::count(1, usize::MAX))]
     pub min_cluster_cells: usize,
     /// Skip the scVAEDer baseline.
     #[arg(long)]
@@ -112,7 +113,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
     let outputs = ["results.json", "tables.md", "umap.png"].map(|f| a.out.join(f));
     for p in &outputs {
-        celldiff::run::check_overwrite(p, a.force)?;
+        super::check_out(p, a.force, &[&a.data.data])?;
     }
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
@@ -425,17 +426,19 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     if let Some(p) = outputs[0].parent() {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
-    scatter_panels(
-        &outputs[2],
-        &format!("held-out cells by obs['{key}'], generated cells overlaid"),
-        "UMAP1",
-        "UMAP2",
-        &panels,
-    )?;
+    celldiff::io::output::write_file(&outputs[2], a.force, |tmp| {
+        scatter_panels(
+            tmp,
+            &format!("held-out cells by obs['{key}'], generated cells overlaid"),
+            "UMAP1",
+            "UMAP2",
+            &panels,
+        )
+    })?;
     written.push(&outputs[2]);
-    write_atomic(&outputs[1], &md)?;
+    write_atomic(&outputs[1], a.force, &md)?;
     written.push(&outputs[1]);
-    write_atomic(&outputs[0], &serde_json::to_string_pretty(&doc)?)?;
+    write_atomic(&outputs[0], a.force, &serde_json::to_string_pretty(&doc)?)?;
     written.keep();
     bars.println(format!(
         "wrote {}, {}, {} in {:.0}s",

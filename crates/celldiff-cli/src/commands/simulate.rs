@@ -15,22 +15,22 @@ use crate::progress::Bars;
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     /// Cells.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_CELLS))]
     pub cells: usize,
     /// Genes.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_GENES))]
     pub genes: usize,
     /// Cell types (obs['cell_type'] = type_0, type_1, …).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 100_000))]
     pub types: usize,
     /// Expected UMIs per cell.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub mean_library: f64,
     /// Negative-binomial dispersion θ (variance μ + μ²/θ).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
     pub theta: f64,
     /// Cells generated and written per chunk (bounds memory).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000_000))]
     pub chunk_cells: usize,
     /// Seed (the same seed gives the same file, whatever the chunk size or thread count).
     #[arg(long, default_value_t = 0)]

@@ -193,9 +193,13 @@ fn embed_with_a_run_from_another_gene_set() {
 #[test]
 fn generate_with_a_run_whose_gene_list_was_changed() {
     let run = copy_run(tiny_run());
-    let genes = std::fs::read_to_string(run.join("genes.txt")).unwrap();
-    let fewer: Vec<&str> = genes.lines().skip(10).collect();
-    std::fs::write(run.join("genes.txt"), fewer.join("\n")).unwrap();
+    let genes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("genes.json")).unwrap()).unwrap();
+    std::fs::write(
+        run.join("genes.json"),
+        serde_json::to_string(&genes[10..]).unwrap(),
+    )
+    .unwrap();
     let out = scratch().join("gen.h5ad");
     let o = celldiff([
         "generate".as_ref(),
@@ -206,7 +210,7 @@ fn generate_with_a_run_whose_gene_list_was_changed() {
         "-o".as_ref(),
         out.as_os_str(),
     ]);
-    assert_bad_input(&o, &["genes.txt"]);
+    assert_bad_input(&o, &["genes.json"]);
     assert!(!out.exists());
 }
 

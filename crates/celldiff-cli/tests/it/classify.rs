@@ -50,7 +50,7 @@ fn classify_train_then_predict_on_the_demo_data() {
     );
     for f in [
         "config.json",
-        "genes.txt",
+        "genes.json",
         "preprocess.json",
         "classifier.bpk",
     ] {

@@ -33,7 +33,7 @@ fn train_writes_a_complete_run_and_losses_fall() {
     let run = tiny_run();
     for f in [
         "config.json",
-        "genes.txt",
+        "genes.json",
         "preprocess.json",
         "latent.json",
         "vae.bpk",
@@ -51,9 +51,10 @@ fn train_writes_a_complete_run_and_losses_fall() {
     assert_eq!(config["labels"].as_array().unwrap().len(), 10);
     // ᾱ_T of the default linear 1e-5…5e-3 schedule rescaled to T = 100 is far from 0.
     assert!(config["alphas_cumprod_terminal"].as_f64().unwrap() > 0.5);
-    let genes = std::fs::read_to_string(run.join("genes.txt")).unwrap();
+    let genes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("genes.json")).unwrap()).unwrap();
     assert_eq!(
-        genes.lines().count(),
+        genes.len(),
         765,
         "pbmc68k_reduced has 765 genes, all kept"
     );

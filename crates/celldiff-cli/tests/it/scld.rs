@@ -21,7 +21,7 @@ fn tiny_scld_args() -> Vec<String> {
 }
 
 /// One tiny SCLD run on the demo data (conditions: bulk_labels), shared read-only.
-fn tiny_scld_run() -> &'static Path {
+pub fn tiny_scld_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let run = scratch().join("scld-run");
@@ -67,7 +67,7 @@ fn scld_train_writes_a_complete_run_with_conditions() {
     let run = tiny_scld_run();
     for f in [
         "config.json",
-        "genes.txt",
+        "genes.json",
         "preprocess.json",
         "latent.json",
         "conditions.json",

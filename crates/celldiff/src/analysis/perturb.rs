@@ -419,8 +419,66 @@ pub fn evaluate_perturbation(
     })
 }
 
+/// Number of genes a perturbation violin plot shows by default.
+pub const VIOLIN_DEFAULT_GENES: usize = 4;
+
+/// The genes of a perturbation violin plot, and the requested genes that are missing.
+///
+/// `requested` are the user's genes (empty: not given), `defaults` the genes shown when none
+/// are given (e.g. Kang's interferon genes), `var_names` the genes compared and `top_genes`
+/// the top DEGs, best first (all of them in `var_names`). Requested genes are kept in order
+/// when present; without a request the defaults that are present come first and the top DEGs
+/// fill up to [`VIOLIN_DEFAULT_GENES`] panels. The second list names the requested (or
+/// default) genes that are not in `var_names`, for a warning.
+pub fn violin_genes(
+    requested: &[String],
+    defaults: &[&str],
+    var_names: &[String],
+    top_genes: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let present = |g: &str| var_names.iter().any(|v| v == g);
+    if !requested.is_empty() {
+        let (keep, missing): (Vec<String>, Vec<String>) =
+            requested.iter().cloned().partition(|g| present(g));
+        return (keep, missing);
+    }
+    let mut keep: Vec<String> = Vec::new();
+    let mut missing = Vec::new();
+    for d in defaults {
+        if present(d) {
+            keep.push((*d).to_string());
+        } else {
+            missing.push((*d).to_string());
+        }
+    }
+    for g in top_genes {
+        if keep.len() >= VIOLIN_DEFAULT_GENES {
+            break;
+        }
+        if present(g) && !keep.contains(g) {
+            keep.push(g.clone());
+        }
+    }
+    (keep, missing)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::violin_genes;
+
+    #[test]
+    fn violin_genes_keep_requested_present_genes_and_fill_defaults_with_top_degs() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let var = names(&["A", "ISG15", "B", "C", "D"]);
+        let top = names(&["C", "ISG15", "A", "B"]);
+        // Explicit genes: the present ones, in order; the others reported.
+        let (keep, missing) = violin_genes(&names(&["X", "B", "A"]), &[], &var, &top);
+        assert_eq!((keep, missing), (names(&["B", "A"]), names(&["X"])));
+        // Default: the default genes present, then the top DEGs up to 4 panels.
+        let (keep, missing) = violin_genes(&[], &["ISG15", "ISG20", "FGL2"], &var, &top);
+        assert_eq!(keep, names(&["ISG15", "C", "A", "B"]));
+        assert_eq!(missing, names(&["ISG20", "FGL2"]));
+    }
     use super::*;
 
     #[test]

@@ -22,15 +22,41 @@
 //!   categories in `uns/<column>_categories`, sparse matrices as groups with the
 //!   `h5sparse_format`/`h5sparse_shape` attributes, `raw.X`/`raw.var`.
 //!
+//! - HDF5 details anndata accepts: a user block before the superblock (`h5py.File(p, "w",
+//!   userblock_size=512)`); soft links in h5py's default (symbol-table) groups, e.g. `X` →
+//!   `/layers/counts`, followed in an in-memory copy (`h5ad_links.rs`; the streaming reader
+//!   follows none); a sparse `shape` attribute of any integer type or of floats holding whole
+//!   numbers.
+//!
 //! CSR column indices are sorted per row on read (scanpy can write unsorted indices); CSC is
 //! converted to CSR. Every value type of `X` (float, integer, bool) becomes `f32`, unchanged
 //! otherwise (raw counts stay counts).
 //!
+//! Names and categories are kept as stored (empty names and names holding newlines or tabs
+//! included), with two repairs, each reported by a `tracing` warning that names the file and
+//! the names (the CLI prints it as `warning: ...`):
+//! - repeated `var_names` are made unique as anndata's `var_names_make_unique` does (`A`,
+//!   `A-1`, `A-2`; the same function as the 10x reader), so no gene shadows another;
+//! - a categorical whose categories repeat a label (which pandas, and so anndata, cannot
+//!   open) has the repeats merged into the first: every cell keeps its label, and what
+//!   celldiff writes back opens in anndata. Merging rather than refusing, because the labels
+//!   are unambiguous and refusing would leave the user no way on without Python.
+//!
 //! # Robustness
 //! A malformed file gives an [`Error::Format`] naming the file, the HDF5 field and what was
 //! expected. Structures are validated before they are used (shapes, `indptr`, index ranges,
-//! category codes), a dataset may not declare more bytes than the file could hold, and any panic
-//! inside the HDF5 decoder on a corrupt file is caught and turned into an error as well.
+//! category codes), and any panic inside the HDF5 decoder on a corrupt file is caught and
+//! turned into an error as well. Declared sizes are checked against what is present before
+//! anything of that size is allocated:
+//! - a dataset may not declare more bytes than the file could hold (uncompressed: its size;
+//!   compressed: 1100 times it);
+//! - the superblock's end-of-file address may not exceed the file's size ("is truncated");
+//! - a dimension that no stored dataset backs (the minor axis of a sparse `X`, the rows of a
+//!   dataframe stored without names, e.g. `var` deleted) may not exceed the file's size in
+//!   bytes (at least 2^20): a 40 kB file whose `X` declares `[700, 2^40]` is refused with
+//!   both numbers instead of allocating 2^40 gene names;
+//! - `uns` arrays are read up to 10⁶ elements and 10⁶ rows; compound-array fields must fit
+//!   their record.
 //!
 //! # Layout written
 //! [`write_h5ad`] writes the anndata ≥ 0.8 specification (encoding versions as anndata 0.10–0.12
@@ -45,11 +71,12 @@ use std::path::{Path, PathBuf};
 
 use hdf5_pure::{
     AttrValue, DType, Dataset, DatasetBuilder, Datatype, DatatypeByteOrder, EnumTypeBuilder, File,
-    FileBuilder, FinishedGroup, FormatError, Group, GroupBuilder, StringPadding, make_i8_type,
+    FileBuilder, FormatError, Group, GroupBuilder, StringPadding, make_i8_type,
 };
 use serde_json::{Map, Value};
 use sprs::CsMat;
 
+use super::tenx::unique_var_names;
 use crate::data::{AnnData, Column, DenseMatrix, Frame, Matrix};
 use crate::error::{Error, Result};
 
@@ -68,9 +95,19 @@ pub struct ReadOptions {
     pub use_raw: bool,
 }
 
+#[path = "h5ad_links.rs"]
+mod links;
 #[path = "h5ad_stream.rs"]
 mod stream;
 pub use stream::H5adStream;
+#[path = "h5ad_patch.rs"]
+mod patch;
+pub use patch::{Annotations, write_annotated};
+#[path = "h5ad_write.rs"]
+mod write;
+pub use write::{write_h5ad, write_h5ad_with_obsp};
+#[cfg(test)]
+use write::{set_enc_group, vstr};
 
 const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
 
@@ -131,7 +168,12 @@ pub(crate) fn check_hdf5_signature(path: &Path) -> Result<()> {
 ///   `X` absent; an unsupported `X` encoding (unknown `encoding-type`, blosc or other
 ///   undecodable compression); `layers/<name>` absent when [`ReadOptions::layer`] is set;
 ///   `raw/X` absent when [`ReadOptions::use_raw`] is set; shape mismatches (`X/indptr` length,
-///   `obs` length, out-of-range indices or category codes, ...).
+///   `obs` length, out-of-range indices or category codes, ...); a `shape` attribute that is
+///   not two whole non-negative numbers, or that declares a dimension larger than the file can
+///   describe (field `X`, or `obs`/`var` when they are absent; see the module documentation).
+///
+/// Repeated `var_names` are made unique and repeated categories merged, each with a warning
+/// (module documentation).
 /// - [`Error::InvalidInput`]: both `layer` and `use_raw` were requested.
 pub fn read_h5ad(path: &Path, opts: &ReadOptions) -> Result<AnnData> {
     if opts.use_raw && opts.layer.is_some() {
@@ -166,6 +208,9 @@ fn with_reader<T>(path: &Path, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Resu
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file_len = bytes.len() as u64;
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<T> {
+        let mut bytes = bytes;
+        // Soft links (`X` → `/layers/counts`) become hard links in this in-memory copy.
+        links::resolve_soft_links(&mut bytes);
         let file = File::from_bytes(bytes).map_err(|e| {
             Error::format(
                 path,
@@ -173,19 +218,18 @@ fn with_reader<T>(path: &Path, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Resu
                 format!("cannot parse the HDF5 structure ({e}); the file is corrupt or truncated"),
             )
         })?;
-        let sb = file.superblock();
-        if sb.eof_address != u64::MAX {
-            let end = sb.base_address.get().saturating_add(sb.eof_address);
-            if end > file_len {
-                return Err(Error::format(
-                    path,
-                    "(file)",
-                    format!(
-                        "is truncated: its HDF5 superblock records {end} bytes but the file has \
-                         {file_len}; expected a complete copy (re-copy or re-download it)"
-                    ),
-                ));
-            }
+        // libhdf5 (h5py) and hdf5-pure record the end-of-file address as an absolute offset:
+        // with a user block (base address 512, ...) it already includes the user block.
+        let end = file.superblock().eof_address;
+        if end != u64::MAX && end > file_len {
+            return Err(Error::format(
+                path,
+                "(file)",
+                format!(
+                    "is truncated: its HDF5 superblock records {end} bytes but the file has \
+                     {file_len}; expected a complete copy (re-copy or re-download it)"
+                ),
+            ));
         }
         f(&Reader {
             file: &file,
@@ -264,6 +308,36 @@ fn attr_str(attrs: &std::collections::HashMap<String, AttrValue>, key: &str) -> 
         .map(str::to_string)
 }
 
+/// The `shape` (anndata) or `h5sparse_shape` (pre-0.7) attribute of a sparse matrix group as
+/// `[n_rows, n_cols]`. Any integer type is accepted, and floats holding whole non-negative
+/// numbers (some writers store the shape as float64; anndata reads it).
+///
+/// # Errors
+/// A message (for [`Reader::err`]) when the attribute is absent or not two such numbers.
+fn sparse_shape_attr(attrs: &Attrs) -> std::result::Result<[u64; 2], String> {
+    let v = attrs
+        .get("shape")
+        .or_else(|| attrs.get("h5sparse_shape"))
+        .ok_or("has no `shape` attribute; expected [n_rows, n_cols]")?;
+    let dims: Option<Vec<u64>> = if let Some(u) = v.to_u64s() {
+        Some(u)
+    } else if v.to_i64s().is_some() {
+        None // negative
+    } else {
+        v.to_f64s().and_then(|f| {
+            f.into_iter()
+                .map(|d| (d >= 0.0 && d.fract() == 0.0 && d < 2f64.powi(63)).then_some(d as u64))
+                .collect()
+        })
+    };
+    match dims.as_deref() {
+        Some(&[r, c]) => Ok([r, c]),
+        _ => Err(format!(
+            "has shape attribute {v:?}; expected 2 non-negative whole numbers [n_rows, n_cols]"
+        )),
+    }
+}
+
 fn filter_name(id: u16) -> &'static str {
     match id {
         4 => "szip",
@@ -295,10 +369,16 @@ impl Reader<'_> {
     }
 
     fn h5(&self, field: &str, e: hdf5_pure::Error) -> Error {
-        self.err(
-            field,
-            format!("cannot read ({e}); the file is corrupt or truncated"),
-        )
+        let e = e.to_string();
+        // An undefined address (2^64 - 1) is what a link hdf5-pure cannot follow reads as.
+        let why = if e.contains(&u64::MAX.to_string()) {
+            "the file holds an HDF5 soft or external link celldiff could not follow (streamed \
+             reads, `--stream`, follow none: read without it, or store the object itself), or \
+             it is corrupt"
+        } else {
+            "the file is corrupt or truncated"
+        };
+        self.err(field, format!("cannot read ({e}); {why}"))
     }
 
     fn node(&self, field: &str) -> Result<Node> {
@@ -401,6 +481,34 @@ impl Reader<'_> {
             .into_iter()
             .map(|d| usize::try_from(d).map_err(|_| self.err(field, "dimension too large")))
             .collect()
+    }
+
+    /// The most rows a dimension may declare when no stored dataset holds one entry per row
+    /// (a dataframe without names, the minor axis of a sparse matrix): the file's size in
+    /// bytes, and at least 2^20. Checked before anything of that size is allocated.
+    fn max_unbacked_rows(&self) -> u64 {
+        self.file_len.max(1 << 20)
+    }
+
+    /// `[n_rows, n_cols]` of the sparse group at `field` from its `shape` attribute, with the
+    /// minor dimension (`n_cols` for CSR, `n_rows` for CSC, which no dataset backs) bounded by
+    /// [`Self::max_unbacked_rows`]. The major dimension is checked against `indptr` later.
+    fn sparse_dims(&self, field: &str, attrs: &Attrs, csr: bool) -> Result<(usize, usize)> {
+        let [r, c] = sparse_shape_attr(attrs).map_err(|m| self.err(field, m))?;
+        let (minor, name) = if csr { (c, "n_cols") } else { (r, "n_rows") };
+        let max = self.max_unbacked_rows();
+        if minor > max || r.max(c) > usize::MAX as u64 / 2 {
+            return Err(self.err(
+                field,
+                format!(
+                    "declares shape [{r}, {c}]: {name} = {minor} is more than this {}-byte file \
+                     can describe (at most {max}); the `shape` attribute is corrupt (expected \
+                     the matrix's real [n_rows, n_cols])",
+                    self.file_len
+                ),
+            ));
+        }
+        Ok((r as usize, c as usize))
     }
 
     fn kind(&self, ds: &Dataset, field: &str) -> Result<Kind> {
@@ -528,6 +636,7 @@ impl Reader<'_> {
         let mut used_uns = Vec::new();
         let (obs_names, obs) = self.read_dataframe("obs", n_obs, &mut used_uns)?;
         let (var_names, var) = self.read_dataframe(&var_field, n_vars, &mut used_uns)?;
+        let var_names = unique_var_names(self.path, &var_field, var_names);
         let obsm = self.read_obsm(n_obs)?;
         let layers = if opts.use_raw {
             Vec::new()
@@ -605,20 +714,7 @@ impl Reader<'_> {
 
     /// A `csr_matrix`/`csc_matrix` group as CSR with sorted indices.
     fn read_sparse(&self, field: &str, attrs: &Attrs, csr: bool) -> Result<CsMat<f32>> {
-        let shape = attrs
-            .get("shape")
-            .or_else(|| attrs.get("h5sparse_shape"))
-            .and_then(AttrValue::to_i64s)
-            .ok_or_else(|| {
-                self.err(field, "has no `shape` attribute; expected [n_rows, n_cols]")
-            })?;
-        if shape.len() != 2 || shape.iter().any(|&d| d < 0) {
-            return Err(self.err(
-                field,
-                format!("has shape attribute {shape:?}; expected 2 dims"),
-            ));
-        }
-        let (n_rows, n_cols) = (shape[0] as usize, shape[1] as usize);
+        let (n_rows, n_cols) = self.sparse_dims(field, attrs, csr)?;
         let f_data = format!("{field}/data");
         let f_ind = format!("{field}/indices");
         let f_ptr = format!("{field}/indptr");
@@ -711,7 +807,7 @@ impl Reader<'_> {
         used_uns: &mut Vec<String>,
     ) -> Result<(Vec<String>, Frame)> {
         match self.node(field)? {
-            Node::Missing => Ok(((0..n_rows).map(|i| i.to_string()).collect(), Vec::new())),
+            Node::Missing => Ok((self.default_names(field, n_rows)?, Vec::new())),
             Node::Dataset(ds) => self.read_compound_frame(&ds, field, n_rows, used_uns),
             Node::Group(g) => {
                 let attrs = self.group_attrs(&g, field)?;
@@ -722,7 +818,7 @@ impl Reader<'_> {
                     let ds = self.dataset(&f_index, "the row names (strings)")?;
                     self.read_labels(&ds, &f_index)?
                 } else {
-                    (0..n_rows).map(|i| i.to_string()).collect()
+                    self.default_names(&f_index, n_rows)?
                 };
                 if names.len() != n_rows {
                     return Err(self.err(
@@ -758,6 +854,26 @@ impl Reader<'_> {
         }
     }
 
+    /// `"0"`, `"1"`, ... for a dataframe stored without row names (anndata's default index),
+    /// after checking that `n_rows` (declared by the shape of `X`) is no more than
+    /// [`Self::max_unbacked_rows`]: a tiny file declaring 2^40 genes is refused here instead
+    /// of allocating 2^40 names.
+    fn default_names(&self, field: &str, n_rows: usize) -> Result<Vec<String>> {
+        let max = self.max_unbacked_rows();
+        if n_rows as u64 > max {
+            return Err(self.err(
+                field,
+                format!(
+                    "is absent, and X declares {n_rows} rows for it: more than this {}-byte file \
+                     can describe without stored names (at most {max}); expected a dataframe \
+                     with one name per row, or X's shape is corrupt",
+                    self.file_len
+                ),
+            ));
+        }
+        Ok((0..n_rows).map(|i| i.to_string()).collect())
+    }
+
     /// One dataframe column; `None` for encodings that are skipped (with a warning).
     fn read_column(&self, frame: &str, col: &str, f_col: &str) -> Result<Option<Column>> {
         match self.node(f_col)? {
@@ -776,7 +892,7 @@ impl Reader<'_> {
                             .read_labels(&self.dataset(&f_cats, "the category labels")?, &f_cats)?;
                         let codes_ds = self.dataset(&f_codes, "the category codes (integers)")?;
                         let codes = self.read_codes(&codes_ds, &f_codes, categories.len())?;
-                        Ok(Some(Column::Categorical { codes, categories }))
+                        Ok(Some(self.categorical(f_col, codes, categories)))
                     }
                     "nullable-integer" | "nullable-boolean" | "nullable-string-array" => {
                         self.read_nullable(f_col, &enc).map(Some)
@@ -796,7 +912,7 @@ impl Reader<'_> {
                     let categories = self
                         .read_labels(&self.dataset(&f_legacy, "the category labels")?, &f_legacy)?;
                     let codes = self.read_codes(&ds, f_col, categories.len())?;
-                    return Ok(Some(Column::Categorical { codes, categories }));
+                    return Ok(Some(self.categorical(f_col, codes, categories)));
                 }
                 let shape = self.checked_shape(&ds, f_col)?;
                 if shape.len() != 1 {
@@ -822,6 +938,23 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// A categorical column from validated `codes` (-1 = missing) and `categories`. Repeated
+    /// category labels (which pandas, and so anndata, refuses: "Categorical categories must be
+    /// unique") are merged into their first occurrence, with a warning naming the column and
+    /// the labels: every cell keeps its label, and the file celldiff writes opens in anndata.
+    fn categorical(&self, field: &str, codes: Vec<i32>, categories: Vec<String>) -> Column {
+        let (codes, categories, repeated) = merge_duplicate_categories(codes, categories);
+        if !repeated.is_empty() {
+            tracing::warn!(
+                "{}: categorical `{field}` lists the categories {} more than once; merged into \
+                 one category each (pandas/anndata require unique categories)",
+                self.path.display(),
+                list_names(&repeated)
+            );
+        }
+        Column::Categorical { codes, categories }
     }
 
     fn read_codes(&self, ds: &Dataset, field: &str, n_cat: usize) -> Result<Vec<i32>> {
@@ -909,10 +1042,11 @@ impl Reader<'_> {
                         ));
                     }
                     used_uns.push(uns_key);
-                    Column::Categorical {
-                        codes: codes.into_iter().map(|c| c as i32).collect(),
+                    self.categorical(
+                        &format!("{field}/{name}"),
+                        codes.into_iter().map(|c| c as i32).collect(),
                         categories,
-                    }
+                    )
                 }
                 Decoded::Int(v) => Column::Numeric(v.into_iter().map(|x| x as f64).collect()),
                 Decoded::Num(v) => Column::Numeric(v),
@@ -1156,7 +1290,7 @@ impl Reader<'_> {
                     } else {
                         match enc.as_deref() {
                             None | Some("dict") => {
-                                Some(Value::Object(self.uns_group(&sub, &f, depth + 1)))
+                                Some(list_from_dict(self.uns_group(&sub, &f, depth + 1)))
                             }
                             _ => None,
                         }
@@ -1176,9 +1310,14 @@ impl Reader<'_> {
         if self.unsupported_filter(ds).is_some() {
             return None;
         }
+        // anndata's `None` (encoding-type `null`, any dataspace).
+        if attr_str(&ds.attrs().unwrap_or_default(), "encoding-type").as_deref() == Some("null") {
+            return Some(Value::Null);
+        }
         let shape = ds.shape().ok()?;
         let n: u64 = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
-        if n > MAX_UNS_ELEMENTS || shape.len() > 2 {
+        // Each dimension too: a [2^40, 0] array has no elements but 2^40 (empty) rows.
+        if n > MAX_UNS_ELEMENTS || shape.len() > 2 || shape.iter().any(|&d| d > MAX_UNS_ELEMENTS) {
             return None;
         }
         self.checked_shape(ds, field).ok()?;
@@ -1228,6 +1367,73 @@ impl Reader<'_> {
                 ))
             }
         }
+    }
+}
+
+/// A `uns` dict keyed exactly `"0"`, `"1"`, ... in order whose values form a list that
+/// [`write_h5ad`] writes as such a dict (mixed types, objects, nulls; see
+/// `write::list_as_dict`) is read back as that list; every other dict stays an object.
+fn list_from_dict(m: Map<String, Value>) -> Value {
+    let n = m.len();
+    let mut slots: Vec<Option<&Value>> = vec![None; n];
+    for (k, v) in &m {
+        match k.parse::<usize>() {
+            Ok(i) if i < n && *k == i.to_string() => slots[i] = Some(v),
+            _ => return Value::Object(m),
+        }
+    }
+    let items: Vec<Value> = slots.into_iter().flatten().cloned().collect();
+    if n > 0 && items.len() == n && write::list_as_dict(&items) {
+        return Value::Array(items);
+    }
+    Value::Object(m)
+}
+
+/// Merges repeated labels of `categories` into their first occurrence and remaps `codes`
+/// (-1, missing, stays -1). Returns the codes, the unique categories in first-occurrence order
+/// and the labels that were repeated (each once); unchanged input when all are unique.
+fn merge_duplicate_categories(
+    codes: Vec<i32>,
+    categories: Vec<String>,
+) -> (Vec<i32>, Vec<String>, Vec<String>) {
+    let mut first: std::collections::HashMap<&str, i32> =
+        std::collections::HashMap::with_capacity(categories.len());
+    let mut remap = Vec::with_capacity(categories.len());
+    let mut unique: Vec<String> = Vec::new();
+    let mut repeated: Vec<String> = Vec::new();
+    let mut listed: HashSet<&str> = HashSet::new();
+    for c in &categories {
+        match first.get(c.as_str()) {
+            Some(&k) => {
+                remap.push(k);
+                if listed.insert(c.as_str()) {
+                    repeated.push(c.clone());
+                }
+            }
+            None => {
+                let k = unique.len() as i32;
+                first.insert(c, k);
+                remap.push(k);
+                unique.push(c.clone());
+            }
+        }
+    }
+    if repeated.is_empty() {
+        return (codes, categories, repeated);
+    }
+    let codes = codes
+        .into_iter()
+        .map(|c| if c < 0 { c } else { remap[c as usize] })
+        .collect();
+    (codes, unique, repeated)
+}
+
+/// Up to 10 names, quoted, then how many more: `"A", "B" and 3 more`.
+pub(crate) fn list_names(names: &[String]) -> String {
+    let shown: Vec<String> = names.iter().take(10).map(|n| format!("{n:?}")).collect();
+    match names.len() {
+        n if n > 10 => format!("{} and {} more", shown.join(", "), n - 10),
+        _ => shown.join(", "),
     }
 }
 
@@ -1389,9 +1595,15 @@ fn decode_field(raw: &[u8], rec: usize, n: usize, off: usize, dt: &Datatype) -> 
             base_type,
             dimensions,
         } => {
-            let width: usize = dimensions.iter().map(|&d| d as usize).product();
+            let width = dimensions
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d as usize))?;
             let scalar = Scalar::of(base_type)?;
             let sz = scalar.size();
+            // The array must fit in its record (a corrupt dimension must not size the buffer).
+            if width.checked_mul(sz)?.checked_add(off)? > rec {
+                return None;
+            }
             let mut data = Vec::with_capacity(n * width);
             for i in 0..n {
                 let b = elem(i, sz * width)?;
@@ -1478,550 +1690,6 @@ fn transpose_compressed(
         }
     }
     (out_ptr, out_ind, out_data)
-}
-
-// ------------------------------------------------------------------------------------------
-// Writing
-// ------------------------------------------------------------------------------------------
-
-/// Writes `adata` as an AnnData `.h5ad` file following the anndata ≥ 0.8 on-disk
-/// specification, readable (without warnings) by Python `anndata.read_h5ad` ≥ 0.8.
-///
-/// Layout: root `encoding-type = anndata` (0.1.0); `X` as a dense `f32` array `[n_cells,
-/// n_genes]` (`array`, 0.2.0) or a `csr_matrix` group (0.1.0; `data` f32, `indices` i32,
-/// `indptr` i32 or i64, attribute `shape`); `obs`/`var` as `dataframe` groups (0.2.0) with
-/// `_index`, `column-order`, categorical columns (`categorical` 0.2.0: `codes` int8/16/32 +
-/// `categories` string-array), strings (`string-array`), numbers (f64 `array`) and bools (HDF5
-/// bool enum, as h5py); `obsm` (f32 arrays), `layers` (as X), empty `varm`/`varp`, `obsp` empty here (see
-/// [`write_h5ad_with_obsp`]); `uns`
-/// from JSON: objects → `dict` groups, strings → `string` scalars, numbers (i64/u64/f64) and
-/// bools → `numeric-scalar`, arrays of numbers/bools → `array` (rectangular nested number
-/// arrays → 2-D), arrays of strings → `string-array`, anything else (null, mixed arrays) → its
-/// JSON text as a `string` scalar. Values are written as given (counts stay counts).
-///
-/// The file is written uncompressed to a temporary file in the same directory and renamed over
-/// `path`, so an existing `path` is replaced atomically and a failed write leaves no partial
-/// output. Refusing to overwrite is the caller's decision ([`Error::AlreadyExists`]).
-///
-/// # Errors
-/// - [`Error::InvalidInput`]: inconsistent `adata` (names, columns, `obsm` or layers not
-///   matching `X`'s shape, duplicate or reserved (`_index`) column names, keys containing `/`,
-///   category codes out of range).
-/// - [`Error::Io`]: the directory cannot be created or is not writable, the rename failed
-///   (missing parent directories are created).
-/// - [`Error::Internal`]: the HDF5 encoder refused the data.
-pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
-    write_h5ad_with_obsp(path, adata, &[])
-}
-
-/// [`write_h5ad`] with pairwise per-cell matrices in `obsp` (anndata's `adata.obsp`): each
-/// `(name, matrix)` is written as `obsp/<name>`, a `csr_matrix` group (encoding-version 0.1.0;
-/// `data` f32, `indices` i32, `indptr` i32 or i64, attribute `shape = [n_obs, n_obs]`) exactly
-/// like a sparse `X`. A CSC matrix is converted to CSR. [`read_obsp`] reads them back.
-///
-/// # Errors
-/// Those of [`write_h5ad`], and [`Error::InvalidInput`] if an `obsp` matrix is not
-/// `[n_obs, n_obs]`, two have the same name, or a name is empty or contains `/`.
-pub fn write_h5ad_with_obsp(
-    path: &Path,
-    adata: &AnnData,
-    obsp: &[(String, CsMat<f32>)],
-) -> Result<()> {
-    validate_for_write(adata)?;
-    validate_obsp(adata.n_obs(), obsp)?;
-    let mut fb = FileBuilder::new();
-    fb.set_attr("encoding-type", vstr("anndata"));
-    fb.set_attr("encoding-version", vstr("0.1.0"));
-    write_matrix(&mut fb, "X", &adata.x)?;
-    write_dataframe(&mut fb, "obs", &adata.obs_names, &adata.obs)?;
-    write_dataframe(&mut fb, "var", &adata.var_names, &adata.var)?;
-
-    let mut obsm = dict_group(&mut fb, "obsm");
-    for (k, m) in &adata.obsm {
-        let ds = obsm.create_dataset(k);
-        ds.with_f32_data(&m.data)
-            .with_shape(&[m.n_rows as u64, m.n_cols as u64]);
-        set_enc_ds(ds, "array", "0.2.0");
-    }
-    fb.add_group(obsm.finish());
-    let mut layers = dict_group(&mut fb, "layers");
-    for (k, m) in &adata.layers {
-        write_matrix(&mut layers, k, m)?;
-    }
-    fb.add_group(layers.finish());
-    let mut obsp_group = dict_group(&mut fb, "obsp");
-    for (k, m) in obsp {
-        write_csr(&mut obsp_group, k, m);
-    }
-    fb.add_group(obsp_group.finish());
-    for empty in ["varm", "varp"] {
-        let g = dict_group(&mut fb, empty);
-        fb.add_group(g.finish());
-    }
-    let mut uns = dict_group(&mut fb, "uns");
-    write_uns_map(&mut uns, &adata.uns, 0)?;
-    fb.add_group(uns.finish());
-
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    static WRITE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{}.{}-{n}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        fb.finish_to(&mut f).map_err(|e| match e {
-            hdf5_pure::Error::Io(io) => Error::io(&tmp, io),
-            other => Error::Internal(format!("writing {}: {other}", path.display())),
-        })?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn vstr(s: &str) -> AttrValue {
-    AttrValue::VarLenString(s.to_string())
-}
-
-/// Something datasets and groups can be created in (the file root or a group).
-trait Parent {
-    fn ds(&mut self, name: &str) -> &mut DatasetBuilder;
-    fn sub(&mut self, name: &str) -> GroupBuilder;
-    fn put(&mut self, g: FinishedGroup);
-}
-
-impl Parent for FileBuilder {
-    fn ds(&mut self, name: &str) -> &mut DatasetBuilder {
-        self.create_dataset(name)
-    }
-    fn sub(&mut self, name: &str) -> GroupBuilder {
-        self.create_group(name)
-    }
-    fn put(&mut self, g: FinishedGroup) {
-        self.add_group(g);
-    }
-}
-
-impl Parent for GroupBuilder {
-    fn ds(&mut self, name: &str) -> &mut DatasetBuilder {
-        self.create_dataset(name)
-    }
-    fn sub(&mut self, name: &str) -> GroupBuilder {
-        self.create_group(name)
-    }
-    fn put(&mut self, g: FinishedGroup) {
-        self.add_group(g);
-    }
-}
-
-fn set_enc_ds(ds: &mut DatasetBuilder, ty: &str, version: &str) {
-    ds.set_attr("encoding-type", vstr(ty));
-    ds.set_attr("encoding-version", vstr(version));
-}
-
-fn set_enc_group(g: &mut GroupBuilder, ty: &str, version: &str) {
-    g.set_attr("encoding-type", vstr(ty));
-    g.set_attr("encoding-version", vstr(version));
-}
-
-fn dict_group(p: &mut impl Parent, name: &str) -> GroupBuilder {
-    let mut g = p.sub(name);
-    set_enc_group(&mut g, "dict", "0.1.0");
-    g
-}
-
-/// h5py's boolean type: an enum over int8 with `FALSE = 0`, `TRUE = 1`.
-fn bool_type() -> Result<Datatype> {
-    EnumTypeBuilder::with_base(make_i8_type())
-        .value("FALSE", 0)
-        .value("TRUE", 1)
-        .build()
-        .map_err(|e| Error::Internal(format!("building the HDF5 bool type: {e}")))
-}
-
-fn write_strings(p: &mut impl Parent, name: &str, values: &[String]) {
-    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-    let ds = p.ds(name);
-    ds.with_vlen_strings(&refs);
-    set_enc_ds(ds, "string-array", "0.2.0");
-}
-
-fn write_matrix(p: &mut impl Parent, name: &str, m: &Matrix) -> Result<()> {
-    match m {
-        Matrix::Dense(d) => {
-            let ds = p.ds(name);
-            ds.with_f32_data(&d.data)
-                .with_shape(&[d.n_rows as u64, d.n_cols as u64]);
-            set_enc_ds(ds, "array", "0.2.0");
-        }
-        Matrix::Csr(c) => write_csr(p, name, c),
-    }
-    Ok(())
-}
-
-/// A sparse matrix as an anndata `csr_matrix` group (CSC input is converted; row indices
-/// are sorted).
-fn write_csr(p: &mut impl Parent, name: &str, c: &CsMat<f32>) {
-    let (n_rows, n_cols) = (c.rows(), c.cols());
-    let mut indptr: Vec<i64> = Vec::with_capacity(n_rows + 1);
-    let mut indices: Vec<i32> = Vec::with_capacity(c.nnz());
-    let mut data: Vec<f32> = Vec::with_capacity(c.nnz());
-    indptr.push(0);
-    if c.is_csr() {
-        for row in c.outer_iterator() {
-            let mut entries: Vec<(usize, f32)> = row.iter().map(|(j, &v)| (j, v)).collect();
-            if entries.windows(2).any(|w| w[0].0 > w[1].0) {
-                entries.sort_unstable_by_key(|e| e.0);
-            }
-            for (j, v) in entries {
-                indices.push(j as i32);
-                data.push(v);
-            }
-            indptr.push(indices.len() as i64);
-        }
-    } else {
-        let csr = c.to_csr();
-        for row in csr.outer_iterator() {
-            for (j, &v) in row.iter() {
-                indices.push(j as i32);
-                data.push(v);
-            }
-            indptr.push(indices.len() as i64);
-        }
-    }
-    let mut g = p.sub(name);
-    set_enc_group(&mut g, "csr_matrix", "0.1.0");
-    g.set_attr(
-        "shape",
-        AttrValue::I64Array(vec![n_rows as i64, n_cols as i64]),
-    );
-    g.create_dataset("data").with_f32_data(&data);
-    g.create_dataset("indices").with_i32_data(&indices);
-    if indices.len() <= i32::MAX as usize {
-        let p32: Vec<i32> = indptr.iter().map(|&x| x as i32).collect();
-        g.create_dataset("indptr").with_i32_data(&p32);
-    } else {
-        g.create_dataset("indptr").with_i64_data(&indptr);
-    }
-    p.put(g.finish());
-}
-
-fn write_dataframe(p: &mut impl Parent, name: &str, index: &[String], frame: &Frame) -> Result<()> {
-    let mut g = p.sub(name);
-    set_enc_group(&mut g, "dataframe", "0.2.0");
-    g.set_attr("_index", vstr("_index"));
-    if frame.is_empty() {
-        // What anndata itself writes for a dataframe without columns.
-        g.set_attr("column-order", AttrValue::F64Array(Vec::new()));
-    } else {
-        g.set_attr(
-            "column-order",
-            AttrValue::VarLenStringArray(frame.iter().map(|(k, _)| k.clone()).collect()),
-        );
-    }
-    write_strings(&mut g, "_index", index);
-    for (k, col) in frame {
-        match col {
-            Column::Categorical { codes, categories } => {
-                let mut cg = g.create_group(k);
-                set_enc_group(&mut cg, "categorical", "0.2.0");
-                cg.set_attr("ordered", AttrValue::I8(0));
-                let n_cat = categories.len();
-                let ds = cg.create_dataset("codes");
-                if n_cat < i8::MAX as usize {
-                    let v: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
-                    ds.with_i8_data(&v);
-                } else if n_cat < i16::MAX as usize {
-                    let v: Vec<i16> = codes.iter().map(|&c| c as i16).collect();
-                    ds.with_i16_data(&v);
-                } else {
-                    ds.with_i32_data(codes);
-                }
-                set_enc_ds(ds, "array", "0.2.0");
-                write_strings(&mut cg, "categories", categories);
-                g.add_group(cg.finish());
-            }
-            Column::String(v) => write_strings(&mut g, k, v),
-            Column::Numeric(v) => {
-                let ds = g.create_dataset(k);
-                ds.with_f64_data(v);
-                set_enc_ds(ds, "array", "0.2.0");
-            }
-            Column::Bool(v) => {
-                let bytes: Vec<u8> = v.iter().map(|&b| u8::from(b)).collect();
-                let ds = g.create_dataset(k);
-                ds.with_enum_u8_data(bool_type()?, &bytes);
-                set_enc_ds(ds, "array", "0.2.0");
-            }
-        }
-    }
-    p.put(g.finish());
-    Ok(())
-}
-
-fn check_key(key: &str, what: &str) -> Result<()> {
-    if key.is_empty() || key.contains('/') || key == "." {
-        return Err(Error::InvalidInput(format!(
-            "{what} key `{key}` cannot be stored in HDF5 (empty, `.` or containing `/`)"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_for_write(a: &AnnData) -> Result<()> {
-    let (n_obs, n_vars) = a.x.shape();
-    let bad = |msg: String| Err(Error::InvalidInput(msg));
-    if a.obs_names.len() != n_obs {
-        return bad(format!(
-            "obs_names has {} names; X has {n_obs} rows",
-            a.obs_names.len()
-        ));
-    }
-    if a.var_names.len() != n_vars {
-        return bad(format!(
-            "var_names has {} names; X has {n_vars} columns",
-            a.var_names.len()
-        ));
-    }
-    if let Matrix::Dense(d) = &a.x
-        && d.data.len() != d.n_rows * d.n_cols
-    {
-        return bad("X: dense data length does not match its shape".into());
-    }
-    if n_vars > i32::MAX as usize {
-        return bad(format!(
-            "X has {n_vars} columns; at most 2^31 - 1 can be written"
-        ));
-    }
-    for (what, names) in [("obs_names", &a.obs_names), ("var_names", &a.var_names)] {
-        let unique: HashSet<&str> = names.iter().map(String::as_str).collect();
-        if unique.len() != names.len() {
-            tracing::warn!(
-                "{what} has {} duplicate names; Python anndata will warn when reading the file \
-                 (make them unique first, e.g. name-1, name-2)",
-                names.len() - unique.len()
-            );
-        }
-    }
-    for (what, frame, n) in [("obs", &a.obs, n_obs), ("var", &a.var, n_vars)] {
-        let mut seen = HashSet::new();
-        for (k, c) in frame {
-            check_key(k, what)?;
-            if k == "_index" {
-                return bad(format!(
-                    "{what} column `_index` clashes with the stored index"
-                ));
-            }
-            if !seen.insert(k.as_str()) {
-                return bad(format!("{what} has two columns named `{k}`"));
-            }
-            if c.len() != n {
-                return bad(format!(
-                    "{what} column `{k}` has {} rows; expected {n}",
-                    c.len()
-                ));
-            }
-            if let Column::Categorical { codes, categories } = c
-                && let Some(&bad_code) = codes
-                    .iter()
-                    .find(|&&x| x < -1 || x >= categories.len() as i32)
-            {
-                return bad(format!(
-                    "{what} column `{k}` has code {bad_code} for {} categories",
-                    categories.len()
-                ));
-            }
-        }
-    }
-    let mut seen = HashSet::new();
-    for (k, m) in &a.obsm {
-        check_key(k, "obsm")?;
-        if !seen.insert(k.as_str()) {
-            return bad(format!("obsm has two entries named `{k}`"));
-        }
-        if m.n_rows != n_obs || m.data.len() != m.n_rows * m.n_cols {
-            return bad(format!(
-                "obsm `{k}` is [{}, {}] with {} values; expected {n_obs} rows",
-                m.n_rows,
-                m.n_cols,
-                m.data.len()
-            ));
-        }
-    }
-    let mut seen = HashSet::new();
-    for (k, m) in &a.layers {
-        check_key(k, "layers")?;
-        if !seen.insert(k.as_str()) {
-            return bad(format!("layers has two entries named `{k}`"));
-        }
-        if m.shape() != (n_obs, n_vars) {
-            return bad(format!(
-                "layer `{k}` has shape {:?}; expected X's",
-                m.shape()
-            ));
-        }
-    }
-    check_uns_keys(&a.uns, 0)
-}
-
-fn validate_obsp(n_obs: usize, obsp: &[(String, CsMat<f32>)]) -> Result<()> {
-    let mut seen = HashSet::new();
-    for (k, m) in obsp {
-        check_key(k, "obsp")?;
-        if !seen.insert(k.as_str()) {
-            return Err(Error::InvalidInput(format!(
-                "obsp has two entries named `{k}`"
-            )));
-        }
-        if (m.rows(), m.cols()) != (n_obs, n_obs) {
-            return Err(Error::InvalidInput(format!(
-                "obsp `{k}` has shape [{}, {}]; expected [n_obs, n_obs] = [{n_obs}, {n_obs}]",
-                m.rows(),
-                m.cols()
-            )));
-        }
-        if n_obs > i32::MAX as usize {
-            return Err(Error::InvalidInput(format!(
-                "obsp `{k}` has {n_obs} columns; at most 2^31 - 1 can be written"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_uns_keys(m: &Map<String, Value>, depth: usize) -> Result<()> {
-    if depth > 32 {
-        return Err(Error::InvalidInput(
-            "uns is nested more than 32 levels deep".into(),
-        ));
-    }
-    for (k, v) in m {
-        check_key(k, "uns")?;
-        if let Value::Object(o) = v {
-            check_uns_keys(o, depth + 1)?;
-        }
-    }
-    Ok(())
-}
-
-fn write_uns_map(g: &mut GroupBuilder, m: &Map<String, Value>, depth: usize) -> Result<()> {
-    for (k, v) in m {
-        write_uns_value(g, k, v, depth)?;
-    }
-    Ok(())
-}
-
-/// `Some(rows)` if `items` is a non-empty rectangular array of arrays of numbers.
-fn numeric_matrix(items: &[Value]) -> Option<(usize, usize)> {
-    let first = items.first()?.as_array()?;
-    let cols = first.len();
-    let ok = items.iter().all(|r| {
-        r.as_array()
-            .is_some_and(|r| r.len() == cols && r.iter().all(Value::is_number))
-    });
-    ok.then_some((items.len(), cols))
-}
-
-fn write_uns_value(g: &mut GroupBuilder, k: &str, v: &Value, depth: usize) -> Result<()> {
-    match v {
-        Value::Object(o) => {
-            let mut sub = dict_group(g, k);
-            write_uns_map(&mut sub, o, depth + 1)?;
-            g.add_group(sub.finish());
-        }
-        Value::String(s) => write_string_scalar(g, k, s),
-        Value::Bool(b) => {
-            let ds = g.create_dataset(k);
-            ds.with_enum_u8_data(bool_type()?, &[u8::from(*b)])
-                .with_shape(&[]);
-            set_enc_ds(ds, "numeric-scalar", "0.2.0");
-        }
-        Value::Number(n) => {
-            let ds = g.create_dataset(k);
-            if let Some(i) = n.as_i64() {
-                ds.with_i64_data(&[i]);
-            } else if let Some(u) = n.as_u64() {
-                ds.with_u64_data(&[u]);
-            } else {
-                ds.with_f64_data(&[n.as_f64().unwrap_or(f64::NAN)]);
-            }
-            ds.with_shape(&[]);
-            set_enc_ds(ds, "numeric-scalar", "0.2.0");
-        }
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_number) => {
-            let ds = g.create_dataset(k);
-            if items.iter().all(Value::is_i64) {
-                let v: Vec<i64> = items.iter().filter_map(Value::as_i64).collect();
-                ds.with_i64_data(&v);
-            } else {
-                let v: Vec<f64> = items
-                    .iter()
-                    .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                    .collect();
-                ds.with_f64_data(&v);
-            }
-            set_enc_ds(ds, "array", "0.2.0");
-        }
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
-            let v: Vec<String> = items
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect();
-            write_strings(g, k, &v);
-        }
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_boolean) => {
-            let v: Vec<u8> = items
-                .iter()
-                .map(|x| u8::from(x.as_bool() == Some(true)))
-                .collect();
-            let ds = g.create_dataset(k);
-            ds.with_enum_u8_data(bool_type()?, &v);
-            set_enc_ds(ds, "array", "0.2.0");
-        }
-        Value::Array(items) if numeric_matrix(items).is_some_and(|(_, c)| c > 0) => {
-            let (rows, cols) = numeric_matrix(items).unwrap_or((0, 0));
-            let flat: Vec<&Value> = items.iter().filter_map(Value::as_array).flatten().collect();
-            let ds = g.create_dataset(k);
-            if flat.iter().all(|x| x.is_i64()) {
-                let v: Vec<i64> = flat.iter().filter_map(|x| x.as_i64()).collect();
-                ds.with_i64_data(&v);
-            } else {
-                let v: Vec<f64> = flat
-                    .iter()
-                    .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                    .collect();
-                ds.with_f64_data(&v);
-            }
-            ds.with_shape(&[rows as u64, cols as u64]);
-            set_enc_ds(ds, "array", "0.2.0");
-        }
-        other => {
-            let text = serde_json::to_string(other)
-                .map_err(|e| Error::Internal(format!("serialising uns `{k}`: {e}")))?;
-            write_string_scalar(g, k, &text);
-        }
-    }
-    Ok(())
-}
-
-fn write_string_scalar(g: &mut GroupBuilder, k: &str, s: &str) {
-    let ds = g.create_dataset(k);
-    ds.with_vlen_strings(&[s]).with_shape(&[]);
-    set_enc_ds(ds, "string", "0.2.0");
 }
 
 #[cfg(test)]
@@ -2380,7 +2048,7 @@ mod tests {
     }
 
     #[test]
-    fn write_uns_unsupported_values_become_json_text() {
+    fn write_uns_null_mixed_and_object_lists_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("uns.h5ad");
         let mut a = example(false);
@@ -2390,9 +2058,9 @@ mod tests {
             .clone();
         write_h5ad(&p, &a).unwrap();
         let b = read_h5ad(&p, &ReadOptions::default()).unwrap();
-        assert_eq!(b.uns["mixed"], "[1,\"a\"]");
-        assert_eq!(b.uns["nothing"], "null");
-        assert_eq!(b.uns["objs"], "[{\"a\":1}]");
+        assert_eq!(b.uns["mixed"], serde_json::json!([1, "a"]));
+        assert_eq!(b.uns["nothing"], Value::Null);
+        assert_eq!(b.uns["objs"], serde_json::json!([{"a": 1}]));
     }
 
     #[test]
@@ -2451,6 +2119,47 @@ mod tests {
         g.create_dataset("indices").with_i32_data(indices);
         g.create_dataset("indptr").with_i32_data(indptr);
         fb.add_group(g.finish());
+    }
+
+    #[test]
+    fn duplicate_categories_are_merged_keeping_every_label() {
+        let cats = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (codes, c, rep) =
+            merge_duplicate_categories(vec![0, 1, 2, -1, 3, 1], cats(&["a", "b", "a", "b"]));
+        assert_eq!(c, cats(&["a", "b"]));
+        assert_eq!(rep, cats(&["a", "b"]));
+        assert_eq!(codes, vec![0, 1, 0, -1, 1, 1]);
+        let (codes, c, rep) = merge_duplicate_categories(vec![1, 0], cats(&["x", "y"]));
+        assert_eq!((codes, c), (vec![1, 0], cats(&["x", "y"])));
+        assert!(rep.is_empty());
+    }
+
+    #[test]
+    fn sparse_shape_accepts_integer_and_whole_float_attributes() {
+        let attrs = |v: AttrValue| Attrs::from([("shape".to_string(), v)]);
+        assert_eq!(
+            sparse_shape_attr(&attrs(AttrValue::I64Array(vec![2, 3]))),
+            Ok([2, 3])
+        );
+        assert_eq!(
+            sparse_shape_attr(&attrs(AttrValue::U64Array(vec![2, 3]))),
+            Ok([2, 3])
+        );
+        assert_eq!(
+            sparse_shape_attr(&attrs(AttrValue::F64Array(vec![2.0, 3.0]))),
+            Ok([2, 3])
+        );
+        for bad in [
+            AttrValue::F64Array(vec![2.5, 3.0]),
+            AttrValue::F64Array(vec![-1.0, 3.0]),
+            AttrValue::F64Array(vec![f64::NAN, 3.0]),
+            AttrValue::I64Array(vec![-2, 3]),
+            AttrValue::I64Array(vec![2, 3, 4]),
+            AttrValue::String("2,3".into()),
+        ] {
+            assert!(sparse_shape_attr(&attrs(bad.clone())).is_err(), "{bad:?}");
+        }
+        assert!(sparse_shape_attr(&Attrs::new()).is_err());
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! windowed reads (`X/data` and `X/indices` between `indptr[start]` and `indptr[end]`) or, for
 //! a dense `X`, one window of rows. This is the access pattern of anndata's backed mode
 //! (`anndata.read_h5ad(path, backed="r")`) and scvi-tools' / AnnLoader's chunked loaders.
+//!
+//! The checks of the in-memory reader apply (declared sizes against the file's size, a `shape`
+//! attribute of any integer or whole-float type, unique `var_names` with a warning, merged
+//! repeated categories), with one exception: HDF5 soft links are not followed here (the file is
+//! not held in memory to resolve them); such a file is refused with a message that says so.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -100,11 +105,28 @@ impl H5adStream {
                 path,
                 file_len,
             };
-            let (field, var_field) = r.x_fields(opts)?;
+            let (field, var_field) = r.x_fields(opts).map_err(|e| match e {
+                // hdf5-pure's streaming reader skips soft links: say so (the in-memory
+                // reader follows them).
+                Error::Format {
+                    path,
+                    field,
+                    message,
+                } if message.starts_with("absent") => Error::Format {
+                    path,
+                    field,
+                    message: format!(
+                        "{message}. If it is an HDF5 soft link (h5py.SoftLink), read without \
+                         --stream: streamed reads do not follow links"
+                    ),
+                },
+                other => other,
+            })?;
             let (layout, n_obs, n_vars) = open_layout(&r, &field)?;
             let mut used_uns = Vec::new();
             let (obs_names, obs) = r.read_dataframe("obs", n_obs, &mut used_uns)?;
             let (var_names, var) = r.read_dataframe(&var_field, n_vars, &mut used_uns)?;
+            let var_names = super::unique_var_names(path, &var_field, var_names);
             let empty = CsMat::new((n_obs, n_vars), vec![0; n_obs + 1], Vec::new(), Vec::new());
             let mut meta = AnnData::new(Matrix::Csr(empty), var_names);
             meta.obs_names = obs_names;
@@ -290,18 +312,7 @@ fn open_layout(r: &Reader<'_>, field: &str) -> Result<(Layout, usize, usize)> {
                     ));
                 }
             }
-            let shape = attrs
-                .get("shape")
-                .or_else(|| attrs.get("h5sparse_shape"))
-                .and_then(hdf5_pure::AttrValue::to_i64s)
-                .filter(|s| s.len() == 2 && s.iter().all(|&d| d >= 0))
-                .ok_or_else(|| {
-                    r.err(
-                        field,
-                        "has no valid `shape` attribute; expected [n_rows, n_cols]",
-                    )
-                })?;
-            let (n_obs, n_vars) = (shape[0] as usize, shape[1] as usize);
+            let (n_obs, n_vars) = r.sparse_dims(field, &attrs, true)?;
             let f_data = format!("{field}/data");
             let f_ind = format!("{field}/indices");
             let f_ptr = format!("{field}/indptr");

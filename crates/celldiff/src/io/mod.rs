@@ -14,6 +14,7 @@
 /// Path of a file under the shared data folder (`shared/` beside the repository, as CI clones
 /// it); panics with a clear message if it is missing.
 pub mod h5ad;
+pub mod output;
 pub mod tenx;
 
 use std::path::Path;
@@ -35,7 +36,7 @@ use crate::error::{Error, Result};
 /// # Errors
 /// - [`Error::Io`]: the path does not exist or cannot be read.
 /// - [`Error::Format`]: field `(file)` "expected an HDF5 file (.h5ad)" when a file lacks the
-///   HDF5 signature; field `X` when `X` holds NaN/±Inf; every error of [`read_h5ad`] /
+///   HDF5 signature, or "not a regular, seekable file" for a pipe, FIFO or device; field `X` when `X` holds NaN/±Inf; every error of [`read_h5ad`] /
 ///   [`read_10x_dir`].
 /// - [`Error::InvalidInput`]: a layer or `use_raw` was requested for a 10x directory, or both
 ///   were requested.
@@ -49,6 +50,13 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnData> {
             )));
         }
         read_10x_dir(path)?
+    } else if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "(file)",
+            "is not a regular, seekable file (a pipe, FIFO, socket or device, e.g. from \
+             `<(...)`); an .h5ad is read by seeking: save it to a file first",
+        ));
     } else {
         h5ad::check_hdf5_signature(path)?;
         read_h5ad(path, opts)?
@@ -153,6 +161,20 @@ mod tests {
             }
             other => panic!("expected Error::Format, got {other:?}"),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_rejects_a_fifo_as_not_seekable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("pipe.h5ad");
+        let ok = std::process::Command::new("mkfifo").arg(&p).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo not available");
+            return;
+        }
+        let e = read(&p, &ReadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("not a regular, seekable file"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,17 @@
 //! scanpy's default `var_names='gene_symbols'`; with ≥ 2 columns the ids are kept as the `var`
 //! column `gene_ids` and a third column as the categorical `feature_types`. Duplicate
 //! `var_names` are made unique the way scanpy's `var_names_make_unique` does (the second `X`
-//! becomes `X-1`, the third `X-2`, skipping names that already exist).
+//! becomes `X-1`, the third `X-2`, skipping names that already exist), with a warning that
+//! lists them ([`unique_var_names`], shared with the `.h5ad` reader). Names are kept as stored
+//! otherwise (an empty symbol stays empty).
+//!
+//! # Sizes
+//! The size line of the MatrixMarket file (`n_genes n_cells n_entries`) must match the number
+//! of rows of `features.tsv` and `barcodes.tsv`, which are read first; the per-cell arrays are
+//! only allocated after that check, and the entry buffers are reserved for no more entries than
+//! the file's size could hold. A 3-line `matrix.mtx.gz` declaring `765 4000000000 0` is thus
+//! refused on its size line, with both counts, instead of allocating 32 GB. Fewer entries than
+//! declared is a truncated file; more is an error on the first extra line.
 //!
 //! # Crates
 //! [`flate2`] (`MultiGzDecoder`) for `.gz`. The MatrixMarket body is parsed by a small streaming
@@ -49,7 +59,8 @@ use crate::error::{Error, Result};
 /// - [`Error::Format`] naming the file and line: a required file is missing (`matrix.mtx(.gz)`,
 ///   `features.tsv(.gz)`/`genes.tsv(.gz)`, `barcodes.tsv(.gz)`), a malformed MatrixMarket header
 ///   or entry (non-coordinate, complex, symmetric, index out of range, wrong entry count), a
-///   truncated gzip stream, gene/barcode counts that do not match the matrix, an `obs.tsv` whose
+///   truncated gzip stream, a size line whose gene/cell counts differ from `features.tsv` /
+///   `barcodes.tsv` (field `line N` of the matrix file, checked before allocating), an `obs.tsv` whose
 ///   barcodes differ from `barcodes.tsv` or whose rows have the wrong number of fields.
 pub fn read_10x_dir(dir: &Path) -> Result<AnnData> {
     let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
@@ -78,28 +89,13 @@ pub fn read_10x_dir(dir: &Path) -> Result<AnnData> {
         .into_iter()
         .map(|mut r| r.swap_remove(0))
         .collect();
-    let x = read_mtx_transposed(&mtx_path)?;
-    let (n_cells, n_genes) = (x.rows(), x.cols());
-    if features.len() != n_genes {
-        return Err(Error::format(
-            &feat_path,
-            "(rows)",
-            format!(
-                "has {} genes; the matrix has {n_genes} rows (genes)",
-                features.len()
-            ),
-        ));
-    }
-    if barcodes.len() != n_cells {
-        return Err(Error::format(
-            &bc_path,
-            "(rows)",
-            format!(
-                "has {} barcodes; the matrix has {n_cells} columns (cells)",
-                barcodes.len()
-            ),
-        ));
-    }
+    let expect = Expected {
+        n_genes: features.len(),
+        n_cells: barcodes.len(),
+        feat_path: &feat_path,
+        bc_path: &bc_path,
+    };
+    let x = read_mtx_transposed(&mtx_path, &expect)?;
     let n_fields = features.iter().map(Vec::len).min().unwrap_or(1);
     let var_names: Vec<String> = features
         .iter()
@@ -111,13 +107,7 @@ pub fn read_10x_dir(dir: &Path) -> Result<AnnData> {
             }
         })
         .collect();
-    let (var_names, n_renamed) = make_unique(&var_names);
-    if n_renamed > 0 {
-        tracing::info!(
-            "{}: {n_renamed} duplicate gene names made unique (name-1, name-2, ...)",
-            feat_path.display()
-        );
-    }
+    let var_names = unique_var_names(&feat_path, "gene names", var_names);
     let mut var = Frame::new();
     if n_fields >= 2 {
         var.push((
@@ -227,6 +217,15 @@ fn unquote(s: &str) -> String {
     }
 }
 
+/// The matrix size implied by `features.tsv` and `barcodes.tsv`, checked against the
+/// MatrixMarket size line before anything is allocated.
+struct Expected<'a> {
+    n_genes: usize,
+    n_cells: usize,
+    feat_path: &'a Path,
+    bc_path: &'a Path,
+}
+
 #[derive(Clone, Copy)]
 enum Field {
     Integer,
@@ -235,7 +234,20 @@ enum Field {
 }
 
 /// Parses a genes × cells MatrixMarket coordinate file into a cells × genes CSR matrix.
-fn read_mtx_transposed(path: &Path) -> Result<CsMat<f32>> {
+///
+/// The size line must declare `expect`'s genes and cells (an error on that line names both
+/// files' counts otherwise), so a 3-line file declaring 4·10⁹ cells is refused before the
+/// per-cell arrays are allocated; the entry buffers are reserved for at most as many entries
+/// as the file's size could hold, not for the declared count.
+fn read_mtx_transposed(path: &Path, expect: &Expected<'_>) -> Result<CsMat<f32>> {
+    let file_len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    // An entry takes at least 6 bytes of text (`1 1 1\n`); gzip rarely gets below 2 bytes.
+    let max_reserve = if path.extension().is_some_and(|e| e == "gz") {
+        file_len / 2
+    } else {
+        file_len / 6
+    } as usize
+        + 1;
     let mut field = None::<Field>;
     let mut dims: Option<(usize, usize, usize)> = None;
     // (cell, gene, value) triplets.
@@ -297,11 +309,25 @@ fn read_mtx_transposed(path: &Path) -> Result<CsMat<f32>> {
                     format!("size line `{line}`; expected `n_genes n_cells n_entries`"),
                 ));
             };
+            if r != expect.n_genes || c != expect.n_cells {
+                return Err(err(
+                    n,
+                    format!(
+                        "size line `{line}` declares {r} genes × {c} cells, but {} lists {} genes \
+                         and {} lists {} barcodes; expected the same counts (a file from another \
+                         matrix, or a corrupt size line)",
+                        expect.feat_path.display(),
+                        expect.n_genes,
+                        expect.bc_path.display(),
+                        expect.n_cells
+                    ),
+                ));
+            }
             if r > u32::MAX as usize || c > u32::MAX as usize {
                 return Err(err(n, "dimensions exceed 2^32".into()));
             }
             dims = Some((r, c, z));
-            let cap = z.min(1 << 28);
+            let cap = z.min(max_reserve);
             cells.reserve(cap);
             genes.reserve(cap);
             vals.reserve(cap);
@@ -516,6 +542,32 @@ fn parse_column(values: &[&str]) -> Column {
         .map(|l| categories.binary_search(l).map_or(-1, |c| c as i32))
         .collect();
     Column::Categorical { codes, categories }
+}
+
+/// Gene names made unique with [`make_unique`] (anndata's `var_names_make_unique`: the second
+/// `A` becomes `A-1`, the third `A-2`, ...), with a warning that names the file, `field` and
+/// the repeated names. Used by both readers (`.h5ad` and 10x), so a gene never silently
+/// shadows another one of the same name.
+pub(crate) fn unique_var_names(path: &Path, field: &str, names: Vec<String>) -> Vec<String> {
+    let (unique, n_renamed) = make_unique(&names);
+    if n_renamed == 0 {
+        return names;
+    }
+    let mut repeated: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    let mut listed = std::collections::HashSet::new();
+    for n in &names {
+        if !seen.insert(n.as_str()) && listed.insert(n.as_str()) {
+            repeated.push(n.clone());
+        }
+    }
+    tracing::warn!(
+        "{}: {n_renamed} repeated gene names in `{field}` made unique as anndata's \
+         var_names_make_unique does (the second NAME becomes NAME-1, the third NAME-2): {}",
+        path.display(),
+        super::h5ad::list_names(&repeated)
+    );
+    unique
 }
 
 /// scanpy/anndata `make_index_unique` with join `-`: the first occurrence keeps its name, later
@@ -734,9 +786,10 @@ mod tests {
                 "%%MatrixMarket matrix coordinate integer general\n2 1 2\n1 1 1\n",
                 "(file)",
             ),
+            // The size line disagrees with barcodes.tsv (1 cell): refused on that line.
             (
                 "%%MatrixMarket matrix coordinate integer general\n2 2 1\n1 1 1\n",
-                "(rows)",
+                "line 2",
             ),
         ];
         for (mtx, want) in cases {

@@ -313,7 +313,7 @@ pub(crate) fn filter_cells_removed_all(
     min_genes: Option<usize>,
 ) -> Error {
     Error::InvalidInput(format!(
-        "filter_cells({}) removed all {n} cells",
+        "filter_cells({}) removed all {n} cells: lower --min-genes",
         describe_thresholds(&[
             ("min_counts", min_counts),
             ("min_genes", min_genes.map(|m| m as f64))
@@ -328,7 +328,7 @@ pub(crate) fn filter_genes_removed_all(
     min_cells: Option<usize>,
 ) -> Error {
     Error::InvalidInput(format!(
-        "filter_genes({}) removed all {n} genes",
+        "filter_genes({}) removed all {n} genes: lower --min-cells",
         describe_thresholds(&[
             ("min_counts", min_counts),
             ("min_cells", min_cells.map(|m| m as f64))
@@ -678,6 +678,10 @@ pub struct KindReport {
     pub first_negative: Option<(usize, usize, f32)>,
     /// The first NaN/infinite value found, as `(cell, gene, value)`, if any.
     pub first_non_finite: Option<(usize, usize, f32)>,
+    /// Non-integer values whose per-cell totals are constant while their `expm1` totals are
+    /// not: `normalize_total` was applied but not `log1p` (kind [`DataKind::Other`]);
+    /// preprocessing then applies `log1p` unless told not to.
+    pub normalized_not_logged: bool,
 }
 
 /// Relative spread (coefficient of variation) below which per-cell totals count as constant.
@@ -830,6 +834,7 @@ impl KindAccumulator {
             first_non_integer,
             first_negative,
             first_non_finite,
+            normalized_not_logged: false,
         };
         if let Some((i, j, v)) = first_non_finite {
             report.message = format!("non-finite value {v} at cell {i}, gene {j}");
@@ -861,6 +866,7 @@ impl KindAccumulator {
                 "non-integer values with constant per-cell totals (~{total:.4}): normalised but \
                  not log-transformed"
             );
+            report.normalized_not_logged = true;
             return report;
         }
         if max < LOG_MAX {

@@ -423,17 +423,19 @@ pub fn fit_transform(
 pub(crate) fn validate_config(cfg: &PreprocessConfig) -> Result<()> {
     if cfg.scale && cfg.minmax {
         return Err(Error::Param(
-            "preprocess: `scale` and `minmax` are mutually exclusive".into(),
+            "preprocess: --scale and --minmax are mutually exclusive".into(),
         ));
     }
     if cfg.n_top_genes == Some(0) {
-        return Err(Error::Param("preprocess: n_top_genes must be > 0".into()));
+        return Err(Error::Param(
+            "preprocess: --n-top-genes must be > 0 (0 on the command line keeps every gene)".into(),
+        ));
     }
     if let Some(m) = cfg.max_value
         && (m.is_nan() || m <= 0.0)
     {
         return Err(Error::Param(format!(
-            "preprocess: max_value must be > 0, got {m}"
+            "preprocess: --max-value must be > 0, got {m}"
         )));
     }
     Ok(())
@@ -469,8 +471,9 @@ impl FitPlan {
     /// input. Names (when given) are used in the non-finite error.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for non-finite values, `log1p = true` on log or negative input,
-    /// seurat_v3 without counts, seurat without log data.
+    /// [`Error::InvalidInput`] for an input without cells or genes, non-finite values,
+    /// `log1p = true` on log or negative input, seurat_v3 without counts, seurat without log
+    /// data.
     pub(crate) fn new(
         report: &KindReport,
         cfg: &PreprocessConfig,
@@ -479,6 +482,17 @@ impl FitPlan {
         obs_names: Option<&[String]>,
         var_names: Option<&[String]>,
     ) -> Result<Self> {
+        if n_obs == 0 || n_vars == 0 {
+            return Err(Error::InvalidInput(format!(
+                "the input has {n_obs} cells × {n_vars} genes: there is nothing to preprocess \
+                 (need at least 1 cell and 1 gene; {} is empty)",
+                if n_obs == 0 {
+                    "obs: 0 cells"
+                } else {
+                    "var: 0 genes"
+                }
+            )));
+        }
         let kind = report.kind;
         let mut messages = vec![format!(
             "input [{n_obs} cells x {n_vars} genes]: {}",
@@ -495,18 +509,20 @@ impl FitPlan {
             (DataKind::Counts, _) => (true, true),
             (DataKind::LogNormalized, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "log1p=true, but the input already looks log1p-normalised ({}); leave log1p \
-                     unset",
+                    "--log1p was given, but the input already looks log1p-normalised ({}); drop \
+                     --log1p",
                     report.message
                 )));
             }
             (DataKind::Scaled, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "log1p=true, but the input has negative values ({})",
+                    "--log1p was given, but the input has negative values ({}); drop --log1p",
                     report.message
                 )));
             }
             (DataKind::Other, Some(true)) => (false, true),
+            // normalize_total was applied but not log1p: the model's space is log1p data.
+            (DataKind::Other, None) if report.normalized_not_logged => (false, true),
             _ => (false, false),
         };
         let target_desc = cfg
@@ -521,6 +537,11 @@ impl FitPlan {
             }
             (DataKind::LogNormalized, ..) => "input looks log1p-normalised: used as is".to_string(),
             (DataKind::Scaled, ..) => "input has negative values (scaled): used as is".to_string(),
+            (DataKind::Other, _, true) if report.normalized_not_logged && cfg.log1p.is_none() => {
+                "input looks normalised but not log-transformed: log1p applied (--no-log1p \
+                 keeps it as is)"
+                    .to_string()
+            }
             (_, _, true) => "input kind unrecognised; log1p applied as requested".to_string(),
             _ => "input kind unrecognised (not counts, not log1p data): used as is".to_string(),
         });
@@ -528,15 +549,16 @@ impl FitPlan {
             match cfg.flavor {
                 HvgFlavor::SeuratV3 if kind != DataKind::Counts => {
                     return Err(Error::InvalidInput(format!(
-                        "flavor seurat_v3 needs raw counts, but the input looks like {kind} \
-                         ({}); use flavor seurat",
+                        "--flavor seurat_v3 needs raw counts, but the input looks like {kind} \
+                         ({}); use --flavor seurat",
                         report.message
                     )));
                 }
                 HvgFlavor::Seurat if !(do_log || kind == DataKind::LogNormalized) => {
                     return Err(Error::InvalidInput(format!(
-                        "flavor seurat needs log1p-normalised data, but the input looks like \
-                         {kind} ({}) and log1p is off; set log1p or n_top_genes=None",
+                        "--flavor seurat needs log1p-normalised data, but the input looks like \
+                         {kind} ({}) and log1p is off: give --log1p, or --n-top-genes 0 to \
+                         keep every gene",
                         report.message
                     )));
                 }
