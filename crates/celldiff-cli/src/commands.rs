@@ -184,7 +184,7 @@ pub struct PreprocessFlags {
     pub min_cells: Option<usize>,
     /// normalize_total target sum for count input (scVAEDer: 1e4). `median` (or `0`) = scanpy's
     /// `target_sum=None`, the median library size of the training cells.
-    #[arg(long, default_value_t = 1e4, allow_negative_numbers = true, value_parser = flags::target_sum)]
+    #[arg(long, default_value_t = 1e4, allow_negative_numbers = true, value_parser = flags::target_sum())]
     pub target_sum: f64,
     /// Force normalize_total + log1p on (default: only when the input looks like counts).
     #[arg(long, conflicts_with = "no_log1p")]
@@ -202,7 +202,7 @@ pub struct PreprocessFlags {
     #[arg(long)]
     pub scale: bool,
     /// Clip scaled values at this value (scanpy max_value).
-    #[arg(long, allow_negative_numbers = true, value_parser = flags::positive_f32)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::positive_f32())]
     pub max_value: Option<f32>,
     /// Min-max scale each gene to [0, 1].
     #[arg(long)]
@@ -347,11 +347,11 @@ pub struct ModelArgs {
     #[arg(long, default_value = "512,256", value_delimiter = ',', allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_WIDTH))]
     pub hidden: Vec<usize>,
     /// Dropout after each VAE hidden layer.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::rate)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::rate())]
     pub dropout: f64,
     /// KL weight β (0.1: β = 1 collapses the posterior under the unit-variance Gaussian
     /// likelihood on log1p data; see docs/RESULTS.md).
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::non_negative)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::non_negative())]
     pub kl_weight: f64,
     /// KL warm-up epochs.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = flags::count(0, flags::MAX_EPOCHS))]
@@ -363,13 +363,13 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
     pub batch_size_vae: usize,
     /// VAE learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive())]
     pub lr_vae: f64,
     /// Denoiser minibatch size.
     #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
     pub batch_size_diffusion: usize,
     /// Denoiser peak learning rate (cosine decay to 10%).
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive())]
     pub lr_diffusion: f64,
     /// Denoiser hidden width.
     #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_WIDTH))]
@@ -387,16 +387,16 @@ pub struct ModelArgs {
     #[arg(long, default_value = "linear")]
     pub beta_schedule: BetaSchedule,
     /// β₁ (scVAEDer: 1e-5).
-    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true, value_parser = flags::open_fraction)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true, value_parser = flags::open_fraction())]
     pub beta_start: f64,
     /// β_T (scVAEDer: 5e-3).
-    #[arg(long, default_value_t = 5e-3, allow_negative_numbers = true, value_parser = flags::open_fraction)]
+    #[arg(long, default_value_t = 5e-3, allow_negative_numbers = true, value_parser = flags::open_fraction())]
     pub beta_end: f64,
     /// Rescale the schedule to zero terminal SNR (ᾱ_T = 0).
     #[arg(long)]
     pub zero_terminal_snr: bool,
     /// EMA decay of the denoiser weights.
-    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true, value_parser = flags::rate)]
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true, value_parser = flags::rate())]
     pub ema_decay: f64,
     /// Skip the count observation model (generated cells are then decoder means); saves
     /// its fit when the run is only used for interpolation or perturbation analyses.
@@ -509,7 +509,7 @@ pub struct GenerateArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = flags::probability)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = flags::probability())]
     pub eta: f64,
     /// Latent source: diffusion (scVAEDer) or vae (z ~ N(0, I), the baseline).
     #[arg(long, default_value = "diffusion")]
@@ -873,10 +873,8 @@ fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
         }
     }
     let mut out = out;
-    out.uns.insert(
-        "celldiff_preprocess".into(),
-        serde_json::to_value(&fitted)?,
-    );
+    out.uns
+        .insert("celldiff_preprocess".into(), serde_json::to_value(&fitted)?);
     write_h5ad_out(&a.out, a.force, &out)?;
     if !quiet {
         eprintln!(

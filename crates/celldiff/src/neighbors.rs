@@ -541,7 +541,11 @@ mod tests {
     fn scanpy_neighbors_keys_follow_key_added() {
         let d = scanpy_neighbors_uns(None, 15, "X_pca", 50);
         assert_eq!(
-            (d.key.as_str(), d.connectivities_key.as_str(), d.distances_key.as_str()),
+            (
+                d.key.as_str(),
+                d.connectivities_key.as_str(),
+                d.distances_key.as_str()
+            ),
             ("neighbors", "connectivities", "distances")
         );
         assert_eq!(d.uns["connectivities_key"], "connectivities");

@@ -91,7 +91,7 @@ pub struct RunConfig {
 pub struct Run {
     /// `config.json`.
     pub config: RunConfig,
-    /// The model's genes, in input order (`genes.txt`).
+    /// The model's genes, in input order (`genes.json`).
     pub genes: Vec<String>,
     /// The fitted preprocessing (`preprocess.json`).
     pub preprocess: FittedPreprocess,

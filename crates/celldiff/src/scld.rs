@@ -443,7 +443,7 @@ pub struct ScldConfig {
 pub struct ScldRun {
     /// `config.json`.
     pub config: ScldConfig,
-    /// The model's genes (`genes.txt`).
+    /// The model's genes (`genes.json`).
     pub genes: Vec<String>,
     /// Fitted preprocessing.
     pub preprocess: FittedPreprocess,

@@ -52,10 +52,10 @@ pub struct ClassifierFlags {
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_BATCH))]
     pub classifier_batch_size: usize,
     /// Classifier Adam learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub classifier_lr: f64,
     /// Fraction of each cell type held out to measure the accuracy.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::rate)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::rate())]
     pub validation_fraction: f64,
 }
 
@@ -138,7 +138,7 @@ pub struct ShiftArgs {
         default_value = "0.5,1.0",
         value_delimiter = ',',
         allow_hyphen_values = true,
-        value_parser = super::flags::finite
+        value_parser = super::flags::finite()
     )]
     pub lambdas: Vec<f64>,
     /// Latent dimensions shifted per target.

@@ -29,7 +29,7 @@ pub struct ClusterArgs {
     #[arg(short = 'o', long)]
     pub out: PathBuf,
     /// Modularity resolution (> 0; larger gives more clusters).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub resolution: f64,
     /// Algorithm: leiden or louvain.
     #[arg(long, default_value = "leiden")]

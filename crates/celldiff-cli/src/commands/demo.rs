@@ -43,7 +43,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "counts")]
     pub observation: String,
     /// Fraction of cells held out for the evaluation.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
     pub holdout: f64,
     /// Write DIR/metrics.json, the trained run (DIR/run) and the generated cells
     /// (DIR/generated_ddpm.h5ad).
@@ -228,5 +228,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
 
 fn tempfile_path() -> Result<PathBuf> {
     let dir = std::env::temp_dir();
-    Ok(celldiff::io::output::temp_sibling(&dir.join("celldiff-demo.h5ad")))
+    Ok(celldiff::io::output::temp_sibling(
+        &dir.join("celldiff-demo.h5ad"),
+    ))
 }

@@ -6,6 +6,13 @@
 //! `allow_negative_numbers` so that `-5` reaches the parser instead of reading as a flag);
 //! with `value_delimiter = ','` clap applies it to every element of a list.
 
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use clap::builder::TypedValueParser;
+use clap::error::{Error, ErrorKind};
+use clap::{Arg, Command};
+
 /// Most cells one command generates or simulates (`generate -n`, `simulate --cells`, ...).
 pub const MAX_CELLS: usize = 100_000_000;
 /// Widest hidden layer (`--hidden`, `--denoiser-width`, `--time-dim`, ...): with 30,000 genes a
@@ -24,112 +31,162 @@ pub const MAX_THREADS: usize = 1_024;
 /// Most genes of a simulated matrix.
 pub const MAX_GENES: usize = 1_000_000;
 
-/// A value parser for a whole number in `lo..=hi`.
-pub fn count(
-    lo: usize,
-    hi: usize,
-) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let range = if hi == usize::MAX {
-            format!("a whole number ≥ {lo}")
-        } else {
-            format!("a whole number from {lo} to {hi}")
-        };
-        let v: u128 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected {range}, got `{s}`"))?;
-        if v < lo as u128 || v > hi as u128 {
-            return Err(format!("expected {range}, got {v}"));
-        }
-        Ok(v as usize)
+/// A clap value parser that checks a typed value and names the flag in its error: `--dropout
+/// must be a number in [0, 1), got nan (celldiff train)`.
+#[derive(Clone)]
+pub struct Check<T>(Arc<CheckFn<T>>);
+
+/// The check of a [`Check`]: the value, or what is wrong with it.
+type CheckFn<T> = dyn Fn(&str) -> Result<T, String> + Send + Sync;
+
+impl<T> Check<T> {
+    fn new(f: impl Fn(&str) -> Result<T, String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The value of `s`, or what is wrong with it (without the flag's name).
+    pub fn check(&self, s: &str) -> Result<T, String> {
+        (self.0)(s)
     }
 }
 
-/// A value parser for a finite real number in the interval described by the bounds: `lo`
-/// (inclusive when `lo_closed`) to `hi` (inclusive when `hi_closed`); infinite bounds are open.
-pub fn real(
-    lo: f64,
-    lo_closed: bool,
-    hi: f64,
-    hi_closed: bool,
-) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let range = match (lo.is_finite(), hi.is_finite()) {
-            (false, false) => "a finite number".to_string(),
-            (true, false) => format!("a finite number {} {lo}", if lo_closed { "≥" } else { ">" }),
-            (false, true) => format!("a finite number {} {hi}", if hi_closed { "≤" } else { "<" }),
-            (true, true) => format!(
-                "a number in {}{lo}, {hi}{}",
-                if lo_closed { '[' } else { '(' },
-                if hi_closed { ']' } else { ')' }
-            ),
-        };
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected {range}, got `{s}`"))?;
-        let above = if lo_closed { v >= lo } else { v > lo };
-        let below = if hi_closed { v <= hi } else { v < hi };
-        if !v.is_finite() || !above || !below {
-            return Err(format!("expected {range}, got {s}"));
-        }
-        Ok(v)
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Check<T> {
+    type Value = T;
+
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, Error> {
+        let s = value.to_string_lossy();
+        self.check(&s).map_err(|msg| {
+            let flag = arg.map_or_else(
+                || "value".to_string(),
+                |a| match (a.get_long(), a.get_short()) {
+                    (Some(l), _) if l.chars().count() > 1 => format!("--{l}"),
+                    (_, Some(c)) => format!("-{c}"),
+                    (Some(l), None) => format!("--{l}"),
+                    (None, None) => a.get_id().to_string(),
+                },
+            );
+            Error::raw(
+                ErrorKind::ValueValidation,
+                match cmd.get_name() {
+                    "celldiff" => format!("{flag} {msg}\n"),
+                    sub => format!("{flag} {msg} (celldiff {sub})\n"),
+                },
+            )
+            .with_cmd(cmd)
+        })
     }
+}
+
+/// A whole number in `lo..=hi`.
+pub fn count(lo: usize, hi: usize) -> Check<usize> {
+    Check::new(move |s: &str| {
+        let v: u128 = s.trim().parse().map_err(|_| {
+            if hi == usize::MAX {
+                format!("must be a whole number ≥ {lo}, got `{s}`")
+            } else {
+                format!("must be a whole number from {lo} to {hi}, got `{s}`")
+            }
+        })?;
+        if v < lo as u128 {
+            return Err(format!("must be at least {lo}, got {v}"));
+        }
+        if v > hi as u128 {
+            return Err(format!("must be at most {hi}, got {v}"));
+        }
+        Ok(v as usize)
+    })
+}
+
+/// A finite real number from `lo` (inclusive when `lo_closed`) to `hi` (inclusive when
+/// `hi_closed`); infinite bounds are open.
+pub fn real(lo: f64, lo_closed: bool, hi: f64, hi_closed: bool) -> Check<f64> {
+    Check::new(move |s: &str| check_real(s, lo, lo_closed, hi, hi_closed))
+}
+
+fn check_real(s: &str, lo: f64, lo_closed: bool, hi: f64, hi_closed: bool) -> Result<f64, String> {
+    let range = match (lo.is_finite(), hi.is_finite()) {
+        (false, false) => "a finite number".to_string(),
+        (true, false) if lo == 0.0 && !lo_closed => "positive (a finite number > 0)".to_string(),
+        (true, false) => format!("a finite number {} {lo}", if lo_closed { "≥" } else { ">" }),
+        (false, true) => format!("a finite number {} {hi}", if hi_closed { "≤" } else { "<" }),
+        (true, true) => format!(
+            "a number in {}{lo}, {hi}{}",
+            if lo_closed { '[' } else { '(' },
+            if hi_closed { ']' } else { ')' }
+        ),
+    };
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("must be {range}, got `{s}`"))?;
+    let above = if lo_closed { v >= lo } else { v > lo };
+    let below = if hi_closed { v <= hi } else { v < hi };
+    if !v.is_finite() || !above || !below {
+        return Err(format!("must be {range}, got {s}"));
+    }
+    Ok(v)
 }
 
 /// Any finite number (guidance weights, thresholds).
-pub fn finite(s: &str) -> Result<f64, String> {
-    real(f64::NEG_INFINITY, false, f64::INFINITY, false)(s)
+pub fn finite() -> Check<f64> {
+    real(f64::NEG_INFINITY, false, f64::INFINITY, false)
 }
 
 /// A finite number > 0 (learning rates, perplexity, resolutions).
-pub fn positive(s: &str) -> Result<f64, String> {
-    real(0.0, false, f64::INFINITY, false)(s)
+pub fn positive() -> Check<f64> {
+    real(0.0, false, f64::INFINITY, false)
 }
 
 /// A finite number > 0 that fits an `f32` (`--max-value`).
-pub fn positive_f32(s: &str) -> Result<f32, String> {
-    let v = positive(s)?;
-    if v > f32::MAX as f64 {
-        return Err(format!("expected a number ≤ {:e}, got {s}", f32::MAX));
-    }
-    Ok(v as f32)
+pub fn positive_f32() -> Check<f32> {
+    Check::new(|s: &str| {
+        let v = check_real(s, 0.0, false, f64::INFINITY, false)?;
+        if v > f32::MAX as f64 {
+            return Err(format!("must be at most {:e}, got {s}", f32::MAX));
+        }
+        Ok(v as f32)
+    })
 }
 
 /// A finite number ≥ 0 (loss weights).
-pub fn non_negative(s: &str) -> Result<f64, String> {
-    real(0.0, true, f64::INFINITY, false)(s)
+pub fn non_negative() -> Check<f64> {
+    real(0.0, true, f64::INFINITY, false)
 }
 
 /// A rate in [0, 1): dropout, EMA decay, validation fractions.
-pub fn rate(s: &str) -> Result<f64, String> {
-    real(0.0, true, 1.0, false)(s)
+pub fn rate() -> Check<f64> {
+    real(0.0, true, 1.0, false)
 }
 
 /// A probability in [0, 1].
-pub fn probability(s: &str) -> Result<f64, String> {
-    real(0.0, true, 1.0, true)(s)
+pub fn probability() -> Check<f64> {
+    real(0.0, true, 1.0, true)
 }
 
 /// A fraction in (0, 1]: the share of cells kept.
-pub fn share(s: &str) -> Result<f64, String> {
-    real(0.0, false, 1.0, true)(s)
+pub fn share() -> Check<f64> {
+    real(0.0, false, 1.0, true)
 }
 
-/// A fraction in (0, 1): held-out shares, quantiles.
-pub fn open_fraction(s: &str) -> Result<f64, String> {
-    real(0.0, false, 1.0, false)(s)
+/// A fraction in (0, 1): held-out shares, quantiles, β.
+pub fn open_fraction() -> Check<f64> {
+    real(0.0, false, 1.0, false)
 }
 
-/// `--target-sum`: a finite number > 0, or `0` / `median` for the median library size.
-pub fn target_sum(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("median") || t.parse::<f64>().is_ok_and(|v| v == 0.0) {
-        return Ok(0.0);
-    }
-    positive(t).map_err(|_| {
-        format!("expected a finite number > 0, or `median` (or 0) for the median library size, got `{s}`")
+/// `--target-sum`: a finite number > 0, or `median` (or `0`) for the median library size
+/// (returned as 0).
+pub fn target_sum() -> Check<f64> {
+    Check::new(|s: &str| {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("median") || t.parse::<f64>().is_ok_and(|v| v == 0.0) {
+            return Ok(0.0);
+        }
+        check_real(t, 0.0, false, f64::INFINITY, false).map_err(|_| {
+            format!(
+                "must be a finite number > 0, or `median` (or 0) for the median library size, \
+                 got `{s}`"
+            )
+        })
     })
 }
 
@@ -140,28 +197,29 @@ mod tests {
     #[test]
     fn counts_are_range_checked() {
         let p = count(1, 10);
-        assert_eq!(p("3"), Ok(3));
-        assert!(p("0").is_err());
-        assert!(p("11").is_err());
-        assert!(p("-1").is_err());
-        assert!(p("18446744073709551616").is_err());
-        assert!(p("x").is_err());
+        assert_eq!(p.check("3"), Ok(3));
+        assert!(p.check("0").unwrap_err().contains("at least 1"));
+        assert!(p.check("11").unwrap_err().contains("at most 10"));
+        assert!(p.check("-1").is_err());
+        assert!(p.check("18446744073709551616").is_err());
+        assert!(p.check("x").is_err());
     }
 
     #[test]
     fn reals_reject_nan_infinity_and_out_of_range() {
-        assert_eq!(rate("0"), Ok(0.0));
-        assert!(rate("1").is_err());
-        assert!(rate("nan").is_err());
-        assert!(positive("inf").is_err());
-        assert!(positive("0").is_err());
-        assert!(finite("-inf").is_err());
-        assert_eq!(finite("-1"), Ok(-1.0));
-        assert_eq!(share("1"), Ok(1.0));
-        assert!(share("0").is_err());
-        assert_eq!(target_sum("median"), Ok(0.0));
-        assert_eq!(target_sum("0"), Ok(0.0));
-        assert!(target_sum("-5").is_err());
-        assert!(target_sum("nan").is_err());
+        assert_eq!(rate().check("0"), Ok(0.0));
+        assert!(rate().check("1").is_err());
+        assert!(rate().check("nan").is_err());
+        assert!(positive().check("inf").is_err());
+        assert!(positive().check("0").unwrap_err().contains("positive"));
+        assert!(finite().check("-inf").is_err());
+        assert_eq!(finite().check("-1"), Ok(-1.0));
+        assert_eq!(share().check("1"), Ok(1.0));
+        assert!(share().check("0").is_err());
+        assert_eq!(target_sum().check("median"), Ok(0.0));
+        assert_eq!(target_sum().check("0"), Ok(0.0));
+        assert!(target_sum().check("-5").is_err());
+        assert!(target_sum().check("nan").is_err());
+        assert!(positive_f32().check("1e39").is_err());
     }
 }

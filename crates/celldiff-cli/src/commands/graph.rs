@@ -38,7 +38,7 @@ pub struct GraphArgs {
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
     pub epochs: usize,
     /// Adam learning rate (the paper's 1e-4).
-    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub lr: f64,
     /// Highly variable genes used as node features (0 = all genes).
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
@@ -51,7 +51,7 @@ pub struct GraphArgs {
     pub latent: usize,
     /// Predicted links: every pair with probability ≥ this (0 < p < 1; each cell selects at
     /// most its 100 most probable partners).
-    #[arg(long, conflicts_with = "top_k_links", allow_negative_numbers = true, value_parser = super::flags::finite)]
+    #[arg(long, conflicts_with = "top_k_links", allow_negative_numbers = true, value_parser = super::flags::finite())]
     pub threshold: Option<f64>,
     /// Predicted links: the k most probable partners of each cell among all cells.
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]

@@ -51,10 +51,10 @@ pub struct TrainFlags {
     #[arg(long)]
     pub relu_heads: bool,
     /// λ, the weight of DiffVAE's MMD term (the published code: 1).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative())]
     pub mmd_weight: f64,
     /// β, the weight of the VAE baseline's KL term.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative())]
     pub kl_weight: f64,
     /// Training epochs over all cells.
     #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
@@ -63,10 +63,10 @@ pub struct TrainFlags {
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_BATCH))]
     pub batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub lr: f64,
     /// t-SNE perplexity (lowered to (n_cells − 1)/3 for few cells).
-    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub perplexity: f64,
     /// t-SNE epochs.
     #[arg(long, default_value_t = 1000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
@@ -152,7 +152,7 @@ pub struct IdentifyArgs {
     pub dbscan_min_samples: Option<usize>,
     /// With --dbscan-eps auto: the quantile of the distances to the min_samples-th nearest
     /// cell taken as ε (≈ the fraction of cells that become core points).
-    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
     pub eps_quantile: Option<f64>,
     /// Cluster the latent means (latent) or their 2-D t-SNE (tsne).
     #[arg(long, default_value = "latent")]
@@ -200,7 +200,7 @@ pub struct IdentifyBenchArgs {
     pub dbscan_min_samples: usize,
     /// DBSCAN's ε: this quantile of the distances to the min_samples-th nearest cell, per
     /// space and run.
-    #[arg(long, default_value_t = DEFAULT_EPS_QUANTILE, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
+    #[arg(long, default_value_t = DEFAULT_EPS_QUANTILE, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
     pub eps_quantile: f64,
     /// First seed (repeat r uses seed + r).
     #[arg(long, default_value_t = 0)]

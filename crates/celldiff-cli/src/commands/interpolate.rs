@@ -57,7 +57,7 @@ pub struct InterpolateArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// DDIM η.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = super::flags::probability)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = super::flags::probability())]
     pub eta: f64,
     /// How cells reach timestep K in approach 1: forward (stochastic q(z_K|z_0), the paper)
     /// or ddim (deterministic DDIM inversion).

@@ -32,7 +32,7 @@ pub struct ScldTrainArgs {
     pub condition_key: Option<String>,
     /// Conditions from Leiden clusters of the training cells at this resolution (scanpy
     /// workflow: HVG 2000, scale, PCA 50, 15 neighbours); stored as obs key `leiden`.
-    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub leiden_resolution: Option<f64>,
     /// Condition fusion: add (SCLD's best), concat or attention.
     #[arg(long, default_value = "add")]
@@ -41,7 +41,7 @@ pub struct ScldTrainArgs {
     #[arg(long, default_value = "mlp")]
     pub denoiser: String,
     /// Probability p of training on the holistic condition (classifier-free guidance).
-    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true, value_parser = super::flags::probability)]
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true, value_parser = super::flags::probability())]
     pub cond_drop: f64,
     /// Do not train the post-guidance Scorer.
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct ScldTrainArgs {
     #[arg(long, default_value = "genes")]
     pub scorer_space: String,
     /// Guidance ω of the generated cells the Scorer learns to reject.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite())]
     pub scorer_guidance: f64,
 }
 
@@ -209,13 +209,13 @@ pub struct ScldGenerateArgs {
     #[arg(long)]
     pub condition_mix: bool,
     /// SCLD: classifier-free guidance weight ω (−1 = holistic generation, no guidance).
-    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::finite)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::finite())]
     pub guidance: Option<f64>,
     /// SCLD: post-guidance by the run's Scorer, on or off (default: on when the run has one).
     #[arg(long)]
     pub post_guidance: Option<String>,
     /// SCLD: fraction of the best-scored cells kept by post-guidance.
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = super::flags::share)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = super::flags::share())]
     pub keep: f64,
 }
 

@@ -56,10 +56,10 @@ pub struct ScldBenchArgs {
     #[command(flatten)]
     pub scld: ScldTrainArgs,
     /// Fraction of cells held out for evaluation.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
     pub holdout: f64,
     /// ω of the pre-guidance rows (and of the UMAP's guided panel).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite())]
     pub guidance: f64,
     /// ω values of the per-cluster sweep.
     #[arg(
@@ -67,7 +67,7 @@ pub struct ScldBenchArgs {
         value_delimiter = ',',
         default_value = "-1,0,1,2",
         allow_hyphen_values = true,
-        value_parser = super::flags::finite
+        value_parser = super::flags::finite()
     )]
     pub guidance_values: Vec<f64>,
     /// Sampler of every generation (ddpm or ddim).

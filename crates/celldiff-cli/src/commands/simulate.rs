@@ -24,10 +24,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 100_000))]
     pub types: usize,
     /// Expected UMIs per cell.
-    #[arg(long, default_value_t = 1000.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 1000.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub mean_library: f64,
     /// Negative-binomial dispersion θ (variance μ + μ²/θ).
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = super::flags::positive)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub theta: f64,
     /// Cells generated and written per chunk (bounds memory).
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000_000))]

@@ -53,11 +53,7 @@ fn train_writes_a_complete_run_and_losses_fall() {
     assert!(config["alphas_cumprod_terminal"].as_f64().unwrap() > 0.5);
     let genes: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(run.join("genes.json")).unwrap()).unwrap();
-    assert_eq!(
-        genes.len(),
-        765,
-        "pbmc68k_reduced has 765 genes, all kept"
-    );
+    assert_eq!(genes.len(), 765, "pbmc68k_reduced has 765 genes, all kept");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -109,11 +105,8 @@ fn generate_writes_cells_scanpy_can_use_and_is_reproducible() {
     let run = tiny_run();
     let a = generate(run, &["-n", "50", "--seed", "3"]);
     assert_eq!(a.x.shape(), (50, 765));
-    let genes: Vec<String> = std::fs::read_to_string(run.join("genes.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let genes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("genes.json")).unwrap()).unwrap();
     assert_eq!(a.var_names, genes);
     match a.obs_column("celldiff_source").unwrap() {
         Column::Categorical { categories, codes } => {

@@ -269,7 +269,7 @@ fn identify_bad_flags_exit_2_with_a_clear_message() {
         ),
         (
             &["--n-clusters", "3", "--latent", "0"],
-            &["latent dimension must be at least 1"],
+            &["--latent must be at least 1"],
         ),
         (
             &["--n-clusters", "3", "--hidden", "64"],

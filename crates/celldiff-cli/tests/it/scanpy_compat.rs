@@ -172,7 +172,10 @@ fn python() -> Result<PathBuf, String> {
             Ok(o) => Err(format!(
                 "{} cannot import anndata + scanpy: {}",
                 py.display(),
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             )),
             Err(e) => Err(format!("no Python at {}: {e}", py.display())),
         }
@@ -278,7 +281,10 @@ fn cluster_output_holds_the_scanpy_graph_and_runs_umap_paga_leiden() {
         assert_eq!(nb["params"]["n_pcs"], 20);
         let obsp = celldiff::io::h5ad::read_obsp(&out, a.n_obs()).unwrap();
         let names: Vec<&str> = obsp.iter().map(|(k, _)| k.as_str()).collect();
-        assert!(names.contains(&ck.as_str()) && names.contains(&dk.as_str()), "{names:?}");
+        assert!(
+            names.contains(&ck.as_str()) && names.contains(&dk.as_str()),
+            "{names:?}"
+        );
         let dist = &obsp.iter().find(|(k, _)| *k == dk).unwrap().1;
         assert_eq!(dist.nnz(), a.n_obs() * 14, "k - 1 neighbours per cell");
         outs.push((out, nkey));
@@ -313,7 +319,10 @@ fn embed_key_added_names_the_obsm_entry_and_scanpy_uses_it() {
         let a = read(&out, &ReadOptions::default()).unwrap();
         let keys: Vec<&str> = a.obsm.iter().map(|(k, _)| k.as_str()).collect();
         assert!(keys.contains(&key), "{keys:?}");
-        assert!(keys.contains(&"X_umap"), "the input's obsm is kept: {keys:?}");
+        assert!(
+            keys.contains(&"X_umap"),
+            "the input's obsm is kept: {keys:?}"
+        );
         outs.push((out, key));
     }
     let calls: Vec<Vec<&str>> = outs.iter().map(|(o, k)| vec!["embed", s(o), k]).collect();
@@ -458,5 +467,9 @@ fn cluster_copy_keeps_the_input_without_python() {
     let col = f.dataset("obs/n_genes").unwrap().dtype().unwrap();
     assert_eq!(col, hdf5_pure::DType::I64, "int64 obs columns stay int64");
     let col = f.dataset("obs/percent_mito").unwrap().dtype().unwrap();
-    assert_eq!(col, hdf5_pure::DType::F32, "float32 obs columns stay float32");
+    assert_eq!(
+        col,
+        hdf5_pure::DType::F32,
+        "float32 obs columns stay float32"
+    );
 }

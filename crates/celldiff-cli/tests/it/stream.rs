@@ -61,7 +61,7 @@ fn streamed_run_is_byte_identical_to_the_in_memory_run() {
         "latent.json",
         "preprocess.json",
         "observation.json",
-        "genes.txt",
+        "genes.json",
     ] {
         assert!(
             same(&out.join(f), &mem.join(f)),

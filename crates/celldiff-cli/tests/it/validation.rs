@@ -22,11 +22,11 @@ fn weinreb() -> PathBuf {
     shared_data("weinreb_larry_hematopoiesis_subset/test_adata_preprocessed.h5ad")
 }
 
-/// `args` must be refused by clap: exit 2, clap's "invalid value" message naming `flag`, no
-/// panic, and nothing written at `out` (when given).
+/// `args` must be refused while parsing: exit 2, `FLAG must be ...` (the flag and the accepted
+/// range), no panic, and nothing written at `out` (when given).
 fn assert_refused_at_parse(args: &[String], flag: &str, out: Option<&Path>) {
     let o = celldiff(args);
-    assert_bad_input(&o, &["invalid value", flag]);
+    assert_bad_input(&o, &[&format!("{flag} must be")]);
     if let Some(out) = out {
         assert!(!out.exists(), "{} written despite {args:?}", out.display());
     }
@@ -114,7 +114,7 @@ fn generate_and_other_numeric_flags_are_checked_at_parse_time() {
     }
     // The global --threads (without the test helper's `--threads 2`).
     let d = demo();
-    for n in ["0", "5000"] {
+    for (n, needle) in [("0", "at least 1"), ("5000", "at most 1024")] {
         let o = celldiff_bare(&strings(&[
             "--quiet",
             "--threads",
@@ -125,7 +125,7 @@ fn generate_and_other_numeric_flags_are_checked_at_parse_time() {
             "-o",
             &o,
         ]));
-        assert_bad_input(&o, &["invalid value", "--threads"]);
+        assert_bad_input(&o, &["--threads must be", needle]);
         assert!(!out.exists());
     }
     // One flag of every other family of subcommands.
@@ -356,6 +356,7 @@ fn train_messages_come_in_the_order_of_the_work_and_count_the_epochs_run() {
         "0",
         "--patience",
         "1",
+        "--no-observation",
     ]));
     let o = celldiff_verbose(&args);
     assert_ok(&o);

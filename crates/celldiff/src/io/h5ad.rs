@@ -62,7 +62,11 @@
 //! [`write_h5ad`] writes the anndata ≥ 0.8 specification (encoding versions as anndata 0.10–0.12
 //! write them; [`write_h5ad_with_obsp`](crate::io::h5ad::write_h5ad_with_obsp) adds sparse `obsp` matrices, [`read_obsp`](crate::io::h5ad::read_obsp) reads them),
 //! uncompressed, to a temporary file in the destination directory that is renamed
-//! into place, so a failed write never leaves a half-written output.
+//! into place, so a failed write never leaves a half-written output. `uns` values use anndata's
+//! own encodings (`None` as the `null` element, parameters as nested `dict`s, never JSON text).
+//! [`write_annotated`] writes an annotated copy of an input file instead: the input copied and
+//! edited in place, only the given `obs`/`obsm`/`obsp`/`uns` elements added or replaced (see
+//! its module, `h5ad_patch.rs`).
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -105,9 +109,9 @@ mod patch;
 pub use patch::{Annotations, write_annotated};
 #[path = "h5ad_write.rs"]
 mod write;
-pub use write::{write_h5ad, write_h5ad_with_obsp};
 #[cfg(test)]
 use write::{set_enc_group, vstr};
+pub use write::{write_h5ad, write_h5ad_with_obsp};
 
 const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
 
@@ -157,7 +161,9 @@ pub(crate) fn check_hdf5_signature(path: &Path) -> Result<()> {
 /// are categorical (anndata ≥ 0.8 groups, 0.7 `__categories`, legacy `uns/<col>_categories`),
 /// strings, numbers or bools; `obsm` holds the dense (and small sparse, densified) per-cell
 /// arrays; `layers` the dense/sparse layers; `uns` is best-effort JSON (scalars, strings,
-/// numeric/string/bool arrays up to 10⁶ elements, nested dicts; everything else skipped).
+/// numeric/string/bool arrays up to 10⁶ elements, nested dicts, anndata's `null` as JSON null,
+/// and the position-keyed dicts [`write_h5ad`] writes for mixed lists back as lists; everything
+/// else skipped).
 /// Columns, `obsm` entries and layers in an encoding celldiff cannot read (e.g. blosc) are
 /// skipped with a warning; `X` never is.
 ///
@@ -1290,7 +1296,12 @@ impl Reader<'_> {
                     } else {
                         match enc.as_deref() {
                             None | Some("dict") => {
-                                Some(list_from_dict(self.uns_group(&sub, &f, depth + 1)))
+                                let m = self.uns_group(&sub, &f, depth + 1);
+                                Some(if attrs.contains_key(write::LIST_MARKER) {
+                                    list_from_dict(m)
+                                } else {
+                                    Value::Object(m)
+                                })
                             }
                             _ => None,
                         }
@@ -1370,9 +1381,9 @@ impl Reader<'_> {
     }
 }
 
-/// A `uns` dict keyed exactly `"0"`, `"1"`, ... in order whose values form a list that
-/// [`write_h5ad`] writes as such a dict (mixed types, objects, nulls; see
-/// `write::list_as_dict`) is read back as that list; every other dict stays an object.
+/// A `uns` dict that [`write_h5ad`] wrote for a list (marked with the attribute
+/// `write::LIST_MARKER`, keyed exactly `"0"`, `"1"`, ...; see `write::list_as_dict`) read
+/// back as that list; any other keys leave it an object.
 fn list_from_dict(m: Map<String, Value>) -> Value {
     let n = m.len();
     let mut slots: Vec<Option<&Value>> = vec![None; n];
@@ -1383,7 +1394,7 @@ fn list_from_dict(m: Map<String, Value>) -> Value {
         }
     }
     let items: Vec<Value> = slots.into_iter().flatten().cloned().collect();
-    if n > 0 && items.len() == n && write::list_as_dict(&items) {
+    if items.len() == n {
         return Value::Array(items);
     }
     Value::Object(m)

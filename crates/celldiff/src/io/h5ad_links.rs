@@ -234,3 +234,41 @@ fn normalize(group: &str, target: &str) -> Option<String> {
     }
     Some(parts.iter().map(|p| format!("/{p}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_relative_and_absolute_targets() {
+        assert_eq!(
+            normalize("/layers", "dense").as_deref(),
+            Some("/layers/dense")
+        );
+        assert_eq!(
+            normalize("/a", "/layers/counts").as_deref(),
+            Some("/layers/counts")
+        );
+        assert_eq!(normalize("/a/b", "../c/./d").as_deref(), Some("/a/c/d"));
+        assert_eq!(normalize("", "..").as_deref(), None);
+    }
+
+    #[test]
+    fn files_without_links_and_corrupt_copies_are_left_unchanged() {
+        let src = shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
+        let bytes = std::fs::read(src).unwrap();
+        let mut copy = bytes.clone();
+        assert_eq!(resolve_soft_links(&mut copy), 0);
+        assert_eq!(copy, bytes);
+        // Prefixes and a flipped metadata region: no panic, nothing rewritten.
+        for cut in [0, 8, 100, 600, 2000, bytes.len() / 3] {
+            let mut b = bytes[..cut].to_vec();
+            assert_eq!(resolve_soft_links(&mut b), 0, "cut at {cut}");
+        }
+        let mut b = bytes.clone();
+        for x in &mut b[96..400] {
+            *x ^= 0x5a;
+        }
+        resolve_soft_links(&mut b);
+    }
+}

@@ -34,8 +34,8 @@ use serde_json::{Map, Value};
 use sprs::CsMat;
 
 use super::write::{
-    H5Node, check_key, check_uns_keys, column_node, column_order, csr_node, dense_node,
-    dict_node, uns_node,
+    H5Node, check_key, check_uns_keys, column_node, column_order, csr_node, dense_node, dict_node,
+    uns_node,
 };
 use crate::data::{Column, DenseMatrix, Frame};
 use crate::error::{Error, Result};
@@ -161,8 +161,7 @@ pub fn write_annotated(input: &Path, out: &Path, ann: &Annotations) -> Result<()
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let target = dir.join(file_name);
     crate::io::output::remove_stale_temps(&target);
-    let tmp =
-        crate::io::output::TempPath::new(crate::io::output::temp_sibling(&target));
+    let tmp = crate::io::output::TempPath::new(crate::io::output::temp_sibling(&target));
     std::fs::copy(input, tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
     match patch_in_place(tmp.path(), ann) {
         Ok(()) => {}
@@ -477,9 +476,31 @@ mod tests {
         write_annotated(&out, &again, &ann2).unwrap();
         let c = read_h5ad(&again, &ReadOptions::default()).unwrap();
         assert_eq!(c.obs.len(), a.obs.len());
-        assert_eq!(c.obs_column("new_labels").unwrap(), &Column::Numeric(vec![1.0; 700]));
+        assert_eq!(
+            c.obs_column("new_labels").unwrap(),
+            &Column::Numeric(vec![1.0; 700])
+        );
         let umap = &c.obsm.iter().find(|(k, _)| k == "X_umap").unwrap().1;
         assert!(umap.data.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn uns_lists_and_position_keyed_dicts_round_trip_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out.h5ad");
+        let mut ann = Annotations::default();
+        let uns = serde_json::json!({
+            "clusters": {"0": {"a": 1}, "1": {"a": 2}},
+            "list": [{"a": 1}, null, "x"],
+            "empty": [],
+            "none": null,
+        });
+        ann.uns = uns.as_object().unwrap().clone();
+        write_annotated(&demo(), &out, &ann).unwrap();
+        let a = read_h5ad(&out, &ReadOptions::default()).unwrap();
+        for k in ["clusters", "list", "empty", "none"] {
+            assert_eq!(a.uns[k], uns[k], "uns['{k}']");
+        }
     }
 
     #[test]

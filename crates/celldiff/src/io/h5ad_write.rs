@@ -327,7 +327,10 @@ pub(crate) fn column_node(col: &Column) -> Result<H5Node<'_>> {
                 attrs,
                 vec![
                     ("codes".to_string(), codes_node),
-                    ("categories".to_string(), strings_node(categories.as_slice())),
+                    (
+                        "categories".to_string(),
+                        strings_node(categories.as_slice()),
+                    ),
                 ],
             )
         }
@@ -542,11 +545,16 @@ fn numeric_matrix(items: &[Value]) -> Option<(usize, usize)> {
     ok.then_some((items.len(), cols))
 }
 
+/// The attribute (int8 `1`) that marks a `uns` `dict` written for a list ([`list_as_dict`]),
+/// so that celldiff's reader turns it back into a list and leaves real dicts keyed `"0"`,
+/// `"1"`, ... alone. anndata ignores it (the dict reads as a dict there).
+pub(crate) const LIST_MARKER: &str = "celldiff-list";
+
 /// Whether the JSON list `items` is written as an anndata `dict` keyed `"0"`, `"1"`, ... (one
 /// member per element, each encoded on its own) rather than as one array: true unless the
 /// list is empty (an empty f64 `array`, as anndata writes `[]`), all numbers, all strings,
-/// all booleans, or a rectangular matrix of numbers with at least one column. The reader
-/// turns such a dict back into a list, so `uns` round-trips.
+/// all booleans, or a rectangular matrix of numbers with at least one column. The dict carries
+/// [`LIST_MARKER`]; the reader turns it back into a list, so `uns` round-trips.
 pub(crate) fn list_as_dict(items: &[Value]) -> bool {
     !(items.is_empty()
         || items.iter().all(Value::is_number)
@@ -607,7 +615,9 @@ pub(crate) fn uns_node(v: &Value, depth: usize) -> Result<H5Node<'static>> {
             for (i, x) in items.iter().enumerate() {
                 members.push((i.to_string(), uns_node(x, depth + 1)?));
             }
-            dict_node(members)
+            let mut attrs = enc_attrs("dict", "0.1.0");
+            attrs.push((LIST_MARKER.to_string(), AttrValue::I8(1)));
+            H5Node::Group(attrs, members)
         }
         Value::Array(items) if items.is_empty() => H5Node::dataset(|ds| {
             ds.with_f64_data(&[]).with_shape(&[0]);
@@ -632,16 +642,15 @@ pub(crate) fn uns_node(v: &Value, depth: usize) -> Result<H5Node<'static>> {
         }
         Value::Array(items) => {
             // All numbers (1-D) or a rectangular number matrix (2-D), see `list_as_dict`.
-            let (flat, shape): (Vec<&Value>, Vec<u64>) =
-                if items.iter().all(Value::is_number) {
-                    (items.iter().collect(), vec![items.len() as u64])
-                } else {
-                    let (rows, cols) = numeric_matrix(items).unwrap_or((0, 0));
-                    (
-                        items.iter().filter_map(Value::as_array).flatten().collect(),
-                        vec![rows as u64, cols as u64],
-                    )
-                };
+            let (flat, shape): (Vec<&Value>, Vec<u64>) = if items.iter().all(Value::is_number) {
+                (items.iter().collect(), vec![items.len() as u64])
+            } else {
+                let (rows, cols) = numeric_matrix(items).unwrap_or((0, 0));
+                (
+                    items.iter().filter_map(Value::as_array).flatten().collect(),
+                    vec![rows as u64, cols as u64],
+                )
+            };
             if flat.iter().all(|x| x.is_i64()) {
                 let v: Vec<i64> = flat.iter().filter_map(|x| x.as_i64()).collect();
                 H5Node::dataset(move |ds| {

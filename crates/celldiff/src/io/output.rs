@@ -9,8 +9,9 @@
 //!   nothing behind.
 //! - `force` replaces only what celldiff itself wrote: a regular file (for a file output), a
 //!   run directory recognised by its `config.json` with `model` and `celldiff_version` fields
-//!   and no sub-directories (scVAEDer, SCLD and classifier runs; [`OutputKind::RunDir`]), or a
-//!   directory holding only the files a command writes there ([`OutputKind::Files`]). A run
+//!   and no sub-directories (scVAEDer, SCLD and classifier runs; [`OutputKind::RunDir`]), a
+//!   directory holding only the files a command writes there ([`OutputKind::Files`]), or an
+//!   empty directory (for the two folder kinds: nothing is lost). A run
 //!   directory is replaced by moving the old one aside, renaming the new one in, then deleting
 //!   the old one.
 //! - Refused whatever `force` says, before any work ([`check_output`]): `.`, `..` and paths
@@ -34,10 +35,11 @@ pub enum OutputKind {
     /// One regular file (an `.h5ad`, a PNG, a JSON or TSV file).
     File,
     /// A run directory written by [`write_dir`]: recognised by its `config.json` with string
-    /// fields `model` and `celldiff_version`, and no sub-directories.
+    /// fields `model` and `celldiff_version`, and no sub-directories (an empty directory may be
+    /// replaced too).
     RunDir,
-    /// A directory that holds only (a non-empty subset of) these regular files, e.g. the
-    /// output folder of `celldiff velocity`.
+    /// A directory that holds only (a subset of) these regular files, e.g. the output folder
+    /// of `celldiff velocity`.
     Files(&'static [&'static str]),
 }
 
@@ -174,6 +176,11 @@ pub fn is_celldiff_run(dir: &Path) -> bool {
     })
 }
 
+/// Whether `dir` is a directory with no entries (replacing it loses nothing).
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_none())
+}
+
 /// `Ok(())` if `force` may replace the existing `meta` at `target` for `kind`, else why not.
 fn replaceable(
     target: &Path,
@@ -202,7 +209,7 @@ fn replaceable(
         OutputKind::RunDir if ft.is_file() => Err("is a file, not a celldiff run directory; \
                                                    --force replaces only a run celldiff wrote"
             .into()),
-        OutputKind::RunDir if is_celldiff_run(target) => Ok(()),
+        OutputKind::RunDir if is_celldiff_run(target) || is_empty_dir(target) => Ok(()),
         OutputKind::RunDir => Err("is a folder celldiff did not write (no config.json with \
                                    `model` and `celldiff_version`); --force replaces only a \
                                    run directory: choose a new name"
@@ -224,19 +231,15 @@ fn replaceable(
                 .filter(|(n, regular)| !regular || !names.contains(&n.as_str()))
                 .map(|(n, _)| n.as_str())
                 .collect();
-            if entries.is_empty() || !foreign.is_empty() {
+            if foreign.is_empty() {
+                Ok(())
+            } else {
                 Err(format!(
                     "is a folder celldiff did not write (it holds {}; celldiff writes only {}); \
                      --force replaces only its own output: choose a new name",
-                    if entries.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        foreign.join(", ")
-                    },
+                    foreign.join(", "),
                     names.join(", ")
                 ))
-            } else {
-                Ok(())
             }
         }
     }
@@ -590,6 +593,10 @@ mod tests {
             }
         }
         assert!(check_output(&run, true, OutputKind::RunDir, &[]).is_ok());
+        let empty = d.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert!(check_output(&empty, true, OutputKind::RunDir, &[]).is_ok());
+        assert!(check_output(&empty, true, OutputKind::File, &[]).is_err());
         // A run with a sub-directory is not one celldiff wrote.
         fs::create_dir(run.join("sub")).unwrap();
         assert!(check_output(&run, true, OutputKind::RunDir, &[]).is_err());

@@ -779,19 +779,30 @@ mod tests {
                 ..PreprocessConfig::default()
             },
         );
-        // Used as is.
+        // Used as is with --no-log1p.
         assert_same(
             ad,
             &PreprocessConfig {
                 n_top_genes: None,
+                log1p: Some(false),
                 minmax: true,
                 ..PreprocessConfig::default()
             },
         );
-        // Default (seurat needs log data): the same refusal.
-        let msg = assert_same_error(ad, &PreprocessConfig::default());
+        // Default: detected as normalised but not logged, so log1p is applied.
+        let f = assert_same(ad, &PreprocessConfig::default());
+        assert_eq!(f.steps.first(), Some(&Step::Log1p));
+        assert!(f.messages.iter().any(|m| m.contains("log1p applied")));
+        // seurat HVGs with log1p turned off: the same refusal, naming the CLI flags.
+        let msg = assert_same_error(
+            ad,
+            &PreprocessConfig {
+                log1p: Some(false),
+                ..PreprocessConfig::default()
+            },
+        );
         assert!(
-            msg.contains("flavor seurat needs log1p-normalised"),
+            msg.contains("--flavor seurat needs log1p-normalised") && msg.contains("--log1p"),
             "{msg}"
         );
     }
