@@ -48,6 +48,9 @@ TINY = [
     "--epochs-vae", "4", "--epochs-diffusion", "4", "--hidden", "32,16", "--latent", "4",
     "--denoiser-width", "32", "--denoiser-depth", "1", "--time-dim", "8", "--timesteps", "50",
 ]
+# The cases skip the count-observation fit (tens of seconds); the shared base run keeps it, so
+# that the edited-run cases can corrupt its observation.json.
+TINY_CASE = TINY + ["--no-observation"]
 
 
 def sha(p: Path) -> str:
@@ -328,7 +331,7 @@ def main() -> int:
     ins = build_inputs(c)
     readers = {
         "preprocess": lambda p: ["preprocess", "--data", p, "-o", "{d}/out.h5ad"],
-        "train": lambda p: ["train", "--data", p, "--out", "{d}/run"] + TINY,
+        "train": lambda p: ["train", "--data", p, "--out", "{d}/run"] + TINY_CASE,
         "embed": lambda p: ["embed", "--run", str(run), "--data", p, "-o", "{d}/out.h5ad"],
         "cluster": lambda p: ["cluster", "--data", p, "-o", "{d}/out.h5ad"],
         "evaluate": lambda p: ["evaluate", "--real", p, "--generated", str(gen), "-o", "{d}/m.json"],
@@ -339,7 +342,7 @@ def main() -> int:
 
     # 2. Numeric flags: every option of these commands that takes a number, with bad values.
     bases = {
-        "train": ["train", "--data", str(DEMO), "--out", "{d}/run"] + TINY,
+        "train": ["train", "--data", str(DEMO), "--out", "{d}/run"] + TINY_CASE,
         "generate": ["generate", "--run", str(run), "-n", "20", "-o", "{d}/g.h5ad"],
         "preprocess": ["preprocess", "--data", str(DEMO), "-o", "{d}/p.h5ad"],
         "cluster": ["cluster", "--data", str(DEMO), "-o", "{d}/c.h5ad"],
@@ -389,7 +392,7 @@ def main() -> int:
             tag = f"{oname}{' --force' if force else ''}"
             setup = fifo if oname == "fifo" else link if oname == "symlink" else user_folder
             c.case("output", f"train --out {tag}",
-                   ["train", "--data", "{d}/input.h5ad", "--out", o] + force + TINY, setup=setup)
+                   ["train", "--data", "{d}/input.h5ad", "--out", o] + force + TINY_CASE, setup=setup)
             c.case("output", f"preprocess -o {tag}",
                    ["preprocess", "--data", "{d}/input.h5ad", "-o", o] + force, setup=setup)
             c.case("output", f"generate -o {tag}",

@@ -331,7 +331,7 @@ pub struct ModelArgs {
     pub pp: PreprocessFlags,
     /// Model family: scvaeder (VAE + latent DDPM) or scld (autoencoder + conditional latent
     /// diffusion with pre- and post-guidance; `train` only).
-    #[arg(long, default_value = "scvaeder")]
+    #[arg(long, default_value = "scvaeder", value_parser = ["scvaeder", "scld"])]
     pub model: String,
     /// VAE epochs (default: ~150k cell passes, 30–300, with early stopping on a 10% validation
     /// split; trains each shared dataset in well under 5 minutes on 2 cores).
@@ -503,7 +503,7 @@ pub struct GenerateArgs {
     #[arg(short = 'n', long, default_value_t = 1000, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_CELLS))]
     pub n: usize,
     /// Sampler: ddpm (ancestral, T steps) or ddim.
-    #[arg(long, default_value = "ddpm")]
+    #[arg(long, default_value = "ddpm", value_parser = ["ddpm", "ddim"])]
     pub sampler: String,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
     #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_STEPS))]
@@ -523,7 +523,7 @@ pub struct GenerateArgs {
     /// How decoded latents become cells: counts (sample UMI counts through the run's count
     /// observation model: sparse, discrete cells like real data) or mean (the decoder mean, as
     /// scVAEDer publishes; smooth and not sparse).
-    #[arg(long, default_value = "counts")]
+    #[arg(long, default_value = "counts", value_parser = ["counts", "mean"])]
     pub observation: String,
     /// Seed.
     #[arg(long, default_value_t = 0)]

@@ -120,6 +120,23 @@ pub fn cpu_backend_name() -> &'static str {
 /// each do not fit under a memory limit), naming `n` and the operating system's reason.
 pub fn set_threads(n: Option<usize>) -> Result<usize> {
     let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Refuse before spawning anything when the stacks alone would take more than half of the
+    // address-space limit (`ulimit -v`): threads that did start would otherwise die (and abort
+    // the process) allocating their signal stacks once the limit is reached.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::As).current {
+        let need = (n as u64).saturating_mul(WORKER_STACK_BYTES as u64);
+        if need > limit / 2 {
+            return Err(Error::Param(format!(
+                "cannot start {n} worker threads: each needs a {} MiB stack, {} MiB in all, \
+                 more than half of the address-space limit of {} MiB (ulimit -v); use fewer \
+                 threads (--threads)",
+                WORKER_STACK_BYTES >> 20,
+                need >> 20,
+                limit >> 20
+            )));
+        }
+    }
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .stack_size(WORKER_STACK_BYTES)

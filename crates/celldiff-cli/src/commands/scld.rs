@@ -25,7 +25,7 @@ use crate::progress::Bars;
 #[derive(Args, Debug, Clone)]
 pub struct ScldTrainArgs {
     /// SCLD latent model: ae (SCLD's autoencoder, Eq. 3–6) or vae (scVAEDer's VAE).
-    #[arg(long, default_value = "ae")]
+    #[arg(long, default_value = "ae", value_parser = ["ae", "vae"])]
     pub latent_model: String,
     /// obs column whose categories are the conditions (e.g. bulk_labels, cell_type).
     #[arg(long, conflicts_with = "leiden_resolution")]
@@ -35,10 +35,10 @@ pub struct ScldTrainArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub leiden_resolution: Option<f64>,
     /// Condition fusion: add (SCLD's best), concat or attention.
-    #[arg(long, default_value = "add")]
+    #[arg(long, default_value = "add", value_parser = ["add", "concat", "attention"])]
     pub fusion: String,
     /// Denoiser body: mlp or unet (residual U-Net over the feature width).
-    #[arg(long, default_value = "mlp")]
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "unet"])]
     pub denoiser: String,
     /// Probability p of training on the holistic condition (classifier-free guidance).
     #[arg(long, default_value_t = 0.15, allow_negative_numbers = true, value_parser = super::flags::probability())]
@@ -47,7 +47,7 @@ pub struct ScldTrainArgs {
     #[arg(long)]
     pub no_scorer: bool,
     /// What the Scorer looks at: genes (generated cells as returned, count-sampled) or latent.
-    #[arg(long, default_value = "genes")]
+    #[arg(long, default_value = "genes", value_parser = ["genes", "latent"])]
     pub scorer_space: String,
     /// Guidance ω of the generated cells the Scorer learns to reject.
     #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite())]

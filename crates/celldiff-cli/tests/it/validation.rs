@@ -634,3 +634,41 @@ fn preprocess_refuses_an_empty_matrix() {
         );
     }
 }
+
+/// Choice flags (`--denoiser`, `--fusion`, `--latent-model`, `--scorer-space`, `--model`,
+/// `--sampler`, `--observation`) are checked when the command line is read: before, `train
+/// --denoiser abc` on a scVAEDer run was silently accepted (found by bench/reliability.py).
+#[test]
+fn choice_flags_are_checked_at_parse_time() {
+    let demo = demo_h5ad().display().to_string();
+    for (flag, value) in [
+        ("--denoiser", "abc"),
+        ("--fusion", "nan"),
+        ("--latent-model", "pca"),
+        ("--scorer-space", "x"),
+        ("--model", "scvi"),
+    ] {
+        let o = celldiff([
+            "train",
+            "--data",
+            &demo,
+            "--out",
+            "/nonexistent/run",
+            flag,
+            value,
+        ]);
+        assert_bad_input(&o, &[flag, value]);
+    }
+    for (flag, value) in [("--sampler", "euler"), ("--observation", "zinb")] {
+        let o = celldiff([
+            "generate",
+            "--run",
+            "/nonexistent/run",
+            flag,
+            value,
+            "-o",
+            "/nonexistent/g.h5ad",
+        ]);
+        assert_bad_input(&o, &[flag, value]);
+    }
+}
