@@ -91,9 +91,11 @@ class Corpus:
 
     # -- running one case ---------------------------------------------------------------------
     def case(self, family: str, name: str, args: list[str], files: dict[str, Path] | None = None,
-             setup=None, stdout_pipe_close: bool = False) -> dict:
+             setup=None, stdout_pipe_close: bool = False, may_replace: tuple[str, ...] = ()) -> dict:
         """Runs `celldiff ARGS` in a fresh folder holding `files` (name → source to copy) and
-        whatever `setup(folder)` makes; `{d}` in an argument is replaced by the folder."""
+        whatever `setup(folder)` makes; `{d}` in an argument is replaced by the folder.
+        `may_replace`: files (relative to the folder) the command was asked to replace with
+        `--force` (a regular file that is not one of its inputs): a change there is not a loss."""
         self.n += 1
         d = self.work / "cases" / f"{self.n:04d}"
         d.mkdir(parents=True)
@@ -125,7 +127,7 @@ class Corpus:
             subprocess.run(["pkill", "-f", str(d)], check=False)
         secs = time.time() - t0
         after = snapshot(d)
-        lost = sorted(k for k, v in before.items() if after.get(k) != v)
+        lost = sorted(k for k, v in before.items() if after.get(k) != v and k not in may_replace)
         leftovers = sorted(k for k in after if re.search(r"\.tmp", k) and k not in before)
         if timed_out:
             cls = "timeout"
@@ -393,10 +395,15 @@ def main() -> int:
             setup = fifo if oname == "fifo" else link if oname == "symlink" else user_folder
             c.case("output", f"train --out {tag}",
                    ["train", "--data", "{d}/input.h5ad", "--out", o] + force + TINY_CASE, setup=setup)
+            # With --force a regular file that is not the command's input may be replaced.
+            ok_pp = ("notes.txt",) if force and oname == "user_file" else ()
+            ok_gen = {"user_file": ("notes.txt",), "input_file": ("input.h5ad",)}.get(oname, ()) if force else ()
             c.case("output", f"preprocess -o {tag}",
-                   ["preprocess", "--data", "{d}/input.h5ad", "-o", o] + force, setup=setup)
+                   ["preprocess", "--data", "{d}/input.h5ad", "-o", o] + force, setup=setup,
+                   may_replace=ok_pp)
             c.case("output", f"generate -o {tag}",
-                   ["generate", "--run", str(run), "-n", "10", "-o", o] + force, setup=setup)
+                   ["generate", "--run", str(run), "-n", "10", "-o", o] + force, setup=setup,
+                   may_replace=ok_gen)
     c.case("output", "evaluate | head -c1",
            ["evaluate", "--real", str(DEMO), "--generated", str(gen)], stdout_pipe_close=True)
 
