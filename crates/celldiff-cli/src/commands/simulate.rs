@@ -23,11 +23,11 @@ pub struct SimulateArgs {
     /// Cell types (obs['cell_type'] = type_0, type_1, …).
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 100_000))]
     pub types: usize,
-    /// Expected UMIs per cell.
-    #[arg(long, default_value_t = 1000.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
+    /// Expected UMIs per cell (> 0, at most 10⁹: counts are stored as float32).
+    #[arg(long, default_value_t = 1000.0, allow_negative_numbers = true, value_parser = super::flags::real(0.0, false, 1e9, true))]
     pub mean_library: f64,
-    /// Negative-binomial dispersion θ (variance μ + μ²/θ).
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
+    /// Negative-binomial dispersion θ (variance μ + μ²/θ; > 0, at most 10⁹ ≈ Poisson).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = super::flags::real(0.0, false, 1e9, true))]
     pub theta: f64,
     /// Cells generated and written per chunk (bounds memory).
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000_000))]
