@@ -391,3 +391,23 @@ fn a_pipe_as_input_is_named_as_not_seekable() {
     assert_bad_input(&o, &["not a regular, seekable file"]);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
 }
+
+/// `train --stream` reads through its own HDF5 reader: a pipe gets the same message there.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pipe_as_streamed_input_is_named_as_not_seekable() {
+    let d = scratch().join("fifo-stream-input");
+    std::fs::create_dir_all(&d).unwrap();
+    let o = Command::new("bash")
+        .current_dir(&d)
+        .arg("-c")
+        .arg(format!(
+            "exec '{}' --quiet train --stream --data <(cat '{}') --out run",
+            env!("CARGO_BIN_EXE_celldiff"),
+            demo_h5ad().display()
+        ))
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["not a regular, seekable file"]);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+}

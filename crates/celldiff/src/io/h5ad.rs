@@ -128,9 +128,20 @@ const MAX_DENSIFY_ELEMENTS: usize = 50_000_000;
 /// 512, 1024, 2048, ...).
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be opened or read; [`Error::Format`] with field `(file)`
-/// ("expected an HDF5 file (.h5ad)") if no signature is found.
+/// [`Error::Io`] if the file cannot be opened or read; [`Error::Format`] with field `(file)`:
+/// "is not a regular, seekable file" for a pipe, FIFO or device (checked before opening it), or
+/// "expected an HDF5 file (.h5ad)" if no signature is found.
 pub(crate) fn check_hdf5_signature(path: &Path) -> Result<()> {
+    // Before opening: opening a FIFO without a writer would block.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "(file)",
+            "is not a regular, seekable file (a pipe, FIFO, socket or device, e.g. from \
+             `<(...)`); an .h5ad is read by seeking: save it to a file first",
+        ));
+    }
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut offset = 0u64;
