@@ -22,9 +22,9 @@ use super::DataArgs;
 pub struct ClusterArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output .h5ad: a copy of the input with obs[KEY], obsm['X_pca'], obsm['X_umap'] (with
+    /// Output .h5ad: a copy of the input with obs['KEY'], obsm['X_pca'], obsm['X_umap'] (with
     /// --umap), obsp['connectivities'], obsp['distances'], uns['neighbors'] (as
-    /// sc.pp.neighbors), uns['pca'] and uns[KEY] added or replaced; everything else (X and its
+    /// sc.pp.neighbors), uns['pca'] and uns['KEY'] added or replaced; everything else (X and its
     /// dtype, var, layers, raw, other obs columns, obsm, obsp, uns) is kept as stored.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
@@ -51,7 +51,7 @@ pub struct ClusterArgs {
     pub key_added: Option<String>,
     /// uns key of the neighbourhood graph, as scanpy's `pp.neighbors(key_added=...)`: the
     /// default writes uns['neighbors'], obsp['connectivities'] and obsp['distances']; NAME
-    /// writes uns[NAME], obsp['NAME_connectivities'] and obsp['NAME_distances'].
+    /// writes uns['NAME'], obsp['NAME_connectivities'] and obsp['NAME_distances'].
     #[arg(long)]
     pub neighbors_key: Option<String>,
     /// Also compute a 2-D UMAP layout (obsm['X_umap'], initialised from the PCA).

@@ -64,7 +64,7 @@
 //! uncompressed, to a temporary file in the destination directory that is renamed
 //! into place, so a failed write never leaves a half-written output. `uns` values use anndata's
 //! own encodings (`None` as the `null` element, parameters as nested `dict`s, never JSON text).
-//! [`write_annotated`] writes an annotated copy of an input file instead: the input copied and
+//! [`write_annotated`](crate::io::h5ad::write_annotated) writes an annotated copy of an input file instead: the input copied and
 //! edited in place, only the given `obs`/`obsm`/`obsp`/`uns` elements added or replaced (see
 //! its module, `h5ad_patch.rs`).
 

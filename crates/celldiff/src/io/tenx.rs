@@ -19,7 +19,7 @@
 //! column `gene_ids` and a third column as the categorical `feature_types`. Duplicate
 //! `var_names` are made unique the way scanpy's `var_names_make_unique` does (the second `X`
 //! becomes `X-1`, the third `X-2`, skipping names that already exist), with a warning that
-//! lists them ([`unique_var_names`], shared with the `.h5ad` reader). Names are kept as stored
+//! lists them (`unique_var_names`, shared with the `.h5ad` reader). Names are kept as stored
 //! otherwise (an empty symbol stays empty).
 //!
 //! # Sizes
