@@ -11,11 +11,12 @@ use celldiff::data::AnnData;
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{EvalMetrics, EvalOptions};
+use celldiff::models::Likelihood;
 use celldiff::preprocess::{HvgFlavor, PreprocessConfig};
 use celldiff::run::Run;
 use celldiff::schedulers::BetaSchedule;
 use celldiff::scvaeder::{
-    self, DataSource, GenerateOptions, Observation, Prior, SamplerKind, TrainSpec,
+    self, CountsOutput, DataSource, GenerateOptions, Observation, Prior, SamplerKind, TrainSpec,
 };
 
 use crate::progress::Bars;
@@ -349,6 +350,9 @@ pub struct ModelArgs {
     /// Dropout after each VAE hidden layer.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::rate())]
     pub dropout: f64,
+    /// Dropout in the decoder's hidden layers (default: --dropout).
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::rate())]
+    pub dropout_decoder: Option<f64>,
     /// KL weight β (0.1: β = 1 collapses the posterior under the unit-variance Gaussian
     /// likelihood on log1p data; see docs/RESULTS.md).
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = flags::non_negative())]
@@ -395,6 +399,13 @@ pub struct ModelArgs {
     /// Rescale the schedule to zero terminal SNR (ᾱ_T = 0).
     #[arg(long)]
     pub zero_terminal_snr: bool,
+    /// Early stopping of the denoiser: stop after this many epochs without a lower
+    /// validation loss of the EMA weights (noise-prediction loss of held-out latents at fixed
+    /// timesteps and noise) and keep the best EMA weights (metrics.jsonl marks their epoch
+    /// `"kept": true`). 0 = train every epoch and keep the last weights. Default: a fifth of
+    /// the epochs, at least 20.
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(0, flags::MAX_EPOCHS))]
+    pub patience_diffusion: Option<usize>,
     /// EMA decay of the denoiser weights.
     #[arg(long, default_value_t = 0.999, allow_negative_numbers = true, value_parser = flags::rate())]
     pub ema_decay: f64,
@@ -402,6 +413,14 @@ pub struct ModelArgs {
     /// its fit when the run is only used for interpolation or perturbation analyses.
     #[arg(long)]
     pub no_observation: bool,
+    /// Decoder likelihood: nb (negative binomial on the counts, gene proportions
+    /// ρ = softmax(f(z)), mean l·ρ with the cell's library size, one dispersion per gene, as
+    /// scVI), zinb (NB with per-gene-and-cell dropout), or gaussian (MSE on log1p data, the
+    /// scVAEDer/SCLD papers' setting). Default: nb when the counts can be recovered (raw
+    /// counts, or log1p(normalize_total(counts)) like Kang), gaussian otherwise; gaussian
+    /// with --no-observation.
+    #[arg(long, value_parser = ["nb", "zinb", "gaussian"])]
+    pub likelihood: Option<String>,
 }
 
 impl ModelArgs {
@@ -431,6 +450,12 @@ impl ModelArgs {
             labels_key,
             seed,
             fit_observation: !self.no_observation,
+            likelihood: self
+                .likelihood
+                .as_deref()
+                .map(parse_likelihood)
+                .transpose()?,
+            decoder_dropout: self.dropout_decoder,
             ..TrainSpec::default()
         };
         spec.vae_train.batch_size = self.batch_size_vae;
@@ -441,6 +466,7 @@ impl ModelArgs {
         spec.diffusion_train.batch_size = self.batch_size_diffusion;
         spec.diffusion_train.learning_rate = self.lr_diffusion;
         spec.diffusion_train.ema_decay = self.ema_decay;
+        spec.diffusion_train.patience = self.patience_diffusion;
         spec.schedule.num_train_timesteps = self.timesteps;
         spec.schedule.beta_schedule = self.beta_schedule;
         spec.schedule.beta_start = self.beta_start;
@@ -525,6 +551,12 @@ pub struct GenerateArgs {
     /// scVAEDer publishes; smooth and not sparse).
     #[arg(long, default_value = "counts", value_parser = ["counts", "mean"])]
     pub observation: String,
+    /// What X holds for a run trained with --likelihood nb/zinb: counts (integer counts as
+    /// CSR float32, like the user's input; the model's log1p-normalised space goes to
+    /// layers['log1p_norm']) or log1p (the model's space in X, the counts in
+    /// layers['counts']). Both write obs['n_counts'].
+    #[arg(long, default_value = "counts", value_parser = ["counts", "log1p"])]
+    pub output: String,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -565,7 +597,27 @@ impl GenerateArgs {
             clip_x0: !self.no_clip,
             use_ema: !self.no_ema,
             observation: parse_observation(&self.observation)?,
+            output: parse_output(&self.output)?,
         })
+    }
+}
+
+/// Parses `--output`.
+pub fn parse_output(s: &str) -> Result<CountsOutput> {
+    match s {
+        "counts" => Ok(CountsOutput::Counts),
+        "log1p" => Ok(CountsOutput::Log1p),
+        o => bail!("--output: unknown value `{o}` (expected counts or log1p)"),
+    }
+}
+
+/// Parses `--likelihood`.
+pub fn parse_likelihood(s: &str) -> Result<Likelihood> {
+    match s {
+        "nb" => Ok(Likelihood::Nb),
+        "zinb" => Ok(Likelihood::Zinb),
+        "gaussian" => Ok(Likelihood::Gaussian),
+        o => bail!("--likelihood: unknown value `{o}` (expected nb, zinb or gaussian)"),
     }
 }
 
@@ -632,7 +684,7 @@ fn run_command(cli: Cli, threads: usize) -> Result<()> {
         Command::Generate(a) => generate(a, cli.device, quiet),
         Command::Embed(a) => embed(a, cli.device, quiet),
         Command::Preprocess(a) => preprocess(a, quiet),
-        Command::Evaluate(a) => evaluate::run(a, quiet),
+        Command::Evaluate(a) => evaluate::run(a, cli.device, quiet),
         Command::Demo(a) => demo::run(*a, cli.device, quiet, threads),
         Command::Bench(a) => bench::run(a, cli.device, quiet, threads),
         Command::Interpolate(a) => interpolate::run_interpolate(*a, cli.device, quiet),
@@ -702,8 +754,15 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
             ""
         }
     ));
-    match &run.observation {
-        Some(o) => bars.println(format!(
+    match (&run.observation, &run.library) {
+        (_, Some(l)) => bars.println(format!(
+            "likelihood {}: library-size model with {} clusters (median library {:.0} counts \
+             over the model genes); generated cells are NB counts",
+            run.vae.likelihood().name(),
+            l.clusters.len(),
+            l.median_library
+        )),
+        (Some(o), None) => bars.println(format!(
             "count observation model: {} training size factors, NB dispersion φ = {} \
              (zero fraction {:.3} real vs {:.3} re-sampled)",
             o.size_factors.len(),
@@ -711,7 +770,7 @@ fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result
             o.zero_fraction_real,
             o.zero_fraction_model
         )),
-        None => bars.println(
+        (None, None) => bars.println(
             "no count observation model (the data are not log1p-normalised counts): generated \
              cells are decoder means",
         ),
@@ -808,6 +867,13 @@ fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let opts = a.options()?;
     let device = device(dev)?;
     let run = load_run(&a.run, &device)?;
+    if run.library.is_none() && opts.output == CountsOutput::Log1p {
+        bail!(
+            "--output log1p: {} has a Gaussian decoder, whose X is already the model's space; \
+             --output only applies to runs trained with --likelihood nb/zinb",
+            a.run.display()
+        );
+    }
     let bars = Bars::new(quiet);
     let start = Instant::now();
     let pb = bars.bar(1, "sampling");
@@ -890,12 +956,22 @@ fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
 /// Prints a metrics table (one row per method).
 pub fn print_table(rows: &[(String, EvalMetrics)]) {
     println!(
-        "{:<18} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
-        "method", "rf_auc", "knn_auc", "mmd", "mean_r", "mean_rho", "var_r", "n_real", "n_gen"
+        "{:<18} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7}",
+        "method",
+        "rf_auc",
+        "knn_auc",
+        "mmd",
+        "mean_r",
+        "mean_rho",
+        "var_r",
+        "corr_mad",
+        "zf_r",
+        "n_real",
+        "n_gen"
     );
     for (name, m) in rows {
         println!(
-            "{:<18} {:>7.3} {:>7.3} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>7} {:>7}",
+            "{:<18} {:>7.3} {:>7.3} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>8.4} {:>7.3} {:>7} {:>7}",
             name,
             m.rf_auc,
             m.knn_auc,
@@ -903,6 +979,8 @@ pub fn print_table(rows: &[(String, EvalMetrics)]) {
             m.mean_pearson,
             m.mean_spearman,
             m.var_pearson,
+            m.corr_mad,
+            m.zero_fraction_pearson,
             m.n_real,
             m.n_generated
         );

@@ -460,6 +460,7 @@ pub fn train_network(
             kl_weight: reg_weight,
             learning_rate: cfg.learning_rate,
             seconds: start.elapsed().as_secs_f64(),
+            kept: None,
         };
         observer.epoch_end(&rec);
         records.push(rec);

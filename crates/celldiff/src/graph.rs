@@ -788,6 +788,7 @@ pub fn train_graph_vae(
             kl_weight: Some(1.0),
             learning_rate: cfg.learning_rate,
             seconds: rec.seconds,
+            kept: None,
         });
         records.push(rec);
     }

@@ -63,6 +63,7 @@ pub mod analysis;
 pub mod backend;
 pub mod bench;
 pub mod classify;
+pub mod counts;
 pub mod diffvae;
 pub mod identify;
 pub mod models;

@@ -10,8 +10,10 @@
 //! - `preprocess.json`: the fitted preprocessing ([`FittedPreprocess`]) re-applied to new cells.
 //! - `latent.json`: per-dimension latent standardisation ([`LatentStats`]).
 //! - `vae.bpk`, `denoiser.bpk`, `denoiser_ema.bpk`: Burn burnpack weights.
-//! - `observation.json`: the count observation model ([`CountObservation`]), when the model's
-//!   space is log1p-normalised counts (absent otherwise).
+//! - `observation.json`: the count observation model ([`CountObservation`]) of a Gaussian
+//!   decoder, when the model's space is log1p-normalised counts (absent otherwise).
+//! - `library_size.json`: the library-size model ([`LibrarySizeModel`]) of a count-likelihood
+//!   (`nb`/`zinb`) decoder (absent for a Gaussian one).
 //! - `metrics.jsonl`: one [`EpochRecord`] per line (informational, not checksummed).
 //! - `SHA256SUMS` ([`MANIFEST`]): the SHA-256 of every other file, in `sha256sum` format.
 //!
@@ -36,6 +38,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::counts::LibrarySizeModel;
 use crate::error::{Error, Result};
 use crate::io::output::OutputKind;
 use crate::models::{Denoiser, DenoiserConfig, Vae, VaeConfig};
@@ -106,6 +109,8 @@ pub struct Run {
     /// Count observation model for decoded cells (`observation.json`), if the model's space is
     /// log1p-normalised counts.
     pub observation: Option<CountObservation>,
+    /// Library-size model of a count-likelihood decoder (`library_size.json`).
+    pub library: Option<LibrarySizeModel>,
     /// Training history.
     pub history: Vec<EpochRecord>,
 }
@@ -254,6 +259,9 @@ impl Run {
             if let Some(o) = &self.observation {
                 write_json(&tmp.join("observation.json"), o)?;
             }
+            if let Some(l) = &self.library {
+                write_json(&tmp.join(LIBRARY_JSON), l)?;
+            }
             save_module(&self.vae, &tmp.join("vae.bpk"))?;
             save_module(&self.denoiser, &tmp.join("denoiser.bpk"))?;
             save_module(&self.denoiser_ema, &tmp.join("denoiser_ema.bpk"))?;
@@ -290,6 +298,21 @@ impl Run {
         if let Some(o) = &observation {
             o.check(&rd.path("observation.json"))?;
         }
+        let library: Option<LibrarySizeModel> = rd.optional_json(LIBRARY_JSON)?;
+        match (&library, config.vae.likelihood.is_count()) {
+            (Some(l), true) => l.check(&rd.path(LIBRARY_JSON), config.vae.n_latent)?,
+            (None, true) => {
+                return Err(Error::format(
+                    &rd.path(LIBRARY_JSON),
+                    "(file)",
+                    format!(
+                        "missing: a run with the {} likelihood needs its library-size model",
+                        config.vae.likelihood.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let vae = rd.module(config.vae.init(device), "vae.bpk")?.valid();
         let denoiser = rd.module(config.denoiser.init(device), "denoiser.bpk")?;
         let denoiser_ema = rd.module(config.denoiser.init(device), "denoiser_ema.bpk")?;
@@ -303,6 +326,7 @@ impl Run {
             denoiser,
             denoiser_ema,
             observation,
+            library,
             history,
         })
     }
@@ -322,6 +346,9 @@ impl Run {
 // and `SHA256SUMS` over all of them. Saving and checking live here once; each model only says
 // which files it has and what their values must satisfy.
 // ---------------------------------------------------------------------------------------------
+
+/// The library-size model of a count-likelihood run ([`LibrarySizeModel`]).
+pub const LIBRARY_JSON: &str = "library_size.json";
 
 /// The checksum manifest of a run directory: one `SHA-256  NAME` line per file the model
 /// needs, in `sha256sum` format (`cd RUN && sha256sum -c SHA256SUMS` checks it by hand).

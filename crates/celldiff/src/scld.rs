@@ -827,6 +827,25 @@ fn observe(run: &ScldRun, z_std: Tensor<2>, obs: Observation, seed: u64) -> Resu
     })
 }
 
+/// Held-out cells `x` (`[n, n_genes]`, the model's space) encoded by the run's latent model
+/// (posterior mean / deterministic code), decoded and sampled through the same observation
+/// model as generated cells: the decoder's ceiling, which generation cannot beat (issue 18's
+/// reconstruction row).
+///
+/// # Errors
+/// Encoding or decoding failed.
+pub fn reconstruct(
+    run: &ScldRun,
+    x: &DenseMatrix,
+    obs: Observation,
+    seed: u64,
+    device: &Device,
+) -> Result<DenseMatrix> {
+    let mu = run.latent_model.encode(&Matrix::Dense(x.clone()), device)?;
+    let z_std = crate::train::to_tensor(&run.latent.standardize(&mu), device);
+    Ok(observe(run, z_std, obs, seed)?.x)
+}
+
 /// What cells `celldiff generate` asks an SCLD run for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -17,6 +17,7 @@ use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
 use celldiff::scvaeder::{self, DataSource, GenerateOptions, Prior, SamplerKind};
+use celldiff::train::Observer;
 
 use super::{device, eval_options, print_table, write_atomic};
 use crate::progress::Bars;
@@ -45,8 +46,9 @@ pub struct DemoArgs {
     /// Fraction of cells held out for the evaluation.
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
     pub holdout: f64,
-    /// Write DIR/metrics.json, the trained run (DIR/run) and the generated cells
-    /// (DIR/generated_ddpm.h5ad).
+    /// Write DIR/metrics.json, the trained run (DIR/run), the generated cells
+    /// (DIR/generated_ddpm.h5ad) and the split (DIR/split.json: the input rows of the
+    /// training and held-out cells, for reference models trained on the same cells).
     #[arg(short = 'o', long)]
     pub out: Option<PathBuf>,
     /// Seed of the split, training, sampling and evaluation.
@@ -66,6 +68,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         let inputs: Vec<&std::path::Path> = a.data.iter().map(|p| p.as_path()).collect();
         super::check_out(&o.join("metrics.json"), a.force, &inputs)?;
         super::check_out(&o.join("generated_ddpm.h5ad"), a.force, &inputs)?;
+        super::check_out(&o.join("split.json"), a.force, &inputs)?;
         super::check_run_out(&o.join("run"), a.force, &inputs)?;
     }
     if !(a.holdout > 0.0 && a.holdout < 1.0) {
@@ -155,6 +158,26 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         ),
         ("vae-prior", Prior::Vae, SamplerKind::Ddpm, None),
     ];
+    let observation = super::parse_observation(&a.observation)?;
+    let real_library = library_logs(&test_pp);
+    let mut ks = serde_json::Map::new();
+    // The decoder's ceiling: held-out cells encoded, decoded and sampled like generated ones.
+    {
+        let t = Instant::now();
+        bars.step_start("reconstructing the held-out cells");
+        let rec =
+            scvaeder::reconstruct(&run, &test_pp, observation, a.seed.wrapping_add(7), &device)?;
+        bars.finish_step();
+        seconds.insert("reconstruction".into(), json!(t.elapsed().as_secs_f64()));
+        ks.insert(
+            "reconstruction".into(),
+            ks_json(&real_library, &library_logs(&rec)),
+        );
+        rows.push((
+            "reconstruction".into(),
+            metrics::evaluate(&test_pp, &rec, &opts)?,
+        ));
+    }
     let mut ddpm_cells = None;
     for (name, prior, sampler, steps) in variants {
         let g = GenerateOptions {
@@ -163,7 +186,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             sampler,
             steps,
             seed: a.seed.wrapping_add(7),
-            observation: super::parse_observation(&a.observation)?,
+            observation,
             ..GenerateOptions::default()
         };
         let t = Instant::now();
@@ -174,7 +197,9 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         })?;
         pb.finish_and_clear();
         seconds.insert(format!("sample_{name}"), json!(t.elapsed().as_secs_f64()));
-        let m = metrics::evaluate(&test_pp, &cells.x.to_dense(), &opts)?;
+        let gen_x = scvaeder::model_space(&cells);
+        ks.insert(name.into(), ks_json(&real_library, &library_logs(&gen_x)));
+        let m = metrics::evaluate(&test_pp, &gen_x, &opts)?;
         rows.push((name.to_string(), m));
         if name == "diffusion-ddpm" {
             ddpm_cells = Some(cells);
@@ -183,8 +208,19 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     let control = metrics::evaluate(&test_pp, &train_pp, &opts)?;
     rows.push(("positive-control".into(), control));
     seconds.insert("total".into(), json!(total.elapsed().as_secs_f64()));
-    println!("\nheld-out real cells: {n}; generated: {n} per method; lower AUC/MMD is better");
+    println!(
+        "\nheld-out real cells: {n}; generated: {n} per method; lower AUC/MMD/corr_mad is \
+         better; reconstruction = held-out cells encoded and decoded (the decoder's ceiling)"
+    );
     print_table(&rows);
+    if let Some(v) = ks
+        .get("diffusion-ddpm")
+        .and_then(|v| v.get("ks_log_library"))
+    {
+        println!(
+            "library size: KS statistic of ln(total counts), generated (ddpm) vs held-out: {v}"
+        );
+    }
     if let Some(o) = &a.out {
         std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
         let json_rows: Vec<_> = rows
@@ -192,6 +228,9 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             .map(|(name, m)| {
                 let mut v = serde_json::to_value(m).expect("metrics serialise");
                 v["method"] = json!(name);
+                if let Some(k) = ks.get(name) {
+                    v["ks_log_library"] = k["ks_log_library"].clone();
+                }
                 v
             })
             .collect();
@@ -204,6 +243,8 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             "alphas_cumprod_terminal": run.config.alphas_cumprod_terminal,
             "observation": a.observation,
             "dispersion": run.observation.as_ref().map(|o| o.dispersion),
+            "likelihood": run.vae.likelihood().name(),
+            "library_clusters": run.library.as_ref().map(|l| l.clusters.len()),
             "rows": json_rows,
             "seconds": seconds,
         });
@@ -212,6 +253,17 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         if let Some(c) = &ddpm_cells {
             super::write_h5ad_out(&o.join("generated_ddpm.h5ad"), a.force, c)?;
         }
+        let split = json!({
+            "seed": a.seed,
+            "n_obs": adata.n_obs(),
+            "train": train_idx,
+            "heldout": test_idx,
+        });
+        write_atomic(
+            &o.join("split.json"),
+            a.force,
+            &serde_json::to_string(&split)?,
+        )?;
         write_atomic(
             &o.join("metrics.json"),
             a.force,
@@ -224,6 +276,24 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         total.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// ln of each cell's total count over the model genes, for cells of the model's space
+/// (`[n, n_genes]`, log1p-normalised) whose counts can be recovered (others are skipped).
+fn library_logs(x: &celldiff::data::DenseMatrix) -> Vec<f64> {
+    let rows = celldiff::counts::recover_counts(x);
+    rows.library
+        .iter()
+        .zip(&rows.size_factor)
+        .filter(|(l, s)| **l > 0.0 && s.is_some())
+        .map(|(l, _)| l.ln())
+        .collect()
+}
+
+/// `{"ks_log_library": D}`: the KS statistic of ln library sizes (null when a set has none).
+fn ks_json(real: &[f64], generated: &[f64]) -> serde_json::Value {
+    let d = metrics::ks_statistic(real, generated);
+    json!({ "ks_log_library": if d.is_finite() { json!(d) } else { serde_json::Value::Null } })
 }
 
 fn tempfile_path() -> Result<PathBuf> {

@@ -163,9 +163,15 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         let t = Instant::now();
         let cells = scvaeder::generate(&run, &g, &device, &mut |_, _| {})?;
         seconds.insert("sample_scvaeder".into(), json!(t.elapsed().as_secs_f64()));
+        let rec =
+            scvaeder::reconstruct(&run, &test_pp, observation, a.seed.wrapping_add(7), &device)?;
+        holistic.push((
+            "scvaeder-reconstruction".into(),
+            metrics::evaluate(&test_pp, &rec, &opts)?,
+        ));
         holistic.push((
             "scvaeder".into(),
-            metrics::evaluate(&test_pp, &cells.x.to_dense(), &opts)?,
+            metrics::evaluate(&test_pp, &scvaeder::model_space(&cells), &opts)?,
         ));
     }
 
@@ -220,6 +226,11 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         variants.push(("scld-pre+post-guidance", a.guidance, true));
         variants.push(("scld-no-guidance+post", -1.0, true));
     }
+    let rec = scld::reconstruct(&run, &test_pp, observation, a.seed.wrapping_add(7), &device)?;
+    holistic.push((
+        "scld-reconstruction".into(),
+        metrics::evaluate(&test_pp, &rec, &opts)?,
+    ));
     let mut umap_cells: Vec<(f64, DenseMatrix)> = Vec::new();
     for (name, w, post) in variants {
         let t = Instant::now();

@@ -97,11 +97,23 @@ pub fn scratch() -> PathBuf {
     p
 }
 
-/// One tiny run trained on the demo data (seed 0, labels `bulk_labels`), trained once per test
-/// binary and shared read-only. Tests that modify a run copy it first ([`copy_run`]).
+/// One tiny run trained on the demo data (seed 0, labels `bulk_labels`, the Gaussian decoder
+/// and its count observation model: `--likelihood gaussian`), trained once per test binary and
+/// shared read-only. Tests that modify a run copy it first ([`copy_run`]).
 pub fn tiny_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
+    RUN.get_or_init(|| train_tiny(&["--likelihood", "gaussian"]))
+}
+
+/// As [`tiny_run`] with the default flags: the NB decoder (`--likelihood nb` is the default
+/// on the demo's raw counts) and its library-size model.
+pub fn tiny_nb_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| train_tiny(&[]))
+}
+
+fn train_tiny(extra: &[&str]) -> PathBuf {
+    {
         let run = scratch().join("run");
         let mut args: Vec<String> = vec![
             "train".into(),
@@ -115,9 +127,10 @@ pub fn tiny_run() -> &'static Path {
             run.display().to_string(),
         ];
         args.extend(TINY.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         assert_ok(&celldiff(&args));
         run
-    })
+    }
 }
 
 /// Copies a run directory into a fresh scratch directory and returns the copy's path.

@@ -8,6 +8,7 @@ mod classify;
 mod cli;
 mod cluster;
 mod common;
+mod counts;
 mod graph;
 mod h5ad_read;
 mod identify;

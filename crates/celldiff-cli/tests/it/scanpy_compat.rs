@@ -151,6 +151,20 @@ def concat(real, gen):
     assert both.n_vars == len(set(r.var_names) & set(g.var_names)) > 0
     assert list(both.obs["source"].cat.categories) == ["real", "generated"]
 
+def counts_out(real, gen):
+    r, g = ad.read_h5ad(real), ad.read_h5ad(gen)
+    assert sp.issparse(g.X) and g.X.format == "csr" and g.X.dtype == np.float32, (type(g.X), g.X.dtype)
+    d = g.X.toarray()
+    assert (d >= 0).all() and (d == np.round(d)).all(), "X must hold integer counts"
+    np.testing.assert_allclose(g.obs["n_counts"].to_numpy(), d.sum(1), rtol=1e-6)
+    assert g.layers["log1p_norm"].shape == g.shape
+    # Zero counts are zero in the log1p layer, and only those.
+    assert ((d == 0) == (np.asarray(g.layers["log1p_norm"]) == 0)).all()
+    sc.pp.normalize_total(g, target_sum=1e4)
+    sc.pp.log1p(g)
+    both = ad.concat({"real": r, "generated": g}, label="source")
+    assert both.n_obs == r.n_obs + g.n_obs
+
 if __name__ == "__main__":
     # One process runs every check of a test (scanpy's import and numba's JIT once).
     for call in json.loads(sys.argv[1]):
@@ -349,6 +363,21 @@ fn generated_cells_concat_with_real_cells() {
         g.uns["celldiff"]["preprocess"]
     );
     py(&[&["concat", s(&demo_h5ad()), s(&out)]]);
+}
+
+#[test]
+fn generated_counts_open_as_a_count_anndata_that_scanpy_normalises() {
+    let out = scratch().join("gen_counts.h5ad");
+    assert_ok(&celldiff([
+        "generate",
+        "--run",
+        s(crate::common::tiny_nb_run()),
+        "-n",
+        "40",
+        "-o",
+        s(&out),
+    ]));
+    py(&[&["counts_out", s(&demo_h5ad()), s(&out)]]);
 }
 
 /// `celldiff <args> --data INPUT -o OUT` on the rich input; returns the Python check that

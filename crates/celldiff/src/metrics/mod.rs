@@ -33,6 +33,12 @@
 //!    and of the per-gene variances (`ddof = 1`) of real vs generated cells (balanced sets),
 //!    in expression space.
 //!
+//! 8. **Structure** (issue 18; RF AUC on ~140 held-out cells is noisy): the mean absolute
+//!    difference between the gene–gene Pearson correlation matrices of real and generated
+//!    cells over the [`CORR_GENES`] genes of highest variance in the real cells (off-diagonal
+//!    pairs; a gene constant in one set counts as correlation 0), and the Pearson correlation
+//!    across genes of the per-gene zero fractions (NaN when a set has no zeros in any gene).
+//!
 //! AUCs near 0.5 and MMD near 0 mean "indistinguishable"; correlations near 1 mean matching
 //! marginals. Crates: `faer` (PCA, distance GEMMs), `rayon` (trees, blocks), `rand` (seeded
 //! `StdRng`: same seed and same inputs give bit-identical metrics), `libm` (an SSE-only
@@ -54,7 +60,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use stats::average_ranks;
-pub use stats::{pearson, roc_auc, spearman};
+pub use stats::{ks_statistic, pearson, roc_auc, spearman};
 
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
@@ -119,10 +125,91 @@ pub struct EvalMetrics {
     pub var_pearson: f64,
     /// Spearman correlation of per-gene variances.
     pub var_spearman: f64,
+    /// Mean |r_real − r_generated| over gene pairs of the [`CORR_GENES`] most variable genes
+    /// (0 = the same correlation structure).
+    #[serde(default = "nan")]
+    pub corr_mad: f64,
+    /// Pearson correlation across genes of the per-gene zero fractions.
+    #[serde(default = "nan")]
+    pub zero_fraction_pearson: f64,
     /// Real cells evaluated (after balancing / `max_cells`).
     pub n_real: usize,
     /// Generated cells evaluated (after balancing / `max_cells`).
     pub n_generated: usize,
+}
+
+/// Genes (of highest variance in the real cells) of the correlation-structure metric.
+pub const CORR_GENES: usize = 200;
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Gene–gene Pearson correlations `[p·p]` of the columns `genes` of `x` (a constant column
+/// gives 0).
+fn gene_correlations(x: &DenseMatrix, genes: &[usize]) -> Vec<f64> {
+    let p = genes.len();
+    let n = x.n_rows as f64;
+    let cols: Vec<Vec<f64>> = genes
+        .iter()
+        .map(|&j| {
+            let v: Vec<f64> = (0..x.n_rows).map(|i| x.row(i)[j] as f64).collect();
+            let m = v.iter().sum::<f64>() / n;
+            let c: Vec<f64> = v.iter().map(|a| a - m).collect();
+            let norm = c.iter().map(|a| a * a).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                c.iter().map(|a| a / norm).collect()
+            } else {
+                vec![0.0; c.len()]
+            }
+        })
+        .collect();
+    let mut r = vec![0.0; p * p];
+    for a in 0..p {
+        for b in a..p {
+            let v: f64 = cols[a].iter().zip(&cols[b]).map(|(x, y)| x * y).sum();
+            r[a * p + b] = v;
+            r[b * p + a] = v;
+        }
+    }
+    r
+}
+
+/// The structure metrics of the module docs (step 8): `(corr_mad, zero_fraction_pearson)`.
+pub fn structure_metrics(real: &DenseMatrix, generated: &DenseMatrix) -> (f64, f64) {
+    let (_, rv) = gene_mean_var(real);
+    let mut order: Vec<usize> = (0..real.n_cols).collect();
+    order.sort_by(|&a, &b| rv[b].total_cmp(&rv[a]).then(a.cmp(&b)));
+    order.truncate(CORR_GENES.min(real.n_cols));
+    let p = order.len();
+    let (cr, cg) = (
+        gene_correlations(real, &order),
+        gene_correlations(generated, &order),
+    );
+    let pairs = (p * p.saturating_sub(1)) as f64;
+    let corr_mad = if pairs > 0.0 {
+        let mut s = 0.0;
+        for a in 0..p {
+            for b in 0..p {
+                if a != b {
+                    s += (cr[a * p + b] - cg[a * p + b]).abs();
+                }
+            }
+        }
+        s / pairs
+    } else {
+        f64::NAN
+    };
+    let zf = |x: &DenseMatrix| -> Vec<f64> {
+        let mut z = vec![0.0; x.n_cols];
+        for i in 0..x.n_rows {
+            for (a, &v) in z.iter_mut().zip(x.row(i)) {
+                *a += f64::from(u8::from(v == 0.0));
+            }
+        }
+        z.iter().map(|a| a / x.n_rows.max(1) as f64).collect()
+    };
+    (corr_mad, pearson(&zf(real), &zf(generated)))
 }
 
 /// Which cells the evaluation PCA is fitted on.
@@ -325,6 +412,7 @@ fn evaluate_impl(
     // Marginals in expression space.
     let (rm, rv) = gene_mean_var(&real_b);
     let (gm, gv) = gene_mean_var(&gen_b);
+    let (corr_mad, zero_fraction_pearson) = structure_metrics(&real_b, &gen_b);
 
     Ok(EvalMetrics {
         rf_auc,
@@ -334,6 +422,8 @@ fn evaluate_impl(
         mean_spearman: spearman(&rm, &gm),
         var_pearson: pearson(&rv, &gv),
         var_spearman: spearman(&rv, &gv),
+        corr_mad,
+        zero_fraction_pearson,
         n_real: n,
         n_generated: n,
     })

@@ -3,6 +3,7 @@
 //! - [`layers`]: the dense layer every model is built from (the single place a custom CPU
 //!   kernel can later replace Burn's matmul + bias + activation without touching callers).
 //! - [`vae`]: the scVAEDer VAE (Sadria & Layton 2025; Kingma & Welling 2014).
+//! - [`likelihood`]: NB / ZINB count likelihoods of the decoders (scVI, Lopez et al. 2018).
 //! - [`denoiser`]: the ε-prediction MLP of the latent DDPM.
 //! - [`autoencoder`]: the SCLD autoencoder (Wang et al. 2023, Eq. 3–6).
 //! - [`cond_denoiser`]: SCLD's conditional denoiser (MLP or U-Net; add/concat/attention fusion).
@@ -21,6 +22,7 @@ pub mod ema;
 pub mod fused;
 pub mod graph_vae;
 pub mod layers;
+pub mod likelihood;
 pub mod scorer;
 pub mod vae;
 
@@ -31,5 +33,6 @@ pub use denoiser::{Denoiser, DenoiserConfig};
 pub use diffvae::{DiffVae, DiffVaeConfig};
 pub use ema::Ema;
 pub use layers::{Activation, Dense, DenseConfig};
+pub use likelihood::Likelihood;
 pub use scorer::{Scorer, ScorerConfig};
 pub use vae::{Vae, VaeConfig, VaeOutput};

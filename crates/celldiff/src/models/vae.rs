@@ -6,15 +6,22 @@
 //! z = μ + σ ⊙ ε. Decoder mirrors the encoder (`n_latent → hidden[k] → … → hidden[0]`) and ends
 //! in a linear layer to `n_genes` (linear output for log1p-normalised data).
 //!
-//! Loss (per cell, averaged over the minibatch): `‖x − x̂‖²` summed over genes (Gaussian
-//! likelihood with unit variance up to a constant) `+ β · KL(q(z|x) ‖ N(0, I))`,
+//! Loss (per cell, averaged over the minibatch), by [`Likelihood`]:
+//! - `gaussian` (the paper's setting): `‖x − x̂‖²` summed over genes (Gaussian likelihood
+//!   with unit variance up to a constant) `+ β · KL(q(z|x) ‖ N(0, I))`;
+//! - `nb` / `zinb` (scVI, Lopez et al. 2018): the decoder's output are logits of gene
+//!   proportions ρ = softmax(f(z)); `−log NB(x | l·ρ, θ)` (or ZINB, with a second head of
+//!   per-gene-and-cell dropout logits) summed over genes on the cell's counts `x` and library
+//!   size `l`, one learned inverse dispersion θ_g per gene ([`super::likelihood`]), `+ β · KL`.
+//!
 //! KL = −½ Σ_k (1 + log σ²_k − μ²_k − σ²_k) (Kingma & Welling 2014, Appendix B).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::prelude::*;
 
 use super::layers::{Activation, Dense, DenseConfig};
+use super::likelihood::{Likelihood, log_nb_positive, log_zinb_positive};
 
 /// Configuration of a [`Vae`].
 #[derive(Config, Debug)]
@@ -30,6 +37,13 @@ pub struct VaeConfig {
     /// Dropout probability after each hidden layer.
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Dropout in the decoder's hidden layers; `None` = `dropout` (runs written before it
+    /// existed).
+    #[config(default = "None")]
+    pub decoder_dropout: Option<f64>,
+    /// Decoder likelihood (`gaussian` for runs written before it existed).
+    #[config(default = "Likelihood::Gaussian")]
+    pub likelihood: Likelihood,
 }
 
 /// One hidden layer: Linear → BatchNorm → ReLU → Dropout.
@@ -71,6 +85,15 @@ pub struct Vae {
     logvar: Dense,
     decoder: Vec<HiddenBlock>,
     out: Dense,
+    /// ln θ_g, `[n_genes]` (count likelihoods only).
+    log_theta: Option<Param<Tensor<1>>>,
+    /// Dropout-logit head (ZINB only).
+    dropout_head: Option<Dense>,
+    /// `[1]`: the scale `c` of [`Vae::decode`]'s mean `log1p(c·ρ)` for count likelihoods, the
+    /// median over training cells of `l_i · s_i` (library size times the size factor of one
+    /// count: the normalised units of the cell's model-gene total). Not trained; set with
+    /// [`Vae::with_mean_scale`].
+    mean_scale: Option<Param<Tensor<1>>>,
 }
 
 /// What [`Vae::forward`] returns.
@@ -82,6 +105,8 @@ pub struct VaeOutput {
     pub mu: Tensor<2>,
     /// Posterior log-variance log σ² `[batch, n_latent]`.
     pub logvar: Tensor<2>,
+    /// ZINB dropout logits π `[batch, n_genes]` (ZINB only).
+    pub dropout: Option<Tensor<2>>,
 }
 
 impl VaeConfig {
@@ -96,17 +121,25 @@ impl VaeConfig {
         let last = *dims.last().unwrap();
         let mut rev: Vec<usize> = self.hidden.iter().rev().copied().collect();
         rev.insert(0, self.n_latent);
+        let dec_dropout = self.decoder_dropout.unwrap_or(self.dropout);
         let decoder = rev
             .windows(2)
-            .map(|w| HiddenBlock::new(w[0], w[1], self.dropout, device))
+            .map(|w| HiddenBlock::new(w[0], w[1], dec_dropout, device))
             .collect();
         let dec_last = *rev.last().unwrap();
+        let count = self.likelihood.is_count();
         Vae {
             encoder,
             mu: DenseConfig::new(last, self.n_latent).init(device),
             logvar: DenseConfig::new(last, self.n_latent).init(device),
             decoder,
             out: DenseConfig::new(dec_last, self.n_genes).init(device),
+            // θ = 1 at the start (scvi-tools draws ln θ ~ N(0, 1)).
+            log_theta: count.then(|| Param::from_tensor(Tensor::zeros([self.n_genes], device))),
+            dropout_head: (self.likelihood == Likelihood::Zinb)
+                .then(|| DenseConfig::new(dec_last, self.n_genes).init(device)),
+            mean_scale: count
+                .then(|| Param::from_tensor(Tensor::ones([1], device)).set_require_grad(false)),
         }
     }
 }
@@ -135,11 +168,70 @@ impl Vae {
     /// - `z`: `[batch, n_latent]`
     /// - output: `[batch, n_genes]` (same units as the training input)
     pub fn decode(&self, z: Tensor<2>) -> Tensor<2> {
+        let logits = self.decode_logits(z).0;
+        match &self.mean_scale {
+            None => logits,
+            Some(c) => {
+                let c = c.val().unsqueeze::<2>();
+                burn::tensor::activation::softmax(logits, 1).mul(c).log1p()
+            }
+        }
+    }
+
+    /// The decoder's raw output and, for ZINB, its dropout logits: for the Gaussian
+    /// likelihood the mean x̂ itself, for NB/ZINB the logits whose softmax over genes is ρ.
+    ///
+    /// # Shapes
+    /// - `z`: `[batch, n_latent]`
+    /// - output: `([batch, n_genes], Option<[batch, n_genes]>)`
+    pub fn decode_logits(&self, z: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
         let mut h = z;
         for b in &self.decoder {
             h = b.forward(h);
         }
-        self.out.forward(h, Activation::None)
+        let dropout = self
+            .dropout_head
+            .as_ref()
+            .map(|d| d.forward(h.clone(), Activation::None));
+        (self.out.forward(h, Activation::None), dropout)
+    }
+
+    /// The decoder's likelihood, read off its heads.
+    pub fn likelihood(&self) -> Likelihood {
+        match (&self.log_theta, &self.dropout_head) {
+            (None, _) => Likelihood::Gaussian,
+            (Some(_), None) => Likelihood::Nb,
+            (Some(_), Some(_)) => Likelihood::Zinb,
+        }
+    }
+
+    /// ln θ_g `[n_genes]` of a count likelihood, clamped to [−12, 12] (θ between 6e-6 and
+    /// 1.6e5); `None` for the Gaussian likelihood.
+    pub fn log_theta(&self) -> Option<Tensor<1>> {
+        self.log_theta.as_ref().map(|p| p.val().clamp(-12.0, 12.0))
+    }
+
+    /// Sets the scale `c` of the decoder mean `log1p(c·ρ)` of a count likelihood (see the
+    /// field's docs); no effect on a Gaussian decoder.
+    pub fn with_mean_scale(mut self, c: f64) -> Self {
+        if let Some(p) = &self.mean_scale {
+            let dev = p.val().device();
+            self.mean_scale = Some(
+                Param::from_tensor(Tensor::from_data(
+                    burn::tensor::TensorData::new(vec![c as f32], [1]),
+                    &dev,
+                ))
+                .set_require_grad(false),
+            );
+        }
+        self
+    }
+
+    /// The scale `c` set by [`Vae::with_mean_scale`] (`None` for a Gaussian decoder).
+    pub fn mean_scale(&self) -> Option<f64> {
+        self.mean_scale
+            .as_ref()
+            .map(|p| p.val().into_scalar::<f32>() as f64)
     }
 
     /// Encode, reparameterise with `eps ~ N(0, I)` (z = μ + exp(½ log σ²) ⊙ ε), decode.
@@ -151,10 +243,12 @@ impl Vae {
         let z = mu
             .clone()
             .add(logvar.clone().mul_scalar(0.5).exp().mul(eps));
+        let (recon, dropout) = self.decode_logits(z);
         VaeOutput {
-            recon: self.decode(z),
+            recon,
             mu,
             logvar,
+            dropout,
         }
     }
 }
@@ -167,15 +261,71 @@ impl Vae {
 pub fn vae_loss_terms(x: Tensor<2>, out: &VaeOutput) -> (Tensor<1>, Tensor<1>) {
     let n = x.dims()[0] as f64;
     let recon = out.recon.clone().sub(x).square().sum().div_scalar(n);
-    let kl = out
-        .logvar
+    (recon, kl_term(out, n))
+}
+
+/// Per-batch loss terms `(reconstruction, kl)` of a count likelihood: the negative NB/ZINB
+/// log-likelihood of `counts` summed over genes and averaged over cells, and the KL as in
+/// [`vae_loss_terms`].
+///
+/// # Shapes
+/// - `counts`: `[batch, n_genes]` raw counts on the model genes
+/// - `log_library`: `[batch, 1]` ln of each cell's library size `l` (total count over the model
+///   genes)
+/// - returns two scalars `[1]`
+///
+/// # Panics
+/// If `vae` has a Gaussian decoder (no θ).
+pub fn vae_count_loss_terms(
+    vae: &Vae,
+    counts: Tensor<2>,
+    log_library: Tensor<2>,
+    out: &VaeOutput,
+) -> (Tensor<1>, Tensor<1>) {
+    let n = counts.dims()[0] as f64;
+    let ll = count_log_likelihood(
+        vae,
+        counts,
+        log_library,
+        out.recon.clone(),
+        out.dropout.clone(),
+    );
+    (ll.sum().neg().div_scalar(n), kl_term(out, n))
+}
+
+/// Element-wise log-likelihood `[batch, n_genes]` of `counts` under the count decoder's
+/// output `logits` (and ZINB `dropout` logits) with library sizes `exp(log_library)`.
+///
+/// # Panics
+/// If `vae` has a Gaussian decoder.
+pub fn count_log_likelihood(
+    vae: &Vae,
+    counts: Tensor<2>,
+    log_library: Tensor<2>,
+    logits: Tensor<2>,
+    dropout: Option<Tensor<2>>,
+) -> Tensor<2> {
+    let [b, g] = counts.dims();
+    let log_mu = burn::tensor::activation::log_softmax(logits, 1).add(log_library.expand([b, g]));
+    let log_theta = vae
+        .log_theta()
+        .expect("count_log_likelihood on a Gaussian decoder")
+        .unsqueeze::<2>();
+    match dropout {
+        Some(pi) => log_zinb_positive(counts, log_mu, log_theta, pi),
+        None => log_nb_positive(counts, log_mu, log_theta),
+    }
+}
+
+/// KL(q(z|x) ‖ N(0, I)) summed over latent dimensions, averaged over `n` cells.
+fn kl_term(out: &VaeOutput, n: f64) -> Tensor<1> {
+    out.logvar
         .clone()
         .add_scalar(1.0)
         .sub(out.mu.clone().square())
         .sub(out.logvar.clone().exp())
         .sum()
-        .mul_scalar(-0.5 / n);
-    (recon, kl)
+        .mul_scalar(-0.5 / n)
 }
 
 #[cfg(test)]
@@ -198,6 +348,7 @@ mod tests {
             recon: x.clone(),
             mu: Tensor::zeros([5, 4], &device),
             logvar: Tensor::zeros([5, 4], &device),
+            dropout: None,
         };
         let (r, kl) = vae_loss_terms(x, &fake);
         assert!(r.into_scalar::<f32>().abs() < 1e-6);

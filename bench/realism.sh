@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Realism benchmark: celldiff (scVAEDer, `celldiff demo`) next to scVI (Lopez et al., Nat Methods
+# 2018) on the same held-out splits. For each dataset and seed:
+#   1. celldiff demo --data FILE --seed S -o OUT/DATASET/seedS --force
+#      (writes metrics.json, split.json, run/genes.json, generated_ddpm.h5ad);
+#   2. bench/scvi_reference.py on exactly that split's training cells, generating as many cells
+#      as were held out (prior samples and reconstructions), scored by `celldiff evaluate`
+#      (OUT/DATASET/seedS/scvi/eval_scvi_{prior,reconstruction}.json);
+# then bench/realism_table.py writes OUT/realism.md (mean ± sd over seeds per method and metric).
+# scVI runs in bench/.venv-scvi, created here on first use (pip install scvi-tools anndata).
+#
+# Usage: bench/realism.sh [--seeds "0 1 2"] [--datasets "pbmc68k kang brain"]
+#                         [--out bench/out/realism] [--celldiff target/release/celldiff]
+#                         [--threads 2] [--max-epochs N] [--dry-run]
+# Default seeds: 0 1 2 3 4 for pbmc68k, 0 1 2 for the others (--seeds applies to every dataset).
+# --dry-run prints the commands without running anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SEEDS=""
+DATASETS="pbmc68k kang brain"
+OUT=bench/out/realism
+CELLDIFF=target/release/celldiff
+THREADS=2
+MAX_EPOCHS=""
+DRY=0
+ARGV=("$0" "$@")
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seeds) SEEDS=$2; shift 2 ;;
+    --datasets) DATASETS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --celldiff) CELLDIFF=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --max-epochs) MAX_EPOCHS=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "realism.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+data_file() {
+  case "$1" in
+    pbmc68k) echo ../shared/data/pbmc68k_reduced/pbmc68k_reduced_counts.h5ad ;;
+    kang) echo ../shared/data/kang_pbmc_ifnb_valid/valid_kang.h5ad ;;
+    brain) echo ../shared/data/mouse_brain_1m_10k_subset/brain_1m_10k_cells_1000_genes.h5ad ;;
+    *) echo "realism.sh: unknown dataset '$1' (pbmc68k, kang, brain)" >&2; return 2 ;;
+  esac
+}
+default_seeds() {
+  case "$1" in
+    pbmc68k) echo "0 1 2 3 4" ;;
+    *) echo "0 1 2" ;;
+  esac
+}
+
+VENV=bench/.venv-scvi
+PY=$VENV/bin/python
+
+# Shell-quotes its arguments for display: 'a b' rather than a\ b.
+quote() {
+  local out="" a
+  for a in "$@"; do
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=+,@%-]+$ ]]; then out+=" $a"; else out+=" '${a//\'/\'\\\'\'}'"; fi
+  done
+  printf '%s' "${out# }"
+}
+# Prints a command, then runs it unless --dry-run.
+run() {
+  printf '+ %s\n' "$(quote "$@")"
+  [ "$DRY" = 1 ] || "$@"
+}
+
+# Validate everything before the long runs start.
+for ds in $DATASETS; do
+  f=$(data_file "$ds") || exit 2
+  if [ "$DRY" = 0 ] && [ ! -f "$f" ]; then echo "realism.sh: $ds: $f not found" >&2; exit 2; fi
+done
+if [ "$DRY" = 0 ] && [ ! -x "$CELLDIFF" ]; then
+  echo "realism.sh: $CELLDIFF not found (cargo build --release, or --celldiff BIN)" >&2
+  exit 2
+fi
+
+if [ ! -x "$PY" ] || ! "$PY" -c 'import scvi, anndata' >/dev/null 2>&1; then
+  run python3 -m venv "$VENV"
+  run "$VENV/bin/pip" install scvi-tools anndata
+fi
+
+EPOCH_ARGS=()
+[ -n "$MAX_EPOCHS" ] && EPOCH_ARGS=(--max-epochs "$MAX_EPOCHS")
+
+for ds in $DATASETS; do
+  f=$(data_file "$ds")
+  seeds=${SEEDS:-$(default_seeds "$ds")}
+  for s in $seeds; do
+    d=$OUT/$ds/seed$s
+    run mkdir -p "$d"
+    run "$CELLDIFF" --threads "$THREADS" demo --data "$f" --seed "$s" -o "$d" --force
+    run "$PY" bench/scvi_reference.py --data "$f" --demo-dir "$d" --out "$d/scvi" \
+      --threads "$THREADS" --seed "$s" --celldiff "$CELLDIFF" "${EPOCH_ARGS[@]}"
+  done
+done
+
+CMD=$(quote "${ARGV[@]}")
+run python3 bench/realism_table.py --out "$OUT" --datasets "$DATASETS" \
+  ${SEEDS:+--seeds "$SEEDS"} --command "$CMD"
+[ "$DRY" = 1 ] || echo "wrote $OUT/realism.md"

@@ -1,0 +1,214 @@
+//! Count-likelihood runs (issue 18): the default on count data is the NB decoder with a
+//! library-size model; `generate` writes counts like the user's input (`X` integer CSR,
+//! `obs['n_counts']`, `layers['log1p_norm']`), `--output log1p` swaps X and the layer,
+//! `evaluate` compares the model's space from either form, counts are recovered from
+//! log1p-normalised input (Kang), data without counts are refused for `nb`, and `demo` reports
+//! a reconstruction row, the library-size KS statistic and the split.
+
+use std::path::{Path, PathBuf};
+
+use celldiff::data::{Column, Matrix};
+use celldiff::io::{ReadOptions, read};
+use serde_json::Value;
+
+use crate::common::{
+    TINY, assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch, shared_data, stderr,
+    tiny_nb_run,
+};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn generate(run: &Path, extra: &[&str]) -> PathBuf {
+    let out = scratch().join("gen.h5ad");
+    let mut args = vec![
+        "generate",
+        "--run",
+        s(run),
+        "-n",
+        "30",
+        "--seed",
+        "3",
+        "-o",
+        s(&out),
+    ];
+    args.extend(extra);
+    assert_ok(&celldiff(&args));
+    out
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn default_training_on_counts_uses_the_nb_decoder_and_its_library_model() {
+    let run = tiny_nb_run();
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["vae"]["likelihood"], "nb");
+    let lib = read_json(&run.join("library_size.json"));
+    let clusters = lib["clusters"].as_array().unwrap();
+    assert!(!clusters.is_empty());
+    assert!(lib["mean_scale"].as_f64().unwrap() > 0.0);
+    let sums = std::fs::read_to_string(run.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains("  library_size.json"), "{sums}");
+    assert!(
+        !run.join("observation.json").exists(),
+        "no Gaussian patch for an NB run"
+    );
+}
+
+#[test]
+fn generated_counts_are_integers_with_their_library_and_log1p_layer() {
+    let out = generate(tiny_nb_run(), &[]);
+    let g = read(&out, &ReadOptions::default()).unwrap();
+    let Matrix::Csr(x) = &g.x else {
+        panic!("X must be CSR counts")
+    };
+    assert!(x.data().iter().all(|&v| v > 0.0 && v == v.round()));
+    let Column::Numeric(n_counts) = g.obs_column("n_counts").unwrap() else {
+        panic!("obs['n_counts'] must be numeric")
+    };
+    let dense = g.x.to_dense();
+    let (_, norm) = g.layers.iter().find(|(k, _)| k == "log1p_norm").unwrap();
+    let norm = norm.to_dense();
+    for i in 0..dense.n_rows {
+        let row = dense.row(i);
+        let total: f64 = row.iter().map(|&v| v as f64).sum();
+        assert_eq!(n_counts[i], total, "cell {i}");
+        // log1p(y·s) with one size factor per cell: zero where the count is zero, and the
+        // counts come back from the layer's lattice.
+        let rec = celldiff::counts::recover_counts(&norm.select_rows(&[i]));
+        if total > 0.0 {
+            assert_eq!(rec.counts.row(0), row, "cell {i}: layer and X disagree");
+        }
+    }
+    assert_eq!(g.uns["celldiff"]["likelihood"], "nb");
+    // Same seed, same bytes.
+    let again = generate(tiny_nb_run(), &[]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn output_log1p_swaps_x_and_the_layer_and_evaluate_sees_the_same_cells() {
+    let counts = generate(tiny_nb_run(), &[]);
+    let log1p = generate(tiny_nb_run(), &["--output", "log1p"]);
+    let a = read(&counts, &ReadOptions::default()).unwrap();
+    let b = read(&log1p, &ReadOptions::default()).unwrap();
+    let layer = |d: &celldiff::data::AnnData, k: &str| {
+        d.layers.iter().find(|(n, _)| n == k).unwrap().1.to_dense()
+    };
+    assert_eq!(b.x.to_dense().data, layer(&a, "log1p_norm").data);
+    assert_eq!(layer(&b, "counts").data, a.x.to_dense().data);
+    // evaluate compares the model's space whichever form X holds: identical metrics.
+    let mut metrics = Vec::new();
+    for g in [&counts, &log1p] {
+        let m = scratch().join("m.json");
+        assert_ok(&celldiff([
+            "evaluate",
+            "--real",
+            s(&demo_h5ad()),
+            "--generated",
+            s(g),
+            "--max-cells",
+            "30",
+            "-o",
+            s(&m),
+        ]));
+        metrics.push(read_json(&m));
+    }
+    assert_eq!(metrics[0], metrics[1]);
+    assert!(metrics[0]["rf_auc"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn nb_is_refused_where_no_counts_can_be_recovered() {
+    let out = scratch().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&demo_h5ad()),
+        "--scale",
+        "--likelihood",
+        "nb",
+        "-o",
+        s(&out),
+    ];
+    args.extend(TINY);
+    let o = celldiff(&args);
+    assert_bad_input(&o, &["--likelihood gaussian"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn counts_are_recovered_from_log_normalised_kang() {
+    let out = scratch().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&shared_data("kang_pbmc_ifnb_valid/valid_kang.h5ad")),
+        "--n-top-genes",
+        "300",
+        "-o",
+        s(&out),
+    ];
+    args.extend(TINY);
+    let o = celldiff(&args);
+    assert_ok(&o);
+    assert_eq!(
+        read_json(&out.join("config.json"))["vae"]["likelihood"],
+        "nb",
+        "{}",
+        stderr(&o)
+    );
+    let lib = read_json(&out.join("library_size.json"));
+    // Kang's cells hold a few hundred to a few thousand counts over 300 HVGs.
+    let median = lib["median_library"].as_f64().unwrap();
+    assert!(
+        (50.0..20_000.0).contains(&median),
+        "median library {median}"
+    );
+}
+
+#[test]
+fn demo_reports_reconstruction_library_ks_and_the_split() {
+    let out = scratch().join("demo");
+    let mut args = vec!["demo", "--seed", "1", "-o", s(&out)];
+    args.extend(TINY);
+    assert_ok(&celldiff(&args));
+    let m = read_json(&out.join("metrics.json"));
+    assert_eq!(m["likelihood"], "nb");
+    let rows = m["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "reconstruction",
+            "diffusion-ddpm",
+            "diffusion-ddim50",
+            "vae-prior",
+            "positive-control"
+        ]
+    );
+    for r in &rows[..4] {
+        let ks = r["ks_log_library"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ks), "{r}");
+        assert!(r["corr_mad"].as_f64().unwrap() >= 0.0, "{r}");
+    }
+    let split = read_json(&out.join("split.json"));
+    let mut all: Vec<u64> = split["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(split["heldout"].as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..700).collect::<Vec<u64>>(),
+        "train and held-out rows partition the input"
+    );
+    assert_eq!(split["heldout"].as_array().unwrap().len(), 140);
+}
