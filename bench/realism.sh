@@ -11,7 +11,11 @@
 #
 # Usage: bench/realism.sh [--seeds "0 1 2"] [--datasets "pbmc68k kang brain"]
 #                         [--out bench/out/realism] [--celldiff target/release/celldiff]
-#                         [--threads 2] [--max-epochs N] [--dry-run]
+#                         [--threads 2] [--max-epochs N] [--dry-run] [--reuse-scvi]
+#                         [--demo-args "FLAGS"] [--no-scvi]
+# --reuse-scvi keeps an earlier scVI result of the same dataset and seed (the split depends
+# only on the seed); --no-scvi runs celldiff only; --demo-args passes flags to `celldiff demo` (e.g. "--likelihood gaussian"
+# for the previous defaults).
 # Default seeds: 0 1 2 3 4 for pbmc68k, 0 1 2 for the others (--seeds applies to every dataset).
 # --dry-run prints the commands without running anything.
 set -euo pipefail
@@ -24,6 +28,9 @@ CELLDIFF=target/release/celldiff
 THREADS=2
 MAX_EPOCHS=""
 DRY=0
+REUSE_SCVI=0
+NO_SCVI=0
+DEMO_ARGS=""
 ARGV=("$0" "$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +41,10 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --max-epochs) MAX_EPOCHS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --reuse-scvi) REUSE_SCVI=1; shift ;;
+    --no-scvi) NO_SCVI=1; shift ;;
+    --demo-args) DEMO_ARGS=$2; shift 2 ;;
+    -h|--help) sed -n "2,20p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "realism.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -95,9 +105,18 @@ for ds in $DATASETS; do
   for s in $seeds; do
     d=$OUT/$ds/seed$s
     run mkdir -p "$d"
-    run "$CELLDIFF" --threads "$THREADS" demo --data "$f" --seed "$s" -o "$d" --force
-    run "$PY" bench/scvi_reference.py --data "$f" --demo-dir "$d" --out "$d/scvi" \
-      --threads "$THREADS" --seed "$s" --celldiff "$CELLDIFF" "${EPOCH_ARGS[@]}"
+    # shellcheck disable=SC2086
+    run "$CELLDIFF" --threads "$THREADS" demo --data "$f" --seed "$s" -o "$d" --force $DEMO_ARGS
+    if [ "$NO_SCVI" = 1 ]; then
+      :
+    elif [ "$REUSE_SCVI" = 1 ] && [ -f "$d/scvi/eval_scvi_prior.json" ] \
+        && [ -f "$d/scvi/eval_scvi_reconstruction.json" ]; then
+      # The split depends only on the seed, so an earlier scVI run on it still applies.
+      echo "reusing $d/scvi"
+    else
+      run "$PY" bench/scvi_reference.py --data "$f" --demo-dir "$d" --out "$d/scvi" \
+        --threads "$THREADS" --seed "$s" --celldiff "$CELLDIFF" "${EPOCH_ARGS[@]}"
+    fi
   done
 done
 

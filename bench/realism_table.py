@@ -61,6 +61,11 @@ def fmt(xs, n_seeds):
     return out + (f" (n={len(xs)})" if len(xs) != n_seeds else "")
 
 
+# Column order: the headline metrics first (JSON objects list their keys alphabetically).
+PREFERRED = ["rf_auc", "knn_auc", "mmd", "mean_pearson", "var_pearson", "corr_mad",
+             "zero_fraction_pearson", "ks_log_library", "mean_spearman", "var_spearman"]
+
+
 def collect(ds_dir, seeds):
     """{method: {metric: [values over seeds]}}, method order, metric order, seeds used."""
     if seeds is None:
@@ -131,6 +136,7 @@ def main():
     any_rows = False
     for ds in a.datasets.split():
         vals, methods, metrics, used = collect(os.path.join(a.out, ds), seeds)
+        metrics.sort(key=lambda k: (PREFERRED.index(k) if k in PREFERRED else len(PREFERRED), k))
         lines.append(f"## {ds}")
         lines.append("")
         if not methods:

@@ -33,9 +33,10 @@ Protocol
 5. Each set is written with X = counts (CSR float32, var_names = model genes),
    obs['n_counts'] = model-gene total, obs['library_all_genes'] = L used below,
    obs['source_row'] = input row whose library was used (a training row for the prior, the
-   held-out row itself for the reconstruction), layers['log1p_norm'] = log1p(counts *
-   target_sum / L) with target_sum = uns['celldiff']['preprocess']['target_sum'] of
-   DIR/generated_ddpm.h5ad, and uns['celldiff'] copied from that file, so that the evaluator
+   held-out row itself for the reconstruction), layers['log1p_norm'] = log1p(counts * s)
+   with s that row's size factor (target_sum / L for count input, target_sum =
+   uns['celldiff']['preprocess']['target_sum'] of DIR/generated_ddpm.h5ad; the unit read off
+   the cell's lattice for log1p-normalised input), and uns['celldiff'] copied from that file, so that the evaluator
    preprocesses the real cells the same way. OUT/heldout.h5ad holds the held-out rows of the
    input matrix as read (all genes, obs kept). OUT/scvi.json records timings and versions.
 6. With --celldiff BIN, `BIN evaluate --real OUT/heldout.h5ad --generated OUT/scvi_SET.h5ad
@@ -129,11 +130,12 @@ def integer_counts(M, path, field):
     if not np.all(np.isfinite(d)):
         die(f"{path}: {field} has non-finite values")
     if np.all(d >= 0) and np.all(d == np.round(d)):
-        return X, {"kind": "integer"}
+        return X, {"kind": "integer"}, None
     if np.any(d < 0):
         die(f"{path}: {field} has negative values: neither integer counts nor log1p-normalised")
     # log1p(normalize_total(counts)): recover each cell's count unit.
     C = X.copy()
+    unit = np.zeros(X.shape[0])
     divisors = {}
     for i in range(X.shape[0]):
         a, b = X.indptr[i], X.indptr[i + 1]
@@ -146,6 +148,7 @@ def integer_counts(M, path, field):
             r = np.round(k)
             if np.all(np.abs(k - r) <= 2e-3 * np.maximum(r, 1.0)):
                 C.data[a:b] = r
+                unit[i] = s / dv
                 divisors[dv] = divisors.get(dv, 0) + 1
                 break
         else:
@@ -153,7 +156,7 @@ def integer_counts(M, path, field):
                 f"lattice: expm1 of its values are not integer multiples of "
                 f"expm1(min)/d for d in 1..4, so it is not log1p(normalize_total(counts))")
     return C, {"kind": "log1p_normalized_recovered",
-               "unit_divisor_cells": {str(k): v for k, v in sorted(divisors.items())}}
+               "unit_divisor_cells": {str(k): v for k, v in sorted(divisors.items())}}, unit
 
 
 def main():
@@ -213,13 +216,22 @@ def main():
     try:
         target_sum = float(cd_uns["preprocess"]["target_sum"])
     except (KeyError, TypeError, ValueError):
-        die(f"{gen_path}: uns['celldiff']['preprocess']['target_sum'] is missing or not a number")
-    if not np.isfinite(target_sum) or target_sum <= 0:
+        target_sum = None   # log1p-normalised input: size factors come from the lattice
+    if target_sum is not None and (not np.isfinite(target_sum) or target_sum <= 0):
         die(f"{gen_path}: uns['celldiff']['preprocess']['target_sum'] = {target_sum} is not > 0")
     cd_uns = _plain(cd_uns)
 
-    counts_all, counts_info = integer_counts(M, args.data, field)
+    counts_all, counts_info, unit = integer_counts(M, args.data, field)
     L_all = np.asarray(counts_all.sum(axis=1)).ravel()          # all-gene library per cell
+    # Size factor per cell: the normalised value of one count. For counts it is
+    # target_sum / L; for stored log1p-normalised input it is read off the cell's lattice
+    # (Kang's libraries include genes no longer in the file, so target_sum / L would be wrong).
+    if unit is None:
+        if target_sum is None:
+            die(f"{gen_path}: uns['celldiff']['preprocess']['target_sum'] is missing or not a "
+                f"number, and {args.data} holds counts: cannot normalise generated counts")
+        unit = np.divide(target_sum, L_all, out=np.zeros_like(L_all, dtype=np.float64),
+                         where=L_all > 0)
     counts = counts_all[:, gidx].tocsr()                          # model genes
     l_model = np.asarray(counts.sum(axis=1)).ravel()              # model-gene library per cell
     train = np.asarray(train)
@@ -276,8 +288,9 @@ def main():
     def write_set(name, C, rows):
         L = L_all[rows]
         X = sp.csr_matrix(C.astype(np.float32))
-        scale = np.divide(target_sum, L, out=np.zeros_like(L, dtype=np.float64), where=L > 0)
-        norm = np.log1p(C * scale[:, None]).astype(np.float32)
+        scale = unit[rows]
+        Cd = C.toarray() if sp.issparse(C) else np.asarray(C)
+        norm = np.log1p(Cd * scale[:, None]).astype(np.float32)
         obs = pd.DataFrame({
             "n_counts": np.asarray(C.sum(axis=1)).ravel().astype(np.float32),
             "library_all_genes": L.astype(np.float32),
@@ -285,11 +298,15 @@ def main():
         }, index=[f"scvi_{name}_{i}" for i in range(C.shape[0])])
         o = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes_index.copy()))
         o.layers["log1p_norm"] = norm
-        o.uns["celldiff"] = cd_uns
         o.uns["scvi_reference"] = {"set": name, "seed": seed, "data": args.data,
                                    "matrix": field, "counts": counts_info["kind"]}
         path = os.path.join(args.out, f"scvi_{name}.h5ad")
         o.write_h5ad(path)
+        # uns['celldiff'] copied as stored (HDF5 group copy): a round trip through anndata's
+        # dict would turn the preprocessing record's lists into dicts.
+        import h5py
+        with h5py.File(gen_path, "r") as src, h5py.File(path, "a") as dst:
+            src.copy(src["uns/celldiff"], dst["uns"], name="celldiff")
         return path
 
     prior_path = write_set("prior", prior, pick)

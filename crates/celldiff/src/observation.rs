@@ -1,6 +1,8 @@
-//! Count observation model for decoded cells: turns the VAE decoder's mean (a smooth
-//! log1p-normalised profile) into a cell that looks *measured* — sparse and discrete, like real
-//! UMI data.
+//! Count observation model for decoded cells of a **Gaussian** decoder (`--likelihood
+//! gaussian`): turns the VAE decoder's mean (a smooth log1p-normalised profile) into a cell
+//! that looks *measured* — sparse and discrete, like real UMI data. Count-likelihood decoders
+//! (`nb`/`zinb`, the default on count data) need no such patch: they draw counts from their
+//! own NB ([`crate::counts`]).
 //!
 //! # Why
 //! scVAEDer's decoder (Sadria & Layton 2025) is trained with a Gaussian/MSE likelihood on

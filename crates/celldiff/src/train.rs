@@ -1579,8 +1579,9 @@ mod count_likelihood_tests {
         let device = Device::default();
         let (vae, records) = train_vae(&x, &cfg, &train, &device, &mut Silent).unwrap();
         let val: Vec<f64> = records.iter().filter_map(|r| r.val_loss).collect();
+        // The NB loss holds large θ-free terms (lgamma(x + 1), …): it falls by nats, not %.
         assert!(
-            val.last().unwrap() < &(0.9 * val[0]),
+            *val.last().unwrap() < val[0] - 5.0,
             "validation loss did not fall: {val:?}"
         );
         let mut th: Vec<f64> = vae

@@ -388,6 +388,7 @@ fn demo_writes_the_comparison_table() {
     assert_eq!(
         methods,
         [
+            "reconstruction",
             "diffusion-ddpm",
             "diffusion-ddim50",
             "vae-prior",
@@ -401,7 +402,7 @@ fn demo_writes_the_comparison_table() {
         );
     }
     // Real train cells vs real held-out cells are nearly indistinguishable.
-    let control = &m["rows"][3];
+    let control = &m["rows"][4];
     assert!(control["rf_auc"].as_f64().unwrap() < 0.65, "{control}");
     assert!(m["seconds"].is_object());
     let table = String::from_utf8_lossy(&o.stdout);

@@ -30,7 +30,7 @@ fn generate(run: &Path, extra: &[&str]) -> PathBuf {
         "30",
         "--seed",
         "3",
-        "-o",
+        "--out",
         s(&out),
     ];
     args.extend(extra);
@@ -125,14 +125,15 @@ fn output_log1p_swaps_x_and_the_layer_and_evaluate_sees_the_same_cells() {
 #[test]
 fn nb_is_refused_where_no_counts_can_be_recovered() {
     let out = scratch().join("run");
+    let data = demo_h5ad();
     let mut args = vec![
         "train",
         "--data",
-        s(&demo_h5ad()),
+        s(&data),
         "--scale",
         "--likelihood",
         "nb",
-        "-o",
+        "--out",
         s(&out),
     ];
     args.extend(TINY);
@@ -144,13 +145,14 @@ fn nb_is_refused_where_no_counts_can_be_recovered() {
 #[test]
 fn counts_are_recovered_from_log_normalised_kang() {
     let out = scratch().join("run");
+    let data = shared_data("kang_pbmc_ifnb_valid/valid_kang.h5ad");
     let mut args = vec![
         "train",
         "--data",
-        s(&shared_data("kang_pbmc_ifnb_valid/valid_kang.h5ad")),
+        s(&data),
         "--n-top-genes",
         "300",
-        "-o",
+        "--out",
         s(&out),
     ];
     args.extend(TINY);
@@ -163,12 +165,9 @@ fn counts_are_recovered_from_log_normalised_kang() {
         stderr(&o)
     );
     let lib = read_json(&out.join("library_size.json"));
-    // Kang's cells hold a few hundred to a few thousand counts over 300 HVGs.
+    // Kang's cells hold about 20 counts over 300 HVGs (about a thousand over all genes).
     let median = lib["median_library"].as_f64().unwrap();
-    assert!(
-        (50.0..20_000.0).contains(&median),
-        "median library {median}"
-    );
+    assert!((5.0..2_000.0).contains(&median), "median library {median}");
 }
 
 #[test]

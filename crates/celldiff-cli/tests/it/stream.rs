@@ -47,13 +47,31 @@ fn train_args(data: &str, out: &std::path::Path, extra: &[&str]) -> Vec<String> 
 
 /// The demo data (700 cells) fit in one shuffle buffer, so the streamed order is the full
 /// shuffle and the saved weights are those of the in-memory run (`tiny_run`, same flags and
-/// seed), bit for bit.
+/// seed), bit for bit: for the Gaussian decoder with its observation model, and for the
+/// default NB decoder with its library-size model (`tiny_nb_run`).
 #[test]
 fn streamed_run_is_byte_identical_to_the_in_memory_run() {
+    let data = demo_h5ad().display().to_string();
+    let nb = scratch().join("streamed-nb");
+    assert_ok(&celldiff(train_args(&data, &nb, &["--stream"])));
+    for f in [
+        "vae.bpk",
+        "denoiser_ema.bpk",
+        "library_size.json",
+        "latent.json",
+    ] {
+        assert!(
+            same(&nb.join(f), &crate::common::tiny_nb_run().join(f)),
+            "{f} differs between the streamed and the in-memory NB run"
+        );
+    }
     let mem = tiny_run();
     let out = scratch().join("streamed");
-    let data = demo_h5ad().display().to_string();
-    assert_ok(&celldiff(train_args(&data, &out, &["--stream"])));
+    assert_ok(&celldiff(train_args(
+        &data,
+        &out,
+        &["--stream", "--likelihood", "gaussian"],
+    )));
     for f in [
         "vae.bpk",
         "denoiser.bpk",
