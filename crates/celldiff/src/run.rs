@@ -303,7 +303,7 @@ impl Run {
             (Some(l), true) => l.check(&rd.path(LIBRARY_JSON), config.vae.n_latent)?,
             (None, true) => {
                 return Err(Error::format(
-                    &rd.path(LIBRARY_JSON),
+                    rd.path(LIBRARY_JSON),
                     "(file)",
                     format!(
                         "missing: a run with the {} likelihood needs its library-size model",
