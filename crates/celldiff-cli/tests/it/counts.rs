@@ -212,3 +212,41 @@ fn demo_reports_reconstruction_library_ks_and_the_split() {
     );
     assert_eq!(split["heldout"].as_array().unwrap().len(), 140);
 }
+
+#[test]
+fn count_only_flags_are_refused_where_they_would_be_ignored() {
+    // --output on a Gaussian run: named error, exit 2, nothing written.
+    let out = scratch().join("gen.h5ad");
+    let o = celldiff([
+        "generate",
+        "--run",
+        s(crate::common::tiny_run()),
+        "-n",
+        "5",
+        "--output",
+        "log1p",
+        "-o",
+        s(&out),
+    ]);
+    assert_bad_input(&o, &["--output log1p", "Gaussian decoder"]);
+    assert!(!out.exists());
+    // --likelihood nb for SCLD, which keeps its MSE decoders.
+    let run = scratch().join("scld");
+    let data = demo_h5ad();
+    let mut args = vec![
+        "train",
+        "--model",
+        "scld",
+        "--data",
+        s(&data),
+        "--condition-key",
+        "bulk_labels",
+        "--likelihood",
+        "nb",
+        "--out",
+        s(&run),
+    ];
+    args.extend(TINY);
+    assert_bad_input(&celldiff(&args), &["--likelihood nb", "--model scld"]);
+    assert!(!run.exists());
+}
