@@ -250,3 +250,29 @@ fn count_only_flags_are_refused_where_they_would_be_ignored() {
     assert_bad_input(&celldiff(&args), &["--likelihood nb", "--model scld"]);
     assert!(!run.exists());
 }
+
+#[test]
+fn evaluate_with_a_run_adds_the_reconstruction_row() {
+    let g = generate(tiny_nb_run(), &[]);
+    let m = scratch().join("m.json");
+    assert_ok(&celldiff([
+        "evaluate",
+        "--real",
+        s(&demo_h5ad()),
+        "--generated",
+        s(&g),
+        "--run",
+        s(tiny_nb_run()),
+        "--max-cells",
+        "60",
+        "-o",
+        s(&m),
+    ]));
+    let doc = read_json(&m);
+    let rec = &doc["reconstruction"];
+    for k in ["rf_auc", "mmd", "corr_mad"] {
+        assert!(rec[k].as_f64().is_some_and(f64::is_finite), "{k}: {rec}");
+    }
+    // The generated cells' own metrics stay at the top level, as without --run.
+    assert!(doc["rf_auc"].as_f64().is_some_and(f64::is_finite));
+}
