@@ -418,9 +418,17 @@ pub struct ModelArgs {
     /// scVI), zinb (NB with per-gene-and-cell dropout), or gaussian (MSE on log1p data, the
     /// scVAEDer/SCLD papers' setting). Default: nb when the counts can be recovered (raw
     /// counts, or log1p(normalize_total(counts)) like Kang), gaussian otherwise; gaussian
-    /// with --no-observation.
+    /// with --no-observation. Applies to scVAEDer's VAE and to both SCLD latent models
+    /// (--latent-model ae|vae).
     #[arg(long, value_parser = ["nb", "zinb", "gaussian"])]
     pub likelihood: Option<String>,
+    /// How a count-likelihood run's generated cells get their library size: cluster (the
+    /// generated latent's nearest training cluster, a normal of ln l and ln s fitted there,
+    /// as CFGen) or joint (the diffusion model diffuses [z, ln l, ln s] standardised, so the
+    /// denoiser draws the size with the cell; the interpolation and perturbation analyses then
+    /// refuse the run). scVAEDer only. See docs/RESULTS.md for the comparison.
+    #[arg(long, default_value = "cluster", value_parser = ["cluster", "joint"])]
+    pub library_model: String,
 }
 
 impl ModelArgs {
@@ -456,6 +464,10 @@ impl ModelArgs {
                 .map(parse_likelihood)
                 .transpose()?,
             decoder_dropout: self.dropout_decoder,
+            library_model: match self.library_model.as_str() {
+                "joint" => celldiff::counts::LibraryModelKind::Joint,
+                _ => celldiff::counts::LibraryModelKind::Cluster,
+            },
             ..TrainSpec::default()
         };
         spec.vae_train.batch_size = self.batch_size_vae;
@@ -551,7 +563,7 @@ pub struct GenerateArgs {
     /// scVAEDer publishes; smooth and not sparse).
     #[arg(long, default_value = "counts", value_parser = ["counts", "mean"])]
     pub observation: String,
-    /// What X holds for a run trained with --likelihood nb/zinb: counts (integer counts as
+    /// What X holds for a run (scVAEDer or SCLD) trained with --likelihood nb/zinb: counts (integer counts as
     /// CSR float32, like the user's input; the model's log1p-normalised space goes to
     /// layers['log1p_norm']) or log1p (the model's space in X, the counts in
     /// layers['counts']). Both write obs['n_counts'].

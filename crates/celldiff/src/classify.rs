@@ -547,6 +547,7 @@ mod tests {
 
     #[test]
     fn split_is_stratified_and_keeps_singletons_for_training() {
+        let _rng = crate::test_rng_lock();
         let labels: Vec<Option<usize>> = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
             .iter()
             .map(|&c| Some(c))
@@ -567,6 +568,7 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_rejected() {
+        let _rng = crate::test_rng_lock();
         let x = DenseMatrix::zeros(4, 3);
         let labels = vec![Some(0), Some(1), Some(0), Some(1)];
         let cats = vec!["a".to_string(), "b".to_string()];
@@ -592,6 +594,7 @@ mod tests {
     /// kind.
     #[test]
     fn weinreb_classifier_beats_majority_and_round_trips() {
+        let _rng = crate::test_rng_lock();
         let adata = read(Path::new(WEINREB), &ReadOptions::default()).unwrap();
         let (labels, cats) = reference_labels(&adata, "state_info").unwrap();
         let (pp, fitted) = crate::preprocess::fit_transform(

@@ -19,6 +19,12 @@
 //! ones, and the pair is correlated). A generated latent is assigned to the nearest centroid
 //! and draws its pair there.
 //!
+//! The alternative (issue 18, option (a); `--library-model joint`): the latent diffusion
+//! model diffuses the joint vector `[z, u_l, u_s]`, with `u = (ln l − mean) / sd` and
+//! `(ln s − mean) / sd` standardised over the training cells ([`JointLibrary`]), so the
+//! denoiser itself decides each cell's size. The clusters are still fitted (the VAE prior's
+//! cells, `--prior vae`, draw their sizes from them).
+//!
 //! # Sampling
 //! Counts `y_g ~ NB(l·ρ_g, θ_g)` as a Gamma–Poisson mixture (`λ ~ Gamma(θ, l·ρ/θ)`,
 //! `y ~ Poisson(λ)`), and for ZINB zero with probability `sigmoid(π_g)`. One RNG stream per
@@ -151,6 +157,104 @@ pub struct LibrarySizeModel {
     pub mean_scale: f64,
     /// Median training library size `l`, for the record.
     pub median_library: f64,
+    /// Standardisation of `(ln l, ln s)` when the diffusion model diffuses them with the
+    /// latent (`--library-model joint`); `None` for the cluster model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joint: Option<JointLibrary>,
+}
+
+/// `(ln l, ln s)` as two extra diffused dimensions (`--library-model joint`): their training
+/// mean and standard deviation, and the clip range of the standardised values (training
+/// range widened by 10 % of its width on each side, as the latent's x̂₀ clipping).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JointLibrary {
+    /// Mean of `(ln l, ln s)` over the training cells with both.
+    pub mean: [f64; 2],
+    /// Standard deviation of `(ln l, ln s)` (at least 1e-3).
+    pub sd: [f64; 2],
+    /// Lower clip bound of the standardised pair.
+    pub lo: [f64; 2],
+    /// Upper clip bound of the standardised pair.
+    pub hi: [f64; 2],
+}
+
+/// How a count-likelihood run draws generated cells' library sizes (`--library-model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LibraryModelKind {
+    /// CFGen's per-cluster normal of the latent's nearest training cluster (option (b)).
+    #[default]
+    Cluster,
+    /// Diffused with the latent as two extra dimensions (option (a)).
+    Joint,
+}
+
+impl JointLibrary {
+    /// Fits the standardisation on the training cells' `library` sizes and `size_factor`s
+    /// (cells with `l = 0` or no `s` are left out) and returns it with the standardised pair
+    /// of every cell, `[n_cells, 2]` (cells left out get 0, the mean).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if no cell has both.
+    pub fn fit(library: &[f64], size_factor: &[Option<f64>]) -> Result<(Self, DenseMatrix)> {
+        let pairs: Vec<Option<[f64; 2]>> = library
+            .iter()
+            .zip(size_factor)
+            .map(|(&l, s)| match s {
+                Some(s) if l > 0.0 && *s > 0.0 => Some([l.ln(), s.ln()]),
+                _ => None,
+            })
+            .collect();
+        let ok: Vec<[f64; 2]> = pairs.iter().flatten().copied().collect();
+        if ok.is_empty() {
+            return Err(Error::InvalidInput(
+                "no training cell has counts and a size factor: cannot fit the library-size model"
+                    .into(),
+            ));
+        }
+        let n = ok.len() as f64;
+        let mut mean = [0.0; 2];
+        let mut sd = [0.0; 2];
+        for k in 0..2 {
+            mean[k] = ok.iter().map(|p| p[k]).sum::<f64>() / n;
+            let var = ok.iter().map(|p| (p[k] - mean[k]).powi(2)).sum::<f64>() / n;
+            sd[k] = var.sqrt().max(1e-3);
+        }
+        let mut u = DenseMatrix::zeros(library.len(), 2);
+        for (i, p) in pairs.iter().enumerate() {
+            if let Some(p) = p {
+                for k in 0..2 {
+                    u.data[i * 2 + k] = ((p[k] - mean[k]) / sd[k]) as f32;
+                }
+            }
+        }
+        let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for p in &ok {
+            for k in 0..2 {
+                let v = (p[k] - mean[k]) / sd[k];
+                lo[k] = lo[k].min(v);
+                hi[k] = hi[k].max(v);
+            }
+        }
+        for k in 0..2 {
+            let w = (hi[k] - lo[k]).max(1e-3);
+            lo[k] -= 0.1 * w;
+            hi[k] += 0.1 * w;
+        }
+        Ok((Self { mean, sd, lo, hi }, u))
+    }
+
+    /// `(l, s)` of each row of standardised pairs `u` (`[n, 2]`).
+    pub fn sizes(&self, u: &DenseMatrix) -> Vec<(f64, f64)> {
+        (0..u.n_rows)
+            .map(|i| {
+                let r = u.row(i);
+                let ln_l = self.mean[0] + self.sd[0] * r[0] as f64;
+                let ln_s = self.mean[1] + self.sd[1] * r[1] as f64;
+                (ln_l.exp(), ln_s.exp())
+            })
+            .collect()
+    }
 }
 
 /// The median of the finite values of `v` (NaN when there are none).
@@ -280,6 +384,7 @@ impl LibrarySizeModel {
             clusters,
             mean_scale: median_of(&ls),
             median_library: median_of(&lib),
+            joint: None,
         })
     }
 
@@ -318,6 +423,16 @@ impl LibrarySizeModel {
                     path,
                     format!("clusters[{i}]"),
                     "expected finite numbers and a Cholesky factor with a positive diagonal",
+                ));
+            }
+        }
+        if let Some(j) = &self.joint {
+            let finite = j.mean.iter().chain(&j.sd).chain(&j.lo).chain(&j.hi);
+            if !finite.clone().all(|v| v.is_finite()) || j.sd.iter().any(|&v| v <= 0.0) {
+                return Err(Error::format(
+                    path,
+                    "joint",
+                    "expected finite numbers and standard deviations > 0",
                 ));
             }
         }
@@ -502,6 +617,38 @@ pub fn log1p_normalise(counts: &DenseMatrix, size_factor: &[f64]) -> DenseMatrix
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joint_library_standardises_and_inverts() {
+        let library = [100.0, 400.0, 0.0, 1600.0, 800.0];
+        let sf = [Some(10.0), Some(2.5), Some(1.0), None, Some(1.25)];
+        let (j, u) = JointLibrary::fit(&library, &sf).unwrap();
+        // Cells 0, 1, 4 have both: their standardised columns have mean 0 and sd 1.
+        for k in 0..2 {
+            let v: Vec<f64> = [0, 1, 4].iter().map(|&i| u.row(i)[k] as f64).collect();
+            let m = v.iter().sum::<f64>() / 3.0;
+            let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 3.0).sqrt();
+            assert!(
+                m.abs() < 1e-6 && (sd - 1.0).abs() < 1e-5,
+                "column {k}: {m} {sd}"
+            );
+            assert!(j.lo[k] < j.hi[k]);
+        }
+        // Cells left out sit at the mean; `sizes` inverts the standardisation.
+        assert_eq!(u.row(2), &[0.0, 0.0]);
+        assert_eq!(u.row(3), &[0.0, 0.0]);
+        let back = j.sizes(&u.select_rows(&[0, 1, 4]));
+        for (b, (l, s)) in back
+            .iter()
+            .zip([(100.0, 10.0), (400.0, 2.5), (800.0, 1.25)])
+        {
+            assert!(
+                (b.0 / l - 1.0).abs() < 1e-5 && (b.1 / s - 1.0).abs() < 1e-5,
+                "{b:?}"
+            );
+        }
+        assert!(JointLibrary::fit(&[0.0], &[None]).is_err());
+    }
 
     #[test]
     fn counts_are_recovered_from_log1p_normalised_cells() {

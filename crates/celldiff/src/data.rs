@@ -22,6 +22,43 @@ pub struct DenseMatrix {
 }
 
 impl DenseMatrix {
+    /// `[self | other]`: the columns of `other` after those of `self` (`[n, a]`, `[n, b]` →
+    /// `[n, a + b]`).
+    ///
+    /// # Panics
+    /// If the row counts differ.
+    pub fn hcat(&self, other: &DenseMatrix) -> Self {
+        assert_eq!(self.n_rows, other.n_rows, "hcat: row counts differ");
+        let n_cols = self.n_cols + other.n_cols;
+        let mut data = Vec::with_capacity(self.n_rows * n_cols);
+        for i in 0..self.n_rows {
+            data.extend_from_slice(self.row(i));
+            data.extend_from_slice(other.row(i));
+        }
+        Self {
+            n_rows: self.n_rows,
+            n_cols,
+            data,
+        }
+    }
+
+    /// The matrix as CSR (sorted column indices, explicit zeros dropped), same shape.
+    pub fn to_csr(&self) -> CsMat<f32> {
+        let mut indptr = Vec::with_capacity(self.n_rows + 1);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        indptr.push(0);
+        for i in 0..self.n_rows {
+            for (j, &v) in self.row(i).iter().enumerate() {
+                if v != 0.0 {
+                    indices.push(j);
+                    values.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        CsMat::new((self.n_rows, self.n_cols), indptr, indices, values)
+    }
+
     /// A `[n_rows, n_cols]` matrix of zeros.
     pub fn zeros(n_rows: usize, n_cols: usize) -> Self {
         Self {

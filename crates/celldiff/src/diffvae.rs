@@ -533,6 +533,7 @@ mod tests {
 
     #[test]
     fn diffvae_loss_falls_on_pbmc68k() {
+        let _rng = crate::test_rng_lock();
         let x = pbmc_minmax();
         assert_eq!((x.n_rows, x.n_cols), (700, 765));
         assert!(x.data.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -566,6 +567,7 @@ mod tests {
 
     #[test]
     fn mmd_is_near_zero_for_two_standard_normal_samples_and_large_for_a_shift() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let a = normal(256, 50, 1, 0.0, &device);
         let b = normal(256, 50, 2, 0.0, &device);
@@ -585,6 +587,7 @@ mod tests {
 
     #[test]
     fn fit_is_reproducible_with_a_seed_and_differs_across_seeds() {
+        let _rng = crate::test_rng_lock();
         let x = pbmc_minmax();
         let device = Device::default();
         for kind in [
@@ -610,6 +613,7 @@ mod tests {
 
     #[test]
     fn latent_model_kind_parses_and_bad_input_is_refused() {
+        let _rng = crate::test_rng_lock();
         for k in LatentModelKind::ALL {
             assert_eq!(k.name().parse::<LatentModelKind>().unwrap(), k);
         }

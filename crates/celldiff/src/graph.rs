@@ -1137,6 +1137,7 @@ mod tests {
 
     #[test]
     fn toy_graph_is_symmetric_with_self_loops_and_kipf_normalisation() {
+        let _rng = crate::test_rng_lock();
         // Path 0–1–2 plus an isolated node 3 (which gets only its self-loop).
         let g = CellGraph::new(4, [(1, 0), (1, 2), (2, 1), (3, 3)]).unwrap();
         assert_eq!(g.edges, vec![(0, 1), (1, 2)]);
@@ -1163,6 +1164,7 @@ mod tests {
 
     #[test]
     fn pearson_graph_links_the_most_correlated_cell() {
+        let _rng = crate::test_rng_lock();
         // Cell 1 is a scaled + shifted copy of cell 0 (correlation 1); cell 2 anti-correlated.
         let x = DenseMatrix::from_vec(
             4,
@@ -1209,6 +1211,7 @@ mod tests {
 
     #[test]
     fn mask_test_edges_holds_out_disjoint_edges_and_non_edges() {
+        let _rng = crate::test_rng_lock();
         let x = two_groups(200, 10, 1);
         let (g, _) = pearson_knn_graph(&x, 3).unwrap();
         let s = mask_test_edges(&g, 0.1, 0.05, 7).unwrap();
@@ -1241,6 +1244,7 @@ mod tests {
 
     #[test]
     fn average_precision_matches_sklearn() {
+        let _rng = crate::test_rng_lock();
         // sklearn.metrics.average_precision_score([1,0,1,1,0], [0.9,0.8,0.7,0.7,0.1])
         // = 1·(1/3) + 0.75·(2/3) = 0.8333… (the ties at 0.7 form one threshold).
         let ap = average_precision(
@@ -1269,6 +1273,7 @@ mod tests {
 
     #[test]
     fn sampled_loss_is_an_unbiased_estimate_of_the_dense_loss() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let n = 30;
         let x = two_groups(n, 8, 2);
@@ -1314,6 +1319,7 @@ mod tests {
 
     #[test]
     fn predict_links_top_k_and_threshold() {
+        let _rng = crate::test_rng_lock();
         // Two tight groups along opposite directions: links stay within a group.
         let mut z = DenseMatrix::zeros(6, 2);
         for i in 0..6 {
@@ -1372,6 +1378,7 @@ mod tests {
 
     #[test]
     fn sampled_training_path_runs_and_learns_on_a_toy_graph() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let x = two_groups(120, 16, 4);
         let (g, _) = pearson_knn_graph(&x, 3).unwrap();
@@ -1404,6 +1411,7 @@ mod tests {
     /// are predicted far better than chance, with the default learning rate 1e-4.
     #[test]
     fn pbmc68k_training_loss_falls_and_test_auc_beats_chance() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let adata = read(
             &shared("data/pbmc68k_reduced/pbmc68k_reduced_counts.h5ad"),

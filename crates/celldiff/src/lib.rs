@@ -64,6 +64,7 @@ pub mod backend;
 pub mod bench;
 pub mod classify;
 pub mod counts;
+pub mod decoded_counts;
 pub mod diffvae;
 pub mod identify;
 pub mod models;
@@ -83,3 +84,12 @@ pub mod train;
 pub use burn::tensor::Device;
 pub use data::{AnnData, Column, DenseMatrix, Matrix};
 pub use error::{Error, Result};
+
+/// Serialises the unit tests that draw from the backend's device RNG (one process-wide
+/// generator in Burn's flex backend: `Device::seed`, dropout masks, `Tensor::random`), so a
+/// test that compares two seeded trainings is not perturbed by another test's draws.
+#[cfg(test)]
+pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

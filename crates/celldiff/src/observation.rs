@@ -427,6 +427,7 @@ mod tests {
 
     #[test]
     fn expected_value_matches_a_direct_sum_and_calibration_inverts_it() {
+        let _rng = crate::test_rng_lock();
         // E[log1p(0.3 Y)], Y ~ Poisson(2.5), summed directly over k < 200.
         let direct: f64 = {
             let (mut p, mut e) = ((-2.5f64).exp(), 0.0);
@@ -456,6 +457,7 @@ mod tests {
 
     #[test]
     fn size_factor_reads_the_count_lattice() {
+        let _rng = crate::test_rng_lock();
         let s = 15.0f64;
         let row: Vec<f32> = [0.0, 1.0, 0.0, 3.0, 7.0]
             .iter()
@@ -475,6 +477,7 @@ mod tests {
 
     #[test]
     fn sampled_cells_keep_the_mean_and_are_sparse_and_reproducible() {
+        let _rng = crate::test_rng_lock();
         let obs = CountObservation {
             size_factors: vec![10.0, 15.0, 20.0],
             dispersion: 0.1,
@@ -514,6 +517,7 @@ mod tests {
 
     #[test]
     fn fit_dispersion_recovers_the_dispersion_that_made_the_data() {
+        let _rng = crate::test_rng_lock();
         // "Real" cells drawn from known means with φ = 0.3 and one size factor each; the fit
         // on the same means must pick 0.3 from the grid (a wrong criterion picks another).
         let (n, g) = (600, 40);

@@ -228,6 +228,7 @@ mod tests {
     /// to Burn's `AdamConfig` Adam (same ε), so switching optimizers changes no result.
     #[test]
     fn fused_adam_equals_burn_adam_bit_for_bit() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(11);
         let l1 = DenseConfig::new(300, 200).init(&dev);

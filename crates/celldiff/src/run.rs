@@ -38,10 +38,10 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::counts::LibrarySizeModel;
+use crate::counts::{LibraryModelKind, LibrarySizeModel};
 use crate::error::{Error, Result};
 use crate::io::output::OutputKind;
-use crate::models::{Denoiser, DenoiserConfig, Vae, VaeConfig};
+use crate::models::{Denoiser, DenoiserConfig, Likelihood, Vae, VaeConfig};
 use crate::observation::CountObservation;
 use crate::preprocess::{FittedPreprocess, PreprocessConfig};
 use crate::schedulers::{NoiseSchedule, ScheduleConfig};
@@ -83,6 +83,10 @@ pub struct RunConfig {
     pub schedule: ScheduleConfig,
     /// ᾱ_T of the schedule (1 − ᾱ_T is the fraction of noise variance at the last step).
     pub alphas_cumprod_terminal: f64,
+    /// How generated cells get their library size: `joint` runs diffuse it with the latent
+    /// (the denoiser has `n_latent + 2` dimensions); `cluster` for runs written before it.
+    #[serde(default)]
+    pub library_model: LibraryModelKind,
     /// Global seed.
     pub seed: u64,
     /// Wall time of each stage in seconds (`vae`, `diffusion`, ...).
@@ -298,20 +302,15 @@ impl Run {
         if let Some(o) = &observation {
             o.check(&rd.path("observation.json"))?;
         }
-        let library: Option<LibrarySizeModel> = rd.optional_json(LIBRARY_JSON)?;
-        match (&library, config.vae.likelihood.is_count()) {
-            (Some(l), true) => l.check(&rd.path(LIBRARY_JSON), config.vae.n_latent)?,
-            (None, true) => {
-                return Err(Error::format(
-                    rd.path(LIBRARY_JSON),
-                    "(file)",
-                    format!(
-                        "missing: a run with the {} likelihood needs its library-size model",
-                        config.vae.likelihood.name()
-                    ),
-                ));
-            }
-            _ => {}
+        let library = rd.library(config.vae.likelihood, config.vae.n_latent)?;
+        if (config.library_model == LibraryModelKind::Joint)
+            != library.as_ref().is_some_and(|l| l.joint.is_some())
+        {
+            return Err(Error::format(
+                rd.path(LIBRARY_JSON),
+                "joint",
+                "present for exactly the runs with library_model joint in config.json",
+            ));
         }
         let vae = rd.module(config.vae.init(device), "vae.bpk")?.valid();
         let denoiser = rd.module(config.denoiser.init(device), "denoiser.bpk")?;
@@ -346,6 +345,37 @@ impl Run {
 // and `SHA256SUMS` over all of them. Saving and checking live here once; each model only says
 // which files it has and what their values must satisfy.
 // ---------------------------------------------------------------------------------------------
+
+impl RunDir {
+    /// The run's `library_size.json`, checked against the latent width `n_latent`: required
+    /// for a count `likelihood`, `None` when absent otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Format`] for a missing file of a count-likelihood run, unreadable JSON or
+    /// values out of range.
+    pub fn library(
+        &self,
+        likelihood: Likelihood,
+        n_latent: usize,
+    ) -> Result<Option<LibrarySizeModel>> {
+        let library: Option<LibrarySizeModel> = self.optional_json(LIBRARY_JSON)?;
+        match (&library, likelihood.is_count()) {
+            (Some(l), true) => l.check(&self.path(LIBRARY_JSON), n_latent)?,
+            (None, true) => {
+                return Err(Error::format(
+                    self.path(LIBRARY_JSON),
+                    "(file)",
+                    format!(
+                        "missing: a run with the {} likelihood needs its library-size model",
+                        likelihood.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        Ok(library)
+    }
+}
 
 /// The library-size model of a count-likelihood run ([`LibrarySizeModel`]).
 pub const LIBRARY_JSON: &str = "library_size.json";
@@ -967,12 +997,16 @@ impl RunConfig {
                 "0, expected ≥ 1",
             ));
         }
+        let (extra, what) = match self.library_model {
+            LibraryModelKind::Cluster => (0, "vae.n_latent"),
+            LibraryModelKind::Joint => (2, "vae.n_latent + 2 (library_model joint)"),
+        };
         check_len(
             path,
             "denoiser.n_latent",
             d.n_latent,
-            v.n_latent,
-            "vae.n_latent",
+            v.n_latent + extra,
+            what,
         )?;
         check_dropout(path, "vae.dropout", v.dropout)?;
         check_vae_train(path, "vae_train", &self.vae_train)?;

@@ -30,7 +30,15 @@
 //! Run directory (`celldiff train --model scld`): `config.json` ([`ScldConfig`], `model:
 //! "scld"`), `genes.json`, `preprocess.json`, `latent.json`, `conditions.json`
 //! ([`Conditions`]), `ae.bpk` or `vae.bpk`, `denoiser.bpk`, `denoiser_ema.bpk`, `scorer.bpk`
-//! (when trained), `observation.json` (log1p count data), `metrics.jsonl`, `SHA256SUMS`.
+//! (when trained), `observation.json` (Gaussian decoder on log1p count data),
+//! `library_size.json` (count decoder), `metrics.jsonl`, `SHA256SUMS`.
+//!
+//! Count likelihood (issue 18, beyond the paper): with `--likelihood nb|zinb` (the default
+//! when the cells' counts can be recovered) the latent model's decoder scores counts under a
+//! negative binomial with mean `l·softmax(D(z))` and one θ_g per gene (scVI, Lopez et al.
+//! 2018; [`crate::models::count_head`]); generated cells draw their library size from the
+//! latent's cluster ([`LibrarySizeModel`]) and their counts from the NB, and `generate`
+//! writes counts like the scVAEDer pipeline ([`CountsOutput`]).
 //! Written and checked on load like scVAEDer runs ([`crate::run`]).
 
 use std::path::Path;
@@ -42,11 +50,16 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
+use crate::counts::LibrarySizeModel;
 use crate::data::{AnnData, Column, DenseMatrix, Matrix};
+use crate::decoded_counts::{
+    CountsOutput, counts_anndata, reconstruct_counts, refit_log_theta, resolve_likelihood,
+    sample_count_cells,
+};
 use crate::error::{Error, Result};
 use crate::models::{
-    Architecture, Autoencoder, AutoencoderConfig, CondDenoiser, CondDenoiserConfig, Fusion, Scorer,
-    ScorerConfig, Vae, VaeConfig,
+    Architecture, Autoencoder, AutoencoderConfig, CondDenoiser, CondDenoiserConfig, CountDecoder,
+    Fusion, Likelihood, Scorer, ScorerConfig, Vae, VaeConfig,
 };
 use crate::observation::CountObservation;
 use crate::pipeline::denoise_loop;
@@ -137,7 +150,56 @@ pub enum LatentModel {
     Vae(Vae),
 }
 
+impl CountDecoder for LatentModel {
+    fn count_logits(&self, z: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+        match self {
+            LatentModel::Vae(v) => v.valid().decode_logits(z),
+            LatentModel::Ae(a) => a.valid().decode_logits(z),
+        }
+    }
+
+    fn count_log_theta(&self) -> Option<Tensor<1>> {
+        match self {
+            LatentModel::Vae(v) => v.log_theta(),
+            LatentModel::Ae(a) => a.log_theta(),
+        }
+    }
+}
+
 impl LatentModel {
+    /// The decoder's likelihood.
+    pub fn likelihood(&self) -> Likelihood {
+        match self {
+            LatentModel::Vae(v) => v.likelihood(),
+            LatentModel::Ae(a) => a.likelihood(),
+        }
+    }
+
+    /// The latent model with re-fitted ln θ_g and the count mean's scale `c` (no effect on a
+    /// Gaussian decoder).
+    fn with_count_head(self, log_theta: Option<&[f64]>, mean_scale: Option<f64>) -> Self {
+        match self {
+            LatentModel::Vae(mut v) => {
+                if let Some(lt) = log_theta {
+                    v = v.with_log_theta(lt);
+                }
+                if let Some(c) = mean_scale {
+                    v = v.with_mean_scale(c);
+                }
+                LatentModel::Vae(v)
+            }
+            LatentModel::Ae(mut a) => {
+                if let Some(lt) = log_theta {
+                    a = a.with_log_theta(lt);
+                }
+                if let Some(c) = mean_scale {
+                    a = a.with_mean_scale(c);
+                }
+                LatentModel::Ae(a)
+            }
+        }
+    }
+
     /// Latent codes of all rows of `x` (autoencoder: E(x); VAE: posterior mean μ), in chunks.
     ///
     /// # Shapes
@@ -345,8 +407,11 @@ pub struct ScldSpec {
     pub scorer_guidance: f64,
     /// What the Scorer looks at.
     pub scorer_space: ScorerSpace,
-    /// Fit the count observation model (log1p count data only).
+    /// Fit the count observation model (log1p count data only; Gaussian decoder).
     pub fit_observation: bool,
+    /// Decoder likelihood (`--likelihood`); `None` = NB when `fit_observation` is on and the
+    /// cells' counts can be recovered, Gaussian (the paper's MSE) otherwise.
+    pub likelihood: Option<Likelihood>,
     /// Global seed.
     pub seed: u64,
 }
@@ -375,6 +440,7 @@ impl Default for ScldSpec {
             scorer_guidance: DEFAULT_GUIDANCE,
             scorer_space: ScorerSpace::Genes,
             fit_observation: true,
+            likelihood: None,
             seed: 0,
         }
     }
@@ -459,8 +525,10 @@ pub struct ScldRun {
     pub conditions: Conditions,
     /// Post-guidance Scorer.
     pub scorer: Option<Scorer>,
-    /// Count observation model.
+    /// Count observation model (Gaussian decoder).
     pub observation: Option<CountObservation>,
+    /// Library-size model of a count decoder (`library_size.json`).
+    pub library: Option<LibrarySizeModel>,
     /// Training history.
     pub history: Vec<EpochRecord>,
 }
@@ -530,6 +598,13 @@ pub fn fit(
     seconds.insert("preprocess".into(), t0.elapsed().as_secs_f64().into());
     let x: Matrix = pp.x.clone();
     let (n, g) = x.shape();
+    let (likelihood, libraries) = resolve_likelihood(
+        &mut crate::train::InMemoryCells(&x),
+        &fitted,
+        spec.likelihood,
+        spec.fit_observation,
+        observer,
+    )?;
     let mut latent_train = spec.latent_train.clone();
     latent_train.epochs = spec.latent_epochs.unwrap_or_else(|| auto_vae_epochs(n));
     latent_train.seed = spec.seed;
@@ -539,7 +614,8 @@ pub fn fit(
             let cfg = AutoencoderConfig::new(g)
                 .with_hidden(spec.hidden.first().copied().unwrap_or(512))
                 .with_n_latent(spec.n_latent)
-                .with_dropout(spec.dropout);
+                .with_dropout(spec.dropout)
+                .with_likelihood(likelihood);
             let (ae, h) = train_autoencoder(&x, &cfg, &latent_train, device, observer)?;
             (LatentModel::Ae(ae), Some(cfg), None, h)
         }
@@ -547,7 +623,8 @@ pub fn fit(
             let cfg = VaeConfig::new(g)
                 .with_hidden(spec.hidden.clone())
                 .with_n_latent(spec.n_latent)
-                .with_dropout(spec.dropout);
+                .with_dropout(spec.dropout)
+                .with_likelihood(likelihood);
             let (vae, h) = train_vae(&x, &cfg, &latent_train, device, observer)?;
             (LatentModel::Vae(vae), None, Some(cfg), h)
         }
@@ -555,7 +632,30 @@ pub fn fit(
     seconds.insert("latent".into(), t1.elapsed().as_secs_f64().into());
     let mu = latent_model.encode(&x, device)?;
     let t_obs = Instant::now();
-    let observation = if spec.fit_observation {
+    let latent = LatentStats::fit(&mu);
+    let z0 = latent.standardize(&mu);
+    let mut latent_model = latent_model;
+    let library = match &libraries {
+        Some((lib, sf)) => {
+            let lt = if likelihood == Likelihood::Nb {
+                observer.step_start("fitting the gene dispersions");
+                Some(refit_log_theta(
+                    &latent_model,
+                    &mut crate::train::InMemoryCells(&x),
+                    &mu,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            observer.step_start("fitting the library-size model");
+            let m = LibrarySizeModel::fit(&z0, lib, sf, spec.seed ^ 0x11b5)?;
+            latent_model = latent_model.with_count_head(lt.as_deref(), Some(m.mean_scale));
+            Some(m)
+        }
+        None => None,
+    };
+    let observation = if spec.fit_observation && library.is_none() {
         fit_observation(
             &fitted,
             &mut crate::train::InMemoryCells(&x),
@@ -568,8 +668,6 @@ pub fn fit(
         None
     };
     seconds.insert("observation".into(), t_obs.elapsed().as_secs_f64().into());
-    let latent = LatentStats::fit(&mu);
-    let z0 = latent.standardize(&mu);
     let conditions = Conditions::fit(condition_key, names, &cluster, &x)?;
     let table = conditions.table();
     let den_cfg = CondDenoiserConfig::new(spec.n_latent, g)
@@ -646,6 +744,7 @@ pub fn fit(
         conditions,
         scorer: None,
         observation,
+        library,
         history,
     };
     if spec.scorer {
@@ -667,7 +766,7 @@ pub fn fit(
         let (real, generated) = match spec.scorer_space {
             ScorerSpace::Latent => (z0.select_rows(&sub), to_host(gen_z)?),
             ScorerSpace::Genes => {
-                let obs = if run.observation.is_some() {
+                let obs = if run.observation.is_some() || run.library.is_some() {
                     Observation::Counts
                 } else {
                     Observation::Mean
@@ -793,20 +892,32 @@ pub fn sample_standardized(
     ))
 }
 
-/// Generated cells before post-guidance: latents (VAE μ / AE code units), expression and
-/// whether counts were sampled.
+/// Generated cells before post-guidance: latents (VAE μ / AE code units), expression in the
+/// model's space, whether counts were sampled, and a count decoder's counts and size factors.
 struct Observed {
     latents: DenseMatrix,
     x: DenseMatrix,
     observed: bool,
+    counts: Option<(DenseMatrix, Vec<f64>)>,
 }
 
 /// Decodes standardised latents `[n, n_latent]` to cells `[n, n_genes]` in the model's space
-/// (floored at 0 when that space is non-negative) and samples counts through the run's
-/// observation model for [`Observation::Counts`].
+/// (floored at 0 when that space is non-negative) and, for [`Observation::Counts`], samples
+/// counts: a count decoder draws NB/ZINB counts with library sizes from the latent's cluster
+/// ([`LibrarySizeModel`]); a Gaussian decoder samples the run's observation model.
 fn observe(run: &ScldRun, z_std: Tensor<2>, obs: Observation, seed: u64) -> Result<Observed> {
-    let z = run.latent.unstandardize(z_std);
+    let z = run.latent.unstandardize(z_std.clone());
     let latents = to_host(z.clone())?;
+    if let (Some(lib), Observation::Counts) = (&run.library, obs) {
+        let sizes = lib.sample(&to_host(z_std)?, seed ^ 0x1b5a);
+        let (counts, s) = sample_count_cells(&run.latent_model, z, &sizes, seed)?;
+        return Ok(Observed {
+            latents,
+            x: crate::counts::log1p_normalise(&counts, &s),
+            observed: true,
+            counts: Some((counts, s)),
+        });
+    }
     let mut x = run.latent_model.decode(z)?;
     if run.preprocess.output_nonnegative() {
         for v in &mut x.data {
@@ -824,6 +935,7 @@ fn observe(run: &ScldRun, z_std: Tensor<2>, obs: Observation, seed: u64) -> Resu
         latents,
         x,
         observed,
+        counts: None,
     })
 }
 
@@ -842,6 +954,9 @@ pub fn reconstruct(
     device: &Device,
 ) -> Result<DenseMatrix> {
     let mu = run.latent_model.encode(&Matrix::Dense(x.clone()), device)?;
+    if run.library.is_some() && obs == Observation::Counts {
+        return reconstruct_counts(&run.latent_model, x, to_tensor(&mu, device), seed);
+    }
     let z_std = crate::train::to_tensor(&run.latent.standardize(&mu), device);
     Ok(observe(run, z_std, obs, seed)?.x)
 }
@@ -907,6 +1022,9 @@ pub struct ScldGenerateOptions {
     pub keep: f64,
     /// Decoder mean or sampled counts.
     pub observation: Observation,
+    /// What goes to `X` when a count decoder sampled counts (`--output`).
+    #[serde(default)]
+    pub output: CountsOutput,
 }
 
 /// Generates cells from an SCLD run.
@@ -1037,9 +1155,17 @@ pub fn generate_conditions(
     };
     let n = keep_idx.len();
     let latents = cells.latents.select_rows(&keep_idx);
-    let x = cells.x.select_rows(&keep_idx);
     let observed = cells.observed;
-    let mut out = AnnData::new(Matrix::Dense(x), run.genes.clone());
+    let mut out = match &cells.counts {
+        Some((counts, s)) => {
+            let s: Vec<f64> = keep_idx.iter().map(|&i| s[i]).collect();
+            counts_anndata(&run.genes, counts.select_rows(&keep_idx), &s, opts.output)
+        }
+        None => AnnData::new(
+            Matrix::Dense(cells.x.select_rows(&keep_idx)),
+            run.genes.clone(),
+        ),
+    };
     out.obs_names = (0..n).map(|i| format!("gen-{i}")).collect();
     out.set_obs(
         "celldiff_source",
@@ -1082,9 +1208,17 @@ pub fn generate_conditions(
         "observation".into(),
         match (&run.observation, observed) {
             (Some(o), true) => format!("counts (negative binomial, dispersion {})", o.dispersion),
+            (None, true) => format!(
+                "counts ({} decoder, library size from the latent's cluster)",
+                run.latent_model.likelihood().name()
+            ),
             _ => "mean".to_string(),
         }
         .into(),
+    );
+    meta.insert(
+        "likelihood".into(),
+        run.latent_model.likelihood().name().into(),
     );
     out.uns
         .insert("celldiff".into(), serde_json::Value::Object(meta));
@@ -1189,6 +1323,9 @@ impl ScldRun {
             if let Some(o) = &self.observation {
                 write_json(&tmp.join("observation.json"), o)?;
             }
+            if let Some(l) = &self.library {
+                write_json(&tmp.join(crate::run::LIBRARY_JSON), l)?;
+            }
             match &self.latent_model {
                 LatentModel::Ae(a) => save_module(a, &tmp.join("ae.bpk"))?,
                 LatentModel::Vae(v) => save_module(v, &tmp.join("vae.bpk"))?,
@@ -1231,6 +1368,12 @@ impl ScldRun {
         if let Some(o) = &observation {
             o.check(&rd.path("observation.json"))?;
         }
+        let likelihood = match (&config.latent_model, &config.ae, &config.vae) {
+            (LatentKind::Ae, Some(c), _) => c.likelihood,
+            (LatentKind::Vae, _, Some(c)) => c.likelihood,
+            _ => Likelihood::Gaussian,
+        };
+        let library = rd.library(likelihood, config.denoiser.n_latent)?;
         let latent_model = match (&config.latent_model, &config.ae, &config.vae) {
             (LatentKind::Ae, Some(c), _) => {
                 LatentModel::Ae(rd.module(c.init(device), "ae.bpk")?.valid())
@@ -1264,6 +1407,7 @@ impl ScldRun {
             conditions,
             scorer,
             observation,
+            library,
             history,
         })
     }
@@ -1402,6 +1546,7 @@ mod tests {
 
     #[test]
     fn mix_keeps_proportions_and_total() {
+        let _rng = crate::test_rng_lock();
         let c = Conditions {
             key: "k".into(),
             names: vec!["a".into(), "b".into(), "c".into()],
@@ -1424,6 +1569,7 @@ mod tests {
 
     #[test]
     fn conditions_are_cluster_means_and_global_mean() {
+        let _rng = crate::test_rng_lock();
         let x = DenseMatrix::from_vec(3, 2, vec![1.0, 0.0, 3.0, 2.0, 5.0, 4.0]).unwrap();
         let c = Conditions::fit(
             "k",
@@ -1511,6 +1657,7 @@ mod tests {
 
     #[test]
     fn guided_generation_produces_the_requested_programme_and_reproduces() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let ad = two_programmes(300, 1);
         let spec = tiny_spec();
@@ -1552,6 +1699,7 @@ mod tests {
                 post_guidance: post,
                 keep: 0.8,
                 observation: Observation::Mean,
+                output: CountsOutput::Counts,
             };
             generate(&run, &o, &device, &mut |_, _| {}).unwrap()
         };
@@ -1613,6 +1761,7 @@ mod tests {
                 post_guidance: false,
                 keep: 0.8,
                 observation: Observation::Mean,
+                output: CountsOutput::Counts,
             };
             generate(&back, &o, &device, &mut |_, _| {}).unwrap()
         };

@@ -13,8 +13,12 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::counts::{LibrarySizeModel, check_lattice, recover_counts};
+use crate::counts::{JointLibrary, LibraryModelKind, LibrarySizeModel};
 use crate::data::{AnnData, Column, DenseMatrix, Matrix};
+pub use crate::decoded_counts::{CountsOutput, model_space};
+use crate::decoded_counts::{
+    counts_anndata, reconstruct_counts, refit_log_theta, resolve_likelihood, sample_count_cells,
+};
 use crate::error::{Error, Result};
 use crate::io::H5adStream;
 use crate::models::{DenoiserConfig, Likelihood, VaeConfig};
@@ -90,6 +94,9 @@ pub struct TrainSpec {
     /// but on the brain subset (seed 10, not an evaluation seed) the NB decoder without it
     /// reconstructed held-out cells worse (RF AUC 0.684 vs 0.626), so the default keeps it.
     pub decoder_dropout: Option<f64>,
+    /// How generated cells get their library size (`--library-model`; count likelihoods
+    /// only): the latent's cluster (default) or diffused with the latent.
+    pub library_model: LibraryModelKind,
 }
 
 impl Default for TrainSpec {
@@ -112,6 +119,7 @@ impl Default for TrainSpec {
             fit_observation: true,
             likelihood: None,
             decoder_dropout: None,
+            library_model: LibraryModelKind::Cluster,
         }
     }
 }
@@ -260,7 +268,19 @@ fn fit_cells(
         observer.message(&format!("preprocess: {m}"));
     }
     let (n, g) = (x.n_cells(), x.n_genes());
-    let (likelihood, libraries) = resolve_likelihood(&mut x, &fitted, spec, observer)?;
+    let (likelihood, libraries) = resolve_likelihood(
+        &mut x,
+        &fitted,
+        spec.likelihood,
+        spec.fit_observation,
+        observer,
+    )?;
+    if spec.library_model == LibraryModelKind::Joint && libraries.is_none() {
+        return Err(Error::Param(format!(
+            "--library-model joint needs a count likelihood (nb or zinb), but this run's is {}",
+            likelihood.name()
+        )));
+    }
     let vae_cfg = VaeConfig::new(g)
         .with_hidden(spec.hidden.clone())
         .with_n_latent(spec.n_latent)
@@ -282,16 +302,29 @@ fn fit_cells(
     let z0 = latent.standardize(&mu);
     if libraries.is_some() && vae.likelihood() == Likelihood::Nb {
         observer.step_start("fitting the gene dispersions");
-        vae = refit_theta(vae, &mut x, &mu, device)?;
+        let lt = refit_log_theta(&vae.valid(), &mut x, &mu, device)?;
+        vae = vae.with_log_theta(&lt);
     }
+    // Option (a): the denoiser diffuses [z, u_l, u_s] (`--library-model joint`).
+    let mut diffused = None;
     let library = match &libraries {
         Some((lib, sf)) => {
             observer.step_start("fitting the library-size model");
-            let m = LibrarySizeModel::fit(&z0, lib, sf, spec.seed ^ 0x11b5)?;
+            let mut m = LibrarySizeModel::fit(&z0, lib, sf, spec.seed ^ 0x11b5)?;
             vae = vae.with_mean_scale(m.mean_scale);
+            if spec.library_model == LibraryModelKind::Joint {
+                let (j, u) = JointLibrary::fit(lib, sf)?;
+                m.joint = Some(j);
+                diffused = Some(z0.hcat(&u));
+            }
             Some(m)
         }
         None => None,
+    };
+    let library_model = if diffused.is_some() {
+        LibraryModelKind::Joint
+    } else {
+        LibraryModelKind::Cluster
     };
     let fit_obs = spec.fit_observation && library.is_none();
     if fit_obs {
@@ -312,7 +345,8 @@ fn fit_cells(
     seconds.insert("observation".into(), t_obs.elapsed().as_secs_f64().into());
     drop(x);
     drop(mu);
-    let den_cfg = DenoiserConfig::new(spec.n_latent)
+    let z0 = diffused.unwrap_or(z0);
+    let den_cfg = DenoiserConfig::new(z0.n_cols)
         .with_width(spec.denoiser_width)
         .with_depth(spec.denoiser_depth)
         .with_time_dim(spec.time_dim);
@@ -344,6 +378,7 @@ fn fit_cells(
         diffusion_train: diff_train,
         schedule: spec.schedule.clone(),
         alphas_cumprod_terminal: schedule.terminal_alpha_cumprod(),
+        library_model,
         seed: spec.seed,
         seconds,
     };
@@ -359,103 +394,6 @@ fn fit_cells(
         library,
         history,
     })
-}
-
-/// Cells the NB dispersions are re-fitted on (evenly spaced over the training cells).
-pub const THETA_FIT_CELLS: usize = 2000;
-
-/// Re-fits the NB decoder's θ_g by maximum likelihood on up to [`THETA_FIT_CELLS`] training
-/// cells, given the decoder means at their posterior means (`mu`, `[n_cells, n_latent]`):
-/// the decoded cells are the ones generation produces, and θ trained jointly with sampled z
-/// converges slowly (on pbmc68k the top genes kept θ far too low: generated cells had 3× the
-/// real variance there). [`crate::counts::fit_log_theta`].
-///
-/// # Errors
-/// Reading the cells; the backend.
-fn refit_theta(
-    vae: crate::models::Vae,
-    x: &mut dyn TrainCells,
-    mu: &DenseMatrix,
-    device: &Device,
-) -> Result<crate::models::Vae> {
-    // Evenly spaced cells: a file sorted by cell type still gives every type.
-    let total = x.n_cells();
-    let n = total.min(THETA_FIT_CELLS);
-    let idx: Vec<usize> = (0..n).map(|k| k * total / n).collect();
-    let rows = recover_counts(&x.rows(&idx)?);
-    let z = crate::train::to_tensor(&mu.select_rows(&idx), device);
-    let (logits, _) = vae.valid().decode_logits(z);
-    let mut means = to_host(burn::tensor::activation::softmax(logits, 1))?;
-    let g = means.n_cols.max(1);
-    for (row, &l) in means.data.chunks_mut(g).zip(&rows.library) {
-        for v in row {
-            *v *= l.max(1.0) as f32;
-        }
-    }
-    let lt = crate::counts::fit_log_theta(&rows.counts, &means);
-    Ok(vae.with_log_theta(&lt))
-}
-
-/// Library sizes `l` and size factors `s` of the training cells, for a count likelihood.
-pub(crate) type Libraries = (Vec<f64>, Vec<Option<f64>>);
-
-/// The decoder likelihood of a run ([`TrainSpec::likelihood`], automatic when `None`) and, for
-/// a count likelihood, every training cell's library size and size factor (one pass over the
-/// cells, 1024 at a time).
-///
-/// # Errors
-/// [`Error::InvalidInput`] when `nb`/`zinb` is asked for but the model's space is not
-/// log1p-normalised counts (scaled, min-max, or fewer than 80 % of the cells on a count
-/// lattice); reading the cells.
-pub(crate) fn resolve_likelihood(
-    x: &mut dyn TrainCells,
-    fitted: &FittedPreprocess,
-    spec: &TrainSpec,
-    observer: &mut dyn Observer,
-) -> Result<(Likelihood, Option<Libraries>)> {
-    let space_ok = fitted.output_nonnegative() && fitted.minmax.is_none() && fitted.scale.is_none();
-    let wanted = match spec.likelihood {
-        Some(l) => l,
-        None if spec.fit_observation && space_ok => Likelihood::Nb,
-        None => return Ok((Likelihood::Gaussian, None)),
-    };
-    if !wanted.is_count() {
-        return Ok((wanted, None));
-    }
-    if !space_ok {
-        return Err(Error::InvalidInput(format!(
-            "--likelihood {} needs log1p-normalised counts, but the model's space is scaled \
-             (--scale/--minmax); train with --likelihood gaussian",
-            wanted.name()
-        )));
-    }
-    let n = x.n_cells();
-    let (mut lib, mut sf) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for start in (0..n).step_by(1024) {
-        let idx: Vec<usize> = (start..(start + 1024).min(n)).collect();
-        let rows = recover_counts(&x.rows(&idx)?);
-        lib.extend(rows.library);
-        sf.extend(rows.size_factor);
-    }
-    let on = sf.iter().filter(|s| s.is_some()).count();
-    match (check_lattice(on, n), spec.likelihood) {
-        (Ok(()), _) => {
-            observer.message(&format!(
-                "likelihood: {} on counts recovered from the log1p-normalised cells ({on} of {n} \
-                 on a count lattice)",
-                wanted.name()
-            ));
-            Ok((wanted, Some((lib, sf))))
-        }
-        (Err(e), Some(_)) => Err(e),
-        (Err(_), None) => {
-            observer.message(&format!(
-                "likelihood: gaussian (only {on} of {n} cells lie on a count lattice, so counts \
-                 cannot be recovered)"
-            ));
-            Ok((Likelihood::Gaussian, None))
-        }
-    }
 }
 
 /// Fits the [`CountObservation`] model when the model's space is log1p-normalised counts
@@ -525,18 +463,6 @@ pub enum Observation {
     Mean,
 }
 
-/// What a count-likelihood run writes to `X` (`--output`); the other form goes to a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CountsOutput {
-    /// `X` = counts (CSR float32), `layers['log1p_norm']` = the model's space (like the
-    /// user's count input).
-    #[default]
-    Counts,
-    /// `X` = the model's space (log1p-normalised), `layers['counts']` = the counts.
-    Log1p,
-}
-
 /// Options of [`generate`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateOptions {
@@ -602,6 +528,8 @@ pub fn generate(
         ));
     }
     let d = run.config.vae.n_latent;
+    // Library sizes the diffusion model drew with the latents (`--library-model joint`).
+    let mut diffused_sizes = None;
     let z = match opts.prior {
         Prior::Vae => {
             device.seed(opts.seed);
@@ -620,7 +548,10 @@ pub fn generate(
                     opts.eta,
                 )?),
             };
-            let clip = opts.clip_x0.then(|| clip_range(&run.latent, device));
+            let joint = run.library.as_ref().and_then(|l| l.joint.as_ref());
+            let clip = opts
+                .clip_x0
+                .then(|| joint_clip_range(&run.latent, joint, device));
             let net = if opts.use_ema {
                 &run.denoiser_ema
             } else {
@@ -630,22 +561,33 @@ pub fn generate(
                 net,
                 sched.as_ref(),
                 opts.n,
-                d,
+                run.config.denoiser.n_latent,
                 clip.as_ref(),
                 opts.seed,
                 device,
                 on_step,
             );
+            let zs = match joint {
+                Some(j) => {
+                    diffused_sizes = Some(j.sizes(&to_host(zs.clone().narrow(1, d, 2))?));
+                    zs.narrow(1, 0, d)
+                }
+                None => zs,
+            };
             run.latent.unstandardize(zs)
         }
     };
     let latents = to_host(z.clone())?;
     let (mut out, observed) = match (&run.library, opts.observation) {
         (Some(lib), Observation::Counts) => {
-            // The latent decides its library size (and size factor) through its cluster.
-            let sizes = lib.sample(&run.latent.standardize(&latents), opts.seed ^ 0x1b5a);
-            let (counts, s) = sample_count_cells(run, z, &sizes, opts.seed)?;
-            (counts_anndata(run, counts, &s, opts.output), true)
+            // The latent decides its library size (and size factor): diffused with it, or
+            // through its cluster.
+            let sizes = match diffused_sizes {
+                Some(s) => s,
+                None => lib.sample(&run.latent.standardize(&latents), opts.seed ^ 0x1b5a),
+            };
+            let (counts, s) = sample_count_cells(&run.vae.valid(), z, &sizes, opts.seed)?;
+            (counts_anndata(&run.genes, counts, &s, opts.output), true)
         }
         _ => {
             let mut x = crate::train::decode(&run.vae, z)?;
@@ -706,107 +648,6 @@ pub fn generate(
     Ok(out)
 }
 
-/// Counts `[n, n_genes]` drawn from a count-likelihood run's decoder at latents `z`
-/// (`[n, n_latent]`, VAE μ units) with one `(l, s)` per cell (library size over the model
-/// genes, size factor); returns the counts and the size factors.
-///
-/// # Errors
-/// [`Error::Internal`] if the backend fails; [`Error::Param`] for a Gaussian run.
-pub fn sample_count_cells(
-    run: &Run,
-    z: Tensor<2>,
-    sizes: &[(f64, f64)],
-    seed: u64,
-) -> Result<(DenseMatrix, Vec<f64>)> {
-    let Some(log_theta) = run.vae.log_theta() else {
-        return Err(Error::Param(
-            "the run's decoder has no count likelihood".into(),
-        ));
-    };
-    let theta: Vec<f64> = log_theta
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Internal(format!("{e:?}")))?
-        .into_iter()
-        .map(|v| (v as f64).exp())
-        .collect();
-    let vae = run.vae.valid();
-    let [n, _] = z.dims();
-    let (mut log_rho, mut dropout): (Vec<DenseMatrix>, Vec<DenseMatrix>) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(4096) {
-        let end = (start + 4096).min(n);
-        let (logits, pi) = vae.decode_logits(z.clone().narrow(0, start, end - start));
-        log_rho.push(to_host(burn::tensor::activation::log_softmax(logits, 1))?);
-        if let Some(pi) = pi {
-            dropout.push(to_host(pi)?);
-        }
-    }
-    let stack = |parts: Vec<DenseMatrix>| {
-        let mut it = parts.into_iter();
-        let mut first = it.next()?;
-        for p in it {
-            first.data.extend_from_slice(&p.data);
-            first.n_rows += p.n_rows;
-        }
-        Some(first)
-    };
-    let log_rho = stack(log_rho).ok_or_else(|| Error::Param("no cells to decode".into()))?;
-    let dropout = stack(dropout);
-    let library: Vec<f64> = sizes.iter().map(|p| p.0).collect();
-    let s: Vec<f64> = sizes.iter().map(|p| p.1).collect();
-    let counts = crate::counts::sample_counts(
-        &log_rho,
-        &theta,
-        dropout.as_ref(),
-        &library,
-        seed ^ 0xc0_0a75,
-    );
-    Ok((counts, s))
-}
-
-/// The generated AnnData of a count-likelihood run: `X` = counts (CSR float32) and
-/// `layers['log1p_norm']` = `log1p(y·s)` (the model's space), or the two swapped
-/// (`layers['counts']`) with [`CountsOutput::Log1p`]; `obs['n_counts']` = total counts per
-/// cell over the model genes.
-fn counts_anndata(run: &Run, counts: DenseMatrix, s: &[f64], output: CountsOutput) -> AnnData {
-    let norm = crate::counts::log1p_normalise(&counts, s);
-    let n_counts: Vec<f64> = (0..counts.n_rows)
-        .map(|i| counts.row(i).iter().map(|&v| v as f64).sum())
-        .collect();
-    let csr = Matrix::Csr(dense_to_csr(&counts));
-    let mut out = match output {
-        CountsOutput::Counts => {
-            let mut a = AnnData::new(csr, run.genes.clone());
-            a.layers.push(("log1p_norm".into(), Matrix::Dense(norm)));
-            a
-        }
-        CountsOutput::Log1p => {
-            let mut a = AnnData::new(Matrix::Dense(norm), run.genes.clone());
-            a.layers.push(("counts".into(), csr));
-            a
-        }
-    };
-    out.set_obs("n_counts", Column::Numeric(n_counts));
-    out
-}
-
-/// A dense matrix as CSR (sorted column indices, explicit zeros dropped).
-pub(crate) fn dense_to_csr(m: &DenseMatrix) -> sprs::CsMat<f32> {
-    let mut indptr = Vec::with_capacity(m.n_rows + 1);
-    let (mut indices, mut data) = (Vec::new(), Vec::new());
-    indptr.push(0);
-    for i in 0..m.n_rows {
-        for (j, &v) in m.row(i).iter().enumerate() {
-            if v != 0.0 {
-                indices.push(j);
-                data.push(v);
-            }
-        }
-        indptr.push(indices.len());
-    }
-    sprs::CsMat::new((m.n_rows, m.n_cols), indptr, indices, data)
-}
-
 /// Held-out cells `x` (`[n, n_genes]`, the model's space) encoded (posterior mean), decoded
 /// and put through the same output sampling as generated cells, in the model's space: the
 /// decoder's ceiling (issue "reconstruction row"). A count-likelihood run draws NB counts
@@ -826,19 +667,7 @@ pub fn reconstruct(
     let mu = encode_mean(&run.vae, &Matrix::Dense(x.clone()), device)?;
     let z = crate::train::to_tensor(&mu, device);
     match (&run.library, observation) {
-        (Some(_), Observation::Counts) => {
-            let rows = recover_counts(x);
-            let known: Vec<f64> = rows.size_factor.iter().flatten().copied().collect();
-            let fallback = crate::counts::median_of(&known);
-            let sizes: Vec<(f64, f64)> = rows
-                .library
-                .iter()
-                .zip(&rows.size_factor)
-                .map(|(&l, s)| (l.max(1.0), s.unwrap_or(fallback)))
-                .collect();
-            let (counts, s) = sample_count_cells(run, z, &sizes, seed)?;
-            Ok(crate::counts::log1p_normalise(&counts, &s))
-        }
+        (Some(_), Observation::Counts) => reconstruct_counts(&run.vae.valid(), x, z, seed),
         _ => {
             let mut y = crate::train::decode(&run.vae, z)?;
             if run.preprocess.output_nonnegative() {
@@ -854,27 +683,31 @@ pub fn reconstruct(
     }
 }
 
-/// The cells of a generated AnnData in the model's space: `layers['log1p_norm']` when
-/// present (count-likelihood output, whose `X` holds counts), otherwise `X`;
-/// `[n_obs, n_vars]`.
-pub fn model_space(adata: &AnnData) -> DenseMatrix {
-    adata
-        .layers
-        .iter()
-        .find(|(k, _)| k == "log1p_norm")
-        .map_or_else(|| adata.x.to_dense(), |(_, m)| m.to_dense())
-}
-
 /// The x̂₀ clipping range: the standardised training latents' range widened by 10 % of its
 /// width on each side.
 pub fn clip_range(stats: &LatentStats, device: &Device) -> ClipRange {
+    joint_clip_range(stats, None, device)
+}
+
+/// [`clip_range`] followed, for a run that diffuses the library size with the latent, by the
+/// clip range of the two standardised library dimensions (`[1, n_latent + 2]`).
+fn joint_clip_range(
+    stats: &LatentStats,
+    joint: Option<&JointLibrary>,
+    device: &Device,
+) -> ClipRange {
     let d = stats.min.len();
-    let (mut lo, mut hi) = (Vec::with_capacity(d), Vec::with_capacity(d));
+    let (mut lo, mut hi) = (Vec::with_capacity(d + 2), Vec::with_capacity(d + 2));
     for j in 0..d {
         let w = (stats.max[j] - stats.min[j]).max(1e-3);
         lo.push(stats.min[j] - 0.1 * w);
         hi.push(stats.max[j] + 0.1 * w);
     }
+    if let Some(j) = joint {
+        lo.extend(j.lo.iter().map(|&v| v as f32));
+        hi.extend(j.hi.iter().map(|&v| v as f32));
+    }
+    let d = lo.len();
     ClipRange {
         lo: Tensor::from_data(TensorData::new(lo, [1, d]), device),
         hi: Tensor::from_data(TensorData::new(hi, [1, d]), device),
@@ -937,6 +770,7 @@ mod tests {
     /// same block shuffle; on a subset of cells (`--exclude`).
     #[test]
     fn streamed_training_equals_in_memory_training() {
+        let _rng = crate::test_rng_lock();
         let path = shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
         let adata = crate::io::read(path, &ReadOptions::default()).unwrap();
         let dev = Device::default();

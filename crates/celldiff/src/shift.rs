@@ -498,6 +498,7 @@ mod tests {
 
     #[test]
     fn median_of_sizes() {
+        let _rng = crate::test_rng_lock();
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3, 1, 2]), Some(2.0));
         assert_eq!(median(&[4, 1, 2, 3]), Some(2.5));
@@ -509,6 +510,7 @@ mod tests {
     /// is a named error.
     #[test]
     fn weinreb_undiff_to_monocyte_beats_controls() {
+        let _rng = crate::test_rng_lock();
         let adata = read(Path::new(WEINREB), &ReadOptions::default()).unwrap();
         let (labels, cats) = reference_labels(&adata, "state_info").unwrap();
         let (pp, fitted) = crate::preprocess::fit_transform(

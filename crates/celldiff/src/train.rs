@@ -25,7 +25,7 @@ use crate::models::denoiser::timestep_embedding;
 use crate::models::vae::{vae_count_loss_terms, vae_loss_terms};
 use crate::models::{
     Autoencoder, AutoencoderConfig, CondDenoiser, CondDenoiserConfig, Denoiser, DenoiserConfig,
-    Ema, Scorer, ScorerConfig, Vae, VaeConfig,
+    Ema, Likelihood, Scorer, ScorerConfig, Vae, VaeConfig,
 };
 use crate::schedulers::NoiseSchedule;
 
@@ -690,7 +690,7 @@ pub fn train_vae_cells(
         let host = x.rows(&val)?;
         (
             Some(to_tensor(&host, device)),
-            count_batch(&host, model, device),
+            count_batch(&host, model.likelihood, device),
         )
     };
     let val_eps = (!val.is_empty()).then(|| {
@@ -710,7 +710,7 @@ pub fn train_vae_cells(
         let (mut sum, mut sum_r, mut sum_k, mut nb) = (0f64, 0f64, 0f64, 0usize);
         for b in batches(&plan.order, cfg.batch_size) {
             let host = x.next_batch(b)?;
-            let counts = count_batch(&host, model, &ad);
+            let counts = count_batch(&host, model.likelihood, &ad);
             let xb = to_tensor(&host, &ad);
             let eps = to_tensor(&normal_matrix(&mut rng, b.len(), model.n_latent), &ad);
             let out = vae.forward(xb.clone(), eps);
@@ -775,7 +775,7 @@ pub fn train_vae_cells(
     Ok((model.valid(), records))
 }
 
-/// For a count-likelihood VAE, the counts of a batch of log1p-normalised cells and ln of their
+/// For a count-likelihood decoder, the counts of a batch of log1p-normalised cells and ln of their
 /// library sizes (at least 1), recovered from each cell's lattice ([`crate::counts`]);
 /// `None` for a Gaussian VAE.
 ///
@@ -783,10 +783,10 @@ pub fn train_vae_cells(
 /// `host`: `[batch, n_genes]` → `([batch, n_genes], [batch, 1])`
 fn count_batch(
     host: &DenseMatrix,
-    model: &VaeConfig,
+    likelihood: Likelihood,
     device: &Device,
 ) -> Option<(Tensor<2>, Tensor<2>)> {
-    if !model.likelihood.is_count() {
+    if !likelihood.is_count() {
         return None;
     }
     let rows = crate::counts::recover_counts(host);
@@ -1141,7 +1141,19 @@ pub fn train_autoencoder(
     let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
     let mut net = model.init(&ad);
     let mut optim = crate::optim::adam(1e-8);
-    let val_x = (!val.is_empty()).then(|| to_tensor(&x.rows_dense(&val), device));
+    let val_x = (!val.is_empty()).then(|| {
+        let host = x.rows_dense(&val);
+        (
+            to_tensor(&host, device),
+            count_batch(&host, model.likelihood, device),
+        )
+    });
+    // SCLD Eq. 5–6, or the count likelihood's negative log-likelihood.
+    let loss_of =
+        |net: &Autoencoder, xb: Tensor<2>, counts: Option<(Tensor<2>, Tensor<2>)>| match counts {
+            Some((c, l)) => net.count_loss(xb, c, l),
+            None => net.loss(xb),
+        };
     let mut stopper = EarlyStopping::new(cfg.patience);
     let mut records = Vec::new();
     observer.stage_start("ae", cfg.epochs);
@@ -1150,7 +1162,9 @@ pub fn train_autoencoder(
         train.shuffle(&mut rng);
         let (mut sum, mut nb) = (0f64, 0usize);
         for b in batches(&train, cfg.batch_size) {
-            let loss = net.loss(to_tensor(&x.rows_dense(b), &ad));
+            let host = x.rows_dense(b);
+            let counts = count_batch(&host, model.likelihood, &ad);
+            let loss = loss_of(&net, to_tensor(&host, &ad), counts);
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(cfg.learning_rate, net, grads);
             sum += loss.into_scalar::<f32>() as f64;
@@ -1165,9 +1179,9 @@ pub fn train_autoencoder(
                 "--lr-vae",
             ));
         }
-        let val_loss = val_x
-            .as_ref()
-            .map(|vx| net.valid().loss(vx.clone()).into_scalar::<f32>() as f64);
+        let val_loss = val_x.as_ref().map(|(vx, vc)| {
+            loss_of(&net.valid(), vx.clone(), vc.clone()).into_scalar::<f32>() as f64
+        });
         let rec = EpochRecord {
             stage: "ae".into(),
             epoch,
@@ -1452,6 +1466,7 @@ mod tests {
     /// `config.json` or never make progress (defence in depth behind the CLI's parsers).
     #[test]
     fn configs_reject_out_of_range_values() {
+        let _rng = crate::test_rng_lock();
         assert!(VaeTrainConfig::default().validate().is_ok());
         assert!(DiffusionTrainConfig::default().validate().is_ok());
         let bad_vae = [
@@ -1501,6 +1516,7 @@ mod tests {
     /// during a warm-up (`keep_latest`) keeps the latest model whatever its loss.
     #[test]
     fn early_stopping_keeps_the_best_model_and_stops_after_patience() {
+        let _rng = crate::test_rng_lock();
         let mut s = EarlyStopping::new(2);
         assert!(!s.stop(1, 5.0, true, || 1));
         assert!(!s.stop(2, 9.0, true, || 2)); // warm-up: kept although worse
@@ -1538,6 +1554,7 @@ mod count_likelihood_tests {
     /// recovers from the lattice.
     #[test]
     fn nb_vae_loss_falls_and_it_learns_the_dispersion() {
+        let _rng = crate::test_rng_lock();
         let (n, g, theta) = (600, 40, 2.0f64);
         let mut rng = StdRng::seed_from_u64(9);
         let mut x = Vec::with_capacity(n * g);

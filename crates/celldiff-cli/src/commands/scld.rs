@@ -77,17 +77,11 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
     }
     // The scVAEDer spec carries every shared flag (and validates them).
     let base = m.spec_unchecked(None, seed)?;
-    // SCLD's latent models keep the papers' Gaussian (MSE) decoder for now; a flag that would
-    // be ignored is refused.
-    if let Some(l) = base.likelihood.filter(|l| l.is_count()) {
-        bail!(
-            "--likelihood {} is not available for --model scld yet (its autoencoder and VAE \
-             decode log1p data with MSE); drop the flag or use --model scvaeder",
-            l.name()
-        );
-    }
     if base.decoder_dropout.is_some() {
         bail!("--dropout-decoder is only used by --model scvaeder");
+    }
+    if base.library_model != celldiff::counts::LibraryModelKind::Cluster {
+        bail!("--library-model joint is only used by --model scvaeder");
     }
     let mut spec = ScldSpec {
         preprocess: base.preprocess,
@@ -110,6 +104,7 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
         scorer_guidance: s.scorer_guidance,
         scorer_space,
         fit_observation: base.fit_observation,
+        likelihood: base.likelihood,
         seed,
         ..ScldSpec::default()
     };
@@ -291,22 +286,23 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
         post_guidance: post,
         keep: s.keep,
         observation: super::parse_observation(&a.observation)?,
+        output: super::parse_output(&a.output)?,
     })
 }
 
 /// `celldiff generate` on an SCLD run.
 pub fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
-    if a.output != "counts" {
-        bail!(
-            "--output {}: SCLD runs decode into the model's space (X); --output only applies to \
-             scVAEDer runs trained with --likelihood nb/zinb",
-            a.output
-        );
-    }
     super::check_out(&a.out, a.force, &[&a.run])?;
     let device = device(dev)?;
     let run = ScldRun::load(&a.run, &device)
         .with_context(|| format!("loading run {}", a.run.display()))?;
+    if run.library.is_none() && a.output != "counts" {
+        bail!(
+            "--output {}: this SCLD run has a Gaussian decoder and writes the model's space to \
+             X; --output only applies to runs trained with --likelihood nb/zinb",
+            a.output
+        );
+    }
     let opts = generate_options(&a, &run)?;
     let bars = Bars::new(quiet);
     let start = Instant::now();

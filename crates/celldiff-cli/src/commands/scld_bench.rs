@@ -216,6 +216,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
             post_guidance: post,
             keep: 0.8,
             observation,
+            output: celldiff::scvaeder::CountsOutput::Log1p,
         };
     let has_scorer = run.scorer.is_some();
     let mut variants = vec![

@@ -1,7 +1,8 @@
 //! Count-likelihood runs (issue 18): the default on count data is the NB decoder with a
 //! library-size model; `generate` writes counts like the user's input (`X` integer CSR,
 //! `obs['n_counts']`, `layers['log1p_norm']`), `--output log1p` swaps X and the layer,
-//! `evaluate` compares the model's space from either form, counts are recovered from
+//! `evaluate` compares the model's space from either form, SCLD's autoencoder trains the same
+//! NB decoder and writes counts, counts are recovered from
 //! log1p-normalised input (Kang), data without counts are refused for `nb`, and `demo` reports
 //! a reconstruction row, the library-size KS statistic and the split.
 
@@ -59,10 +60,11 @@ fn default_training_on_counts_uses_the_nb_decoder_and_its_library_model() {
     );
 }
 
-#[test]
-fn generated_counts_are_integers_with_their_library_and_log1p_layer() {
-    let out = generate(tiny_nb_run(), &[]);
-    let g = read(&out, &ReadOptions::default()).unwrap();
+/// Asserts that the generated file `out` holds counts like the user's input: X integer CSR,
+/// `obs['n_counts']` its row sums, `layers['log1p_norm']` on the same count lattice, and the
+/// decoder's likelihood `likelihood` in `uns`.
+fn assert_counts_file(out: &Path, likelihood: &str) {
+    let g = read(out, &ReadOptions::default()).unwrap();
     let Matrix::Csr(x) = &g.x else {
         panic!("X must be CSR counts")
     };
@@ -85,10 +87,37 @@ fn generated_counts_are_integers_with_their_library_and_log1p_layer() {
             assert_eq!(rec.counts.row(0), row, "cell {i}: layer and X disagree");
         }
     }
-    assert_eq!(g.uns["celldiff"]["likelihood"], "nb");
+    assert_eq!(g.uns["celldiff"]["likelihood"], likelihood);
+}
+
+#[test]
+fn generated_counts_are_integers_with_their_library_and_log1p_layer() {
+    let out = generate(tiny_nb_run(), &[]);
+    assert_counts_file(&out, "nb");
     // Same seed, same bytes.
     let again = generate(tiny_nb_run(), &[]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn scld_trains_an_nb_autoencoder_on_counts_and_writes_counts() {
+    // The default on the demo's raw counts: NB decoder on the SCLD autoencoder.
+    let run = crate::scld::tiny_scld_run();
+    assert!(run.join("library_size.json").is_file());
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["ae"]["likelihood"], "nb");
+    let out = generate(run, &["--condition", "CD14+ Monocyte"]);
+    assert_counts_file(&out, "nb");
+    let again = generate(run, &["--condition", "CD14+ Monocyte"]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    // --output log1p swaps X and the layer for SCLD runs too.
+    let counts = read(&out, &ReadOptions::default()).unwrap();
+    let log1p = generate(run, &["--condition", "CD14+ Monocyte", "--output", "log1p"]);
+    let log1p = read(&log1p, &ReadOptions::default()).unwrap();
+    let layer = |d: &celldiff::data::AnnData, k: &str| {
+        d.layers.iter().find(|(n, _)| n == k).unwrap().1.to_dense()
+    };
+    assert_eq!(log1p.x.to_dense().data, layer(&counts, "log1p_norm").data);
 }
 
 #[test]
@@ -230,8 +259,8 @@ fn count_only_flags_are_refused_where_they_would_be_ignored() {
     ]);
     assert_bad_input(&o, &["--output log1p", "Gaussian decoder"]);
     assert!(!out.exists());
-    // --likelihood nb for SCLD, which keeps its MSE decoders.
-    let run = scratch().join("scld");
+    // --output on a Gaussian SCLD run (the papers' MSE autoencoder) is refused the same way.
+    let run = scratch().join("scld-gaussian");
     let data = demo_h5ad();
     let mut args = vec![
         "train",
@@ -242,13 +271,33 @@ fn count_only_flags_are_refused_where_they_would_be_ignored() {
         "--condition-key",
         "bulk_labels",
         "--likelihood",
-        "nb",
+        "gaussian",
+        "--no-scorer",
+        "--beta-end",
+        "0.05",
         "--out",
         s(&run),
     ];
     args.extend(TINY);
-    assert_bad_input(&celldiff(&args), &["--likelihood nb", "--model scld"]);
-    assert!(!run.exists());
+    assert_ok(&celldiff(&args));
+    assert_eq!(
+        read_json(&run.join("config.json"))["ae"]["likelihood"],
+        "gaussian"
+    );
+    assert!(!run.join("library_size.json").exists());
+    let o = celldiff([
+        "generate",
+        "--run",
+        s(&run),
+        "-n",
+        "5",
+        "--output",
+        "log1p",
+        "-o",
+        s(&out),
+    ]);
+    assert_bad_input(&o, &["--output log1p", "Gaussian decoder"]);
+    assert!(!out.exists());
 }
 
 #[test]
@@ -275,4 +324,69 @@ fn evaluate_with_a_run_adds_the_reconstruction_row() {
     }
     // The generated cells' own metrics stay at the top level, as without --run.
     assert!(doc["rf_auc"].as_f64().is_some_and(f64::is_finite));
+}
+
+#[test]
+fn library_model_joint_diffuses_the_library_size_with_the_latent() {
+    let run = scratch().join("joint");
+    let data = demo_h5ad();
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--library-model",
+        "joint",
+        "--out",
+        s(&run),
+    ];
+    args.extend(TINY);
+    assert_ok(&celldiff(&args));
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["library_model"], "joint");
+    assert_eq!(
+        cfg["denoiser"]["n_latent"].as_u64().unwrap(),
+        cfg["vae"]["n_latent"].as_u64().unwrap() + 2
+    );
+    let lib = read_json(&run.join("library_size.json"));
+    assert!(lib["joint"]["sd"][0].as_f64().unwrap() > 0.0, "{lib}");
+    // The diffused sizes decide each cell's total: counts out, reproducible.
+    let out = generate(&run, &[]);
+    assert_counts_file(&out, "nb");
+    let again = generate(&run, &[]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    // The diffusion analyses need a latent-only denoiser: named refusal, nothing written.
+    let o = scratch().join("interp.h5ad");
+    let res = celldiff([
+        "interpolate",
+        "--run",
+        s(&run),
+        "--data",
+        s(&demo_h5ad()),
+        "--key",
+        "bulk_labels",
+        "--from",
+        "CD14+ Monocyte",
+        "--to",
+        "Dendritic",
+        "-o",
+        s(&o),
+    ]);
+    assert_bad_input(&res, &["--library-model joint"]);
+    assert!(!o.exists());
+    // A joint library model without a count likelihood would be ignored: refused.
+    let bad = scratch().join("joint-gaussian");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--library-model",
+        "joint",
+        "--likelihood",
+        "gaussian",
+        "--out",
+        s(&bad),
+    ];
+    args.extend(TINY);
+    assert_bad_input(&celldiff(&args), &["--library-model joint", "gaussian"]);
+    assert!(!bad.exists());
 }

@@ -221,7 +221,7 @@ fn scld_generate_rejects_bad_flags_and_scvaeder_runs_reject_scld_flags() {
 }
 
 #[test]
-fn scld_trains_on_leiden_clusters_with_unet_attention_and_vae_latent() {
+fn scld_trains_on_leiden_clusters_with_unet_attention_and_a_zinb_vae_latent() {
     let run = scratch().join("scld-leiden");
     let mut args: Vec<String> = [
         "train",
@@ -233,6 +233,8 @@ fn scld_trains_on_leiden_clusters_with_unet_attention_and_vae_latent() {
         "0.5",
         "--latent-model",
         "vae",
+        "--likelihood",
+        "zinb",
         "--denoiser",
         "unet",
         "--fusion",
@@ -251,8 +253,14 @@ fn scld_trains_on_leiden_clusters_with_unet_attention_and_vae_latent() {
     assert_eq!(cfg["condition_key"], "leiden");
     assert_eq!(cfg["denoiser"]["architecture"], "unet");
     assert_eq!(cfg["denoiser"]["fusion"], "attention");
+    assert_eq!(cfg["vae"]["likelihood"], "zinb");
     let g = generate(&run, &["-n", "12", "--condition", "0"]);
     assert!(labels(&g, "celldiff_condition").iter().all(|l| l == "0"));
+    assert_eq!(g.uns["celldiff"]["likelihood"], "zinb");
+    assert!(
+        matches!(g.x, celldiff::data::Matrix::Csr(_)),
+        "ZINB counts in X"
+    );
     // Without a Scorer there is no score, and asking for post-guidance is an error.
     assert!(g.obs_column("celldiff_score").is_err());
     let out = scratch().join("post.h5ad");

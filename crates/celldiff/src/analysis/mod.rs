@@ -93,6 +93,14 @@ impl<'a> PriorSpace<'a> {
         clip_x0: bool,
         device: &Device,
     ) -> Result<Self> {
+        if run.config.denoiser.n_latent != run.config.vae.n_latent {
+            return Err(Error::Param(format!(
+                "this run's denoiser diffuses the library size with the latent (trained with \
+                 --library-model joint, {} dimensions for a {}-dimensional latent); the diffusion \
+                 analyses need a run trained with --library-model cluster",
+                run.config.denoiser.n_latent, run.config.vae.n_latent
+            )));
+        }
         let schedule = run.schedule()?;
         let t_max = schedule.len();
         let k = t_start.unwrap_or(t_max);

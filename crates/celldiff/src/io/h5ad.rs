@@ -1236,7 +1236,7 @@ impl Reader<'_> {
             }
             let m = match self.node(&field)? {
                 Node::Dataset(ds) => match self.numeric_2d(&ds, &field)? {
-                    Some(d) => dense_to_csr(d.n_rows, d.n_cols, &d.data),
+                    Some(d) => d.to_csr(),
                     None => continue,
                 },
                 Node::Group(sub) => match self.sparse_encoding(&sub, &field)? {
@@ -1637,24 +1637,6 @@ fn decode_field(raw: &[u8], rec: usize, n: usize, off: usize, dt: &Datatype) -> 
         }
         _ => None,
     }
-}
-
-/// A dense row-major `[n_rows, n_cols]` array as CSR, zeros dropped.
-fn dense_to_csr(n_rows: usize, n_cols: usize, data: &[f32]) -> CsMat<f32> {
-    let mut indptr = Vec::with_capacity(n_rows + 1);
-    let mut indices = Vec::new();
-    let mut values = Vec::new();
-    indptr.push(0);
-    for i in 0..n_rows {
-        for (j, &v) in data[i * n_cols..(i + 1) * n_cols].iter().enumerate() {
-            if v != 0.0 {
-                indices.push(j);
-                values.push(v);
-            }
-        }
-        indptr.push(indices.len());
-    }
-    CsMat::new((n_rows, n_cols), indptr, indices, values)
 }
 
 /// Sorts the column indices (and values) of each CSR row.

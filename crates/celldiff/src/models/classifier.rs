@@ -96,6 +96,7 @@ mod tests {
 
     #[test]
     fn shapes_and_probabilities() {
+        let _rng = crate::test_rng_lock();
         let dev = Device::default();
         let net = CellTypeClassifierConfig::paper(7, 3).init(&dev);
         let x = Tensor::<2>::ones([4, 7], &dev);

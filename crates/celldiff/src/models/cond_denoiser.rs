@@ -383,6 +383,7 @@ mod tests {
 
     #[test]
     fn every_fusion_and_architecture_runs_and_uses_the_condition() {
+        let _rng = crate::test_rng_lock();
         for f in [Fusion::Add, Fusion::Concat, Fusion::Attention] {
             for a in [Architecture::Mlp, Architecture::Unet] {
                 check(f, a);

@@ -171,6 +171,7 @@ mod tests {
 
     #[test]
     fn one_timestep_for_the_batch_equals_the_expanded_embedding() {
+        let _rng = crate::test_rng_lock();
         let dev = Device::default();
         let net = DenoiserConfig::new(6)
             .with_width(16)
@@ -191,6 +192,7 @@ mod tests {
 
     #[test]
     fn embedding_values_and_shapes() {
+        let _rng = crate::test_rng_lock();
         let e = timestep_embedding(&[0, 7], 4);
         // t = 0 → sin = 0, cos = 1; t = 7, ω = [1, 0.01] → [sin 7, sin 0.07, cos 7, cos 0.07]
         assert_eq!(&e[..4], &[0.0, 0.0, 1.0, 1.0]);

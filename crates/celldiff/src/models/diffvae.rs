@@ -301,6 +301,7 @@ mod tests {
 
     #[test]
     fn shapes_and_gene_weights() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let net = DiffVaeConfig::new(20)
             .with_h1(8)
@@ -320,6 +321,7 @@ mod tests {
 
     #[test]
     fn relu_heads_give_nonnegative_mu_and_logvar() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let net = DiffVaeConfig::new(10)
             .with_h1(8)
@@ -336,6 +338,7 @@ mod tests {
 
     #[test]
     fn bernoulli_nll_matches_the_direct_formula_and_survives_large_logits() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let l = [-3.0f32, 0.0, 2.5, 40.0, -40.0, 0.7];
         let x = [0.0f32, 0.5, 1.0, 1.0, 0.0, 0.2];
@@ -361,6 +364,7 @@ mod tests {
 
     #[test]
     fn kl_of_standard_normal_posterior_is_zero() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let z = Tensor::<2>::zeros([3, 4], &device);
         let kl: f32 = kl_standard_normal(z.clone(), z).into_scalar();

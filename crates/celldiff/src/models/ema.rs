@@ -131,6 +131,7 @@ mod tests {
 
     #[test]
     fn ema_follows_diffusers_warmup() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let a = DenseConfig::new(2, 1).init(&device);
         let mut ema = Ema::new(&a, 0.999);
@@ -158,6 +159,7 @@ mod tests {
     #[cfg(feature = "flex")]
     #[test]
     fn cpu_blend_equals_burn_expression() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device();
         dev.seed(5);
         let old = Tensor::<2>::random([70, 900], burn::tensor::Distribution::Default, &dev);

@@ -730,6 +730,7 @@ mod tests {
     /// `act(x.matmul(w) + b)` for every activation (a strided, transposed input included).
     #[test]
     fn fused_dense_matches_burn_ops_forward_and_backward() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(3);
         for act in ACTS {
@@ -768,6 +769,7 @@ mod tests {
     /// (`rayon::join`); the plain layer of that size is checked the same way.
     #[test]
     fn fused_residual_matches_burn_ops() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device().autodiff();
         dev.seed(8);
         const { assert!(160 * 128 * 128 >= PARALLEL_MACS) };
@@ -825,6 +827,7 @@ mod tests {
     /// residual layer large enough for the side-by-side backward GEMMs.
     #[test]
     fn in_pool_computes_the_same_bits() {
+        let _rng = crate::test_rng_lock();
         let run = || {
             let dev = crate::backend::cpu_device().autodiff();
             let data = |n: usize, k: usize, f: f32| {
@@ -857,6 +860,7 @@ mod tests {
     /// fixed by its seed (explicit seeds: the device generator is shared by parallel tests).
     #[test]
     fn relu_dropout_keeps_scales_and_is_seeded() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device().autodiff();
         let x =
             Tensor::<2>::random([200, 300], Distribution::Normal(0.0, 1.0), &dev).require_grad();
@@ -905,6 +909,7 @@ mod tests {
     /// on the autodiff device gets no gradient and still gives W its gradient.
     #[test]
     fn fused_dense_inference_and_untracked_input() {
+        let _rng = crate::test_rng_lock();
         let dev = crate::backend::cpu_device();
         dev.seed(4);
         let x = Tensor::<2>::random([300, 64], Distribution::Normal(0.0, 1.0), &dev);

@@ -436,6 +436,7 @@ mod tests {
 
     #[test]
     fn sparse_propagation_matches_dense_product_and_its_gradient() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let ad = device.clone().autodiff();
         let (n, src, dst, w) = toy();
@@ -472,6 +473,7 @@ mod tests {
 
     #[test]
     fn seeded_init_is_reproducible_and_glorot_bounded() {
+        let _rng = crate::test_rng_lock();
         let d = Device::default();
         let cfg = GraphVaeConfig::new(6).with_hidden(8).with_n_latent(3);
         let w = |m: &GraphVae| host(m.enc_hidden.linear.weight.val());
@@ -490,6 +492,7 @@ mod tests {
 
     #[test]
     fn propagation_rejects_bad_edge_lists() {
+        let _rng = crate::test_rng_lock();
         let d = Device::default();
         assert!(Propagation::new(0, &[], &[], &[], &d).is_err());
         assert!(Propagation::new(2, &[0], &[0, 1], &[1.0], &d).is_err());
@@ -499,6 +502,7 @@ mod tests {
 
     #[test]
     fn model_shapes_and_gradients_reach_every_layer() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let ad = device.clone().autodiff();
         let (n, src, dst, w) = toy();
@@ -531,6 +535,7 @@ mod tests {
 
     #[test]
     fn pair_loss_equals_dense_loss_when_all_pairs_are_listed() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let n = 5;
         let z = Tensor::<2>::from_data(

@@ -3,6 +3,7 @@
 //! - [`layers`]: the dense layer every model is built from (the single place a custom CPU
 //!   kernel can later replace Burn's matmul + bias + activation without touching callers).
 //! - [`vae`]: the scVAEDer VAE (Sadria & Layton 2025; Kingma & Welling 2014).
+//! - [`count_head`]: the softmax-ρ / θ_g head of every count decoder (scVI).
 //! - [`likelihood`]: NB / ZINB count likelihoods of the decoders (scVI, Lopez et al. 2018).
 //! - [`denoiser`]: the ε-prediction MLP of the latent DDPM.
 //! - [`autoencoder`]: the SCLD autoencoder (Wang et al. 2023, Eq. 3–6).
@@ -15,6 +16,7 @@
 pub mod autoencoder;
 pub mod classifier;
 pub mod cond_denoiser;
+pub mod count_head;
 pub mod denoiser;
 pub mod diffvae;
 pub mod ema;
@@ -29,6 +31,7 @@ pub mod vae;
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use classifier::{CellTypeClassifier, CellTypeClassifierConfig};
 pub use cond_denoiser::{Architecture, CondDenoiser, CondDenoiserConfig, Fusion};
+pub use count_head::CountDecoder;
 pub use denoiser::{Denoiser, DenoiserConfig};
 pub use diffvae::{DiffVae, DiffVaeConfig};
 pub use ema::Ema;

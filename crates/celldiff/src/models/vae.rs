@@ -20,8 +20,11 @@ use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::prelude::*;
 
+use super::count_head::{self, CountDecoder};
 use super::layers::{Activation, Dense, DenseConfig};
-use super::likelihood::{Likelihood, log_nb_positive, log_zinb_positive};
+use super::likelihood::Likelihood;
+
+pub use super::count_head::THETA_SCALE;
 
 /// Configuration of a [`Vae`].
 #[derive(Config, Debug)]
@@ -96,13 +99,6 @@ pub struct Vae {
     mean_scale: Option<Param<Tensor<1>>>,
 }
 
-/// The stored parameter is ln θ / `THETA_SCALE`: Adam moves a parameter by about the learning
-/// rate per step whatever its gradient's scale, so ln θ itself would move at most ~0.3 in the
-/// ~300 steps a 560-cell dataset trains for, and θ stayed near its start (θ = 1) while the
-/// highly expressed genes need θ ≈ 10–100 (measured on pbmc68k: generated cells had 4× the
-/// real variance on the top genes). Scaling by 10 gives ln θ a tenfold learning rate.
-pub const THETA_SCALE: f64 = 10.0;
-
 /// What [`Vae::forward`] returns.
 #[derive(Debug, Clone)]
 pub struct VaeOutput {
@@ -134,19 +130,17 @@ impl VaeConfig {
             .map(|w| HiddenBlock::new(w[0], w[1], dec_dropout, device))
             .collect();
         let dec_last = *rev.last().unwrap();
-        let count = self.likelihood.is_count();
+        let (log_theta, mean_scale) = count_head::init_head(self.likelihood, self.n_genes, device);
         Vae {
             encoder,
             mu: DenseConfig::new(last, self.n_latent).init(device),
             logvar: DenseConfig::new(last, self.n_latent).init(device),
             decoder,
             out: DenseConfig::new(dec_last, self.n_genes).init(device),
-            // θ = 1 at the start (scvi-tools draws ln θ ~ N(0, 1)).
-            log_theta: count.then(|| Param::from_tensor(Tensor::zeros([self.n_genes], device))),
+            log_theta,
             dropout_head: (self.likelihood == Likelihood::Zinb)
                 .then(|| DenseConfig::new(dec_last, self.n_genes).init(device)),
-            mean_scale: count
-                .then(|| Param::from_tensor(Tensor::ones([1], device)).set_require_grad(false)),
+            mean_scale,
         }
     }
 }
@@ -180,10 +174,7 @@ impl Vae {
         let logits = self.decode_logits(z).0;
         match &self.mean_scale {
             None => logits,
-            Some(c) => {
-                let c = c.val().unsqueeze::<2>();
-                burn::tensor::activation::softmax(logits, 1).mul(c).log1p()
-            }
+            Some(c) => count_head::mean_log1p(logits, c),
         }
     }
 
@@ -217,39 +208,20 @@ impl Vae {
     /// ln θ_g `[n_genes]` of a count likelihood, clamped to [−12, 12] (θ between 6e-6 and
     /// 1.6e5); `None` for the Gaussian likelihood.
     pub fn log_theta(&self) -> Option<Tensor<1>> {
-        self.log_theta
-            .as_ref()
-            .map(|p| p.val().mul_scalar(THETA_SCALE).clamp(-12.0, 12.0))
+        count_head::log_theta(&self.log_theta)
     }
 
     /// Replaces ln θ_g (`[n_genes]`, e.g. re-fitted by [`crate::counts::fit_log_theta`]);
     /// no effect on a Gaussian decoder.
     pub fn with_log_theta(mut self, log_theta: &[f64]) -> Self {
-        let raw: Vec<f32> = log_theta
-            .iter()
-            .map(|&v| (v / THETA_SCALE) as f32)
-            .collect();
-        // `Param::map` keeps the parameter's id, so equal runs write equal weight files.
-        self.log_theta = self.log_theta.map(|p| {
-            p.map(|t| {
-                let n = raw.len();
-                Tensor::from_data(burn::tensor::TensorData::new(raw, [n]), &t.device())
-            })
-        });
+        self.log_theta = count_head::with_log_theta(self.log_theta, log_theta);
         self
     }
 
     /// Sets the scale `c` of the decoder mean `log1p(c·ρ)` of a count likelihood (see the
     /// field's docs); no effect on a Gaussian decoder.
     pub fn with_mean_scale(mut self, c: f64) -> Self {
-        self.mean_scale = self.mean_scale.map(|p| {
-            p.map(|t| {
-                Tensor::from_data(
-                    burn::tensor::TensorData::new(vec![c as f32], [1]),
-                    &t.device(),
-                )
-            })
-        });
+        self.mean_scale = count_head::replace(self.mean_scale, vec![c as f32]);
         self
     }
 
@@ -309,8 +281,11 @@ pub fn vae_count_loss_terms(
     out: &VaeOutput,
 ) -> (Tensor<1>, Tensor<1>) {
     let n = counts.dims()[0] as f64;
-    let ll = count_log_likelihood(
-        vae,
+    let log_theta = vae
+        .log_theta()
+        .expect("vae_count_loss_terms on a Gaussian decoder");
+    let ll = count_head::count_log_likelihood(
+        log_theta,
         counts,
         log_library,
         out.recon.clone(),
@@ -319,27 +294,13 @@ pub fn vae_count_loss_terms(
     (ll.sum().neg().div_scalar(n), kl_term(out, n))
 }
 
-/// Element-wise log-likelihood `[batch, n_genes]` of `counts` under the count decoder's
-/// output `logits` (and ZINB `dropout` logits) with library sizes `exp(log_library)`.
-///
-/// # Panics
-/// If `vae` has a Gaussian decoder.
-pub fn count_log_likelihood(
-    vae: &Vae,
-    counts: Tensor<2>,
-    log_library: Tensor<2>,
-    logits: Tensor<2>,
-    dropout: Option<Tensor<2>>,
-) -> Tensor<2> {
-    let [b, g] = counts.dims();
-    let log_mu = burn::tensor::activation::log_softmax(logits, 1).add(log_library.expand([b, g]));
-    let log_theta = vae
-        .log_theta()
-        .expect("count_log_likelihood on a Gaussian decoder")
-        .unsqueeze::<2>();
-    match dropout {
-        Some(pi) => log_zinb_positive(counts, log_mu, log_theta, pi),
-        None => log_nb_positive(counts, log_mu, log_theta),
+impl CountDecoder for Vae {
+    fn count_logits(&self, z: Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>) {
+        self.decode_logits(z)
+    }
+
+    fn count_log_theta(&self) -> Option<Tensor<1>> {
+        self.log_theta()
     }
 }
 
@@ -360,6 +321,7 @@ mod tests {
 
     #[test]
     fn shapes_and_kl_of_standard_normal_is_zero() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let vae = VaeConfig::new(20)
             .with_hidden(vec![16, 8])

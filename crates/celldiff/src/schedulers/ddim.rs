@@ -154,6 +154,7 @@ mod tests {
     //   s._get_variance(420, 400) ≈ 0.14771; s._get_variance(980, 960) ≈ 0.32460
     #[test]
     fn variance_matches_diffusers() {
+        let _rng = crate::test_rng_lock();
         let s = DdimScheduler::new(diffusers_schedule(), 50, 0.0).unwrap();
         assert!((s.variance(420, Some(400)) - 0.14771).abs() < 1e-5);
         assert!((s.variance(980, Some(960)) - 0.32460).abs() < 1e-5);
@@ -170,6 +171,7 @@ mod tests {
     //   torch.sum(torch.abs(sample)) -> 172.0067 ; torch.mean(torch.abs(sample)) -> 0.223967
     #[test]
     fn full_loop_eta0_matches_diffusers() {
+        let _rng = crate::test_rng_lock();
         let device = Device::default();
         let s = DdimScheduler::new(diffusers_schedule(), 10, 0.0).unwrap();
         assert_eq!(
@@ -194,6 +196,7 @@ mod tests {
 
     #[test]
     fn inversion_then_sampling_recovers_the_input() {
+        let _rng = crate::test_rng_lock();
         // With an ε̂ that does not depend on z (a constant field), DDIM is exactly invertible.
         let device = Device::default();
         let s = DdimScheduler::new(diffusers_schedule(), 20, 0.0).unwrap();

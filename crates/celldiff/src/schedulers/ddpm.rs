@@ -124,6 +124,7 @@ mod tests {
     //   s._get_variance(0) == 0.0; s._get_variance(487) ≈ 0.00979; s._get_variance(999) ≈ 0.02
     #[test]
     fn posterior_variance_matches_diffusers() {
+        let _rng = crate::test_rng_lock();
         let s = DdpmScheduler::new(diffusers_config(), 1000).unwrap();
         let idx = |t: usize| 999 - t;
         assert!(s.variance(idx(0)) < 1e-5);
@@ -133,6 +134,7 @@ mod tests {
 
     #[test]
     fn zero_noise_step_is_posterior_mean_and_last_step_returns_x0() {
+        let _rng = crate::test_rng_lock();
         let device = burn::tensor::Device::default();
         let s = DdpmScheduler::new(diffusers_config(), 1000).unwrap();
         let z = Tensor::<2>::from_floats([[0.5, -1.0]], &device);
