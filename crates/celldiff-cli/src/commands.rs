@@ -429,6 +429,13 @@ pub struct ModelArgs {
     /// refuse the run). scVAEDer only. See docs/RESULTS.md for the comparison.
     #[arg(long, default_value = "cluster", value_parser = ["cluster", "joint"])]
     pub library_model: String,
+    /// The latent prior: diffusion (DDPM noise prediction, the papers' model) or flow
+    /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
+    /// 2023, on the same denoiser network; generate then integrates its ODE with Euler steps:
+    /// --sampler ddpm = T steps, ddim = --steps, default 50). Flow runs cannot be used by
+    /// interpolate/perturb (they need the diffusion's forward process).
+    #[arg(long = "prior", default_value = "diffusion", value_parser = ["diffusion", "flow"])]
+    pub latent_prior: String,
 }
 
 impl ModelArgs {
@@ -479,6 +486,10 @@ impl ModelArgs {
         spec.diffusion_train.learning_rate = self.lr_diffusion;
         spec.diffusion_train.ema_decay = self.ema_decay;
         spec.diffusion_train.patience = self.patience_diffusion;
+        spec.diffusion_train.objective = match self.latent_prior.as_str() {
+            "flow" => celldiff::train::Objective::Velocity,
+            _ => celldiff::train::Objective::Epsilon,
+        };
         spec.schedule.num_train_timesteps = self.timesteps;
         spec.schedule.beta_schedule = self.beta_schedule;
         spec.schedule.beta_start = self.beta_start;

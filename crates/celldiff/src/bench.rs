@@ -166,7 +166,11 @@ pub fn denoiser_train_steps_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let mut optim = crate::optim::adam(1e-5);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let schedule = NoiseSchedule::new(&ScheduleConfig::default()).expect("default schedule");
-    let tables = Noising::new(&schedule, net_cfg.time_dim);
+    let tables = Noising::new(
+        &schedule,
+        net_cfg.time_dim,
+        crate::train::Objective::Epsilon,
+    );
     let z0 = normal_matrix(&mut rng, 4096, 50);
     let rows: Vec<usize> = (0..z0.n_rows).collect();
     let mut step = |mut net: crate::models::Denoiser, ema: &mut Ema<_>, k: usize| {

@@ -69,10 +69,10 @@ use crate::run::{
     check_preprocess, check_range, check_schedule, check_vae_train, save_module, save_run_dir,
     write_history, write_json,
 };
-use crate::schedulers::{DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
+use crate::schedulers::{DdimScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
 use crate::scvaeder::{
-    DataSource, Observation, SamplerKind, auto_diffusion_epochs, auto_vae_epochs, clip_range,
-    fit_observation,
+    DataSource, Observation, SamplerKind, auto_diffusion_epochs, auto_vae_epochs, build_sampler,
+    clip_range, fit_observation,
 };
 use crate::train::{
     ConditionBatchSource, DiffusionTrainConfig, EpochRecord, LatentStats, Observer,
@@ -841,15 +841,15 @@ pub fn sample_standardized(
     let n = cond.len();
     let d = run.config.denoiser.n_latent;
     let schedule = run.schedule()?;
-    let sched: Box<dyn Scheduler> = match opts.sampler {
-        SamplerKind::Ddpm => Box::new(DdpmScheduler::new(
-            schedule.clone(),
-            opts.steps.unwrap_or(schedule.len()),
-        )?),
-        SamplerKind::Ddim => Box::new(
+    let sched: Box<dyn Scheduler> = match (run.config.diffusion_train.objective, opts.sampler) {
+        // SCLD's DDIM re-derives ε̂ from the clipped x̂₀ (guided ε̂ can leave the range).
+        (crate::train::Objective::Epsilon, SamplerKind::Ddim) => Box::new(
             DdimScheduler::new(schedule.clone(), opts.steps.unwrap_or(50), opts.eta)?
                 .with_clipped_model_output(true),
         ),
+        (objective, kind) => {
+            build_sampler(schedule.clone(), objective, kind, opts.steps, opts.eta)?
+        }
     };
     let clip = opts.clip_x0.then(|| clip_range(&run.latent, device));
     let net = if opts.use_ema {

@@ -29,12 +29,13 @@ use crate::preprocess::FittedPreprocess;
 use crate::preprocess::{PreprocessConfig, fit_transform};
 use crate::run::{Run, RunConfig};
 use crate::schedulers::{
-    ClipRange, DdimScheduler, DdpmScheduler, NoiseSchedule, ScheduleConfig, Scheduler,
+    ClipRange, DdimScheduler, DdpmScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig,
+    Scheduler,
 };
 use crate::stream::{RowSubset, StreamedCells};
 use crate::train::{
-    DiffusionTrainConfig, InMemoryCells, LatentStats, Observer, TrainCells, VaeTrainConfig,
-    encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
+    DiffusionTrainConfig, InMemoryCells, LatentStats, Objective, Observer, TrainCells,
+    VaeTrainConfig, encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
 };
 
 /// Where the training data came from (recorded in `config.json`).
@@ -536,18 +537,13 @@ pub fn generate(
             Tensor::<2>::random([opts.n, d], Distribution::Normal(0.0, 1.0), device)
         }
         Prior::Diffusion => {
-            let schedule = run.schedule()?;
-            let sched: Box<dyn Scheduler> = match opts.sampler {
-                SamplerKind::Ddpm => Box::new(DdpmScheduler::new(
-                    schedule.clone(),
-                    opts.steps.unwrap_or(schedule.len()),
-                )?),
-                SamplerKind::Ddim => Box::new(DdimScheduler::new(
-                    schedule.clone(),
-                    opts.steps.unwrap_or(50),
-                    opts.eta,
-                )?),
-            };
+            let sched = build_sampler(
+                run.schedule()?,
+                run.config.diffusion_train.objective,
+                opts.sampler,
+                opts.steps,
+                opts.eta,
+            )?;
             let joint = run.library.as_ref().and_then(|l| l.joint.as_ref());
             let clip = opts
                 .clip_x0
@@ -681,6 +677,38 @@ pub fn reconstruct(
             Ok(y)
         }
     }
+}
+
+/// The sampler of a latent prior, built once for every method: for a diffusion prior
+/// ([`Objective::Epsilon`]) DDPM ancestral sampling (`steps` default T) or DDIM (`steps`
+/// default 50, stochasticity `eta`); for a flow-matching prior ([`Objective::Velocity`]) Euler
+/// steps of its ODE, T of them for `Ddpm` and `steps` (default 50) for `Ddim`
+/// ([`crate::schedulers::FlowScheduler`]; `eta` unused).
+///
+/// # Errors
+/// [`Error::Param`] for a step count outside 1..=T or η outside [0, 1].
+pub fn build_sampler(
+    schedule: NoiseSchedule,
+    objective: Objective,
+    kind: SamplerKind,
+    steps: Option<usize>,
+    eta: f64,
+) -> Result<Box<dyn Scheduler>> {
+    let t = schedule.len();
+    Ok(match (objective, kind) {
+        (Objective::Velocity, SamplerKind::Ddpm) => {
+            Box::new(FlowScheduler::new(t, steps.unwrap_or(t))?)
+        }
+        (Objective::Velocity, SamplerKind::Ddim) => {
+            Box::new(FlowScheduler::new(t, steps.unwrap_or(50))?)
+        }
+        (Objective::Epsilon, SamplerKind::Ddpm) => {
+            Box::new(DdpmScheduler::new(schedule, steps.unwrap_or(t))?)
+        }
+        (Objective::Epsilon, SamplerKind::Ddim) => {
+            Box::new(DdimScheduler::new(schedule, steps.unwrap_or(50), eta)?)
+        }
+    })
 }
 
 /// The x̂₀ clipping range: the standardised training latents' range widened by 10 % of its

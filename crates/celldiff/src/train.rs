@@ -436,6 +436,24 @@ pub struct DiffusionTrainConfig {
     /// and keeps the last EMA weights; `None` (default) = `max(20, epochs / 5)`.
     #[serde(default)]
     pub patience: Option<usize>,
+    /// What the network learns to predict (`--prior diffusion|flow`); `epsilon` for runs
+    /// written before it existed.
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// The latent prior's training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// DDPM noise prediction, L_simple = ‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t)‖² (Ho et al. 2020,
+    /// Eq. 14).
+    #[default]
+    Epsilon,
+    /// Conditional flow matching with the linear path x_k = (1 − s_k) z₀ + s_k ε,
+    /// s_k = (k + 1)/T, target v = ε − z₀ (Lipman et al. 2023, Eq. 23 with σ_min = 0;
+    /// [`crate::schedulers::flow`]).
+    Velocity,
 }
 
 /// Noise draws per held-out latent in the denoiser's validation loss.
@@ -451,6 +469,7 @@ impl Default for DiffusionTrainConfig {
             validation_fraction: 0.1,
             seed: 0,
             patience: None,
+            objective: Objective::Epsilon,
         }
     }
 }
@@ -916,20 +935,36 @@ pub fn decode(vae: &Vae, z: Tensor<2>) -> Result<DenseMatrix> {
 }
 
 /// Forward-process tables shared by the denoiser training loops: timestep embeddings for all
-/// T timesteps, √ᾱ_t and √(1 − ᾱ_t).
+/// T timesteps and the path's coefficients, z_t = a_t z₀ + b_t ε: √ᾱ_t and √(1 − ᾱ_t) for
+/// [`Objective::Epsilon`] (target ε), 1 − s_t and s_t = (t+1)/T for [`Objective::Velocity`]
+/// (target ε − z₀).
 pub(crate) struct Noising {
     emb_table: Vec<f32>,
     time_dim: usize,
     sqrt_ab: Vec<f32>,
     sqrt_1m: Vec<f32>,
+    velocity: bool,
 }
 
 impl Noising {
-    pub(crate) fn new(schedule: &NoiseSchedule, time_dim: usize) -> Self {
+    pub(crate) fn new(schedule: &NoiseSchedule, time_dim: usize, objective: Objective) -> Self {
         let big_t = schedule.len();
+        if objective == Objective::Velocity {
+            let s: Vec<f32> = (0..big_t)
+                .map(|k| ((k + 1) as f64 / big_t as f64) as f32)
+                .collect();
+            return Self {
+                emb_table: timestep_embedding(&(0..big_t).collect::<Vec<_>>(), time_dim),
+                time_dim,
+                sqrt_ab: s.iter().map(|v| 1.0 - v).collect(),
+                sqrt_1m: s,
+                velocity: true,
+            };
+        }
         Self {
             emb_table: timestep_embedding(&(0..big_t).collect::<Vec<_>>(), time_dim),
             time_dim,
+            velocity: false,
             sqrt_ab: schedule
                 .alphas_cumprod
                 .iter()
@@ -943,7 +978,8 @@ impl Noising {
         }
     }
 
-    /// `(z_t, emb(t), ε)` for rows `b` of `z0`, t ~ U{0..T−1} and ε ~ N(0, I) drawn from `r`.
+    /// `(z_t, emb(t), target)` for rows `b` of `z0`, t ~ U{0..T−1} and ε ~ N(0, I) drawn
+    /// from `r`; the target is ε, or ε − z₀ for the velocity objective.
     pub(crate) fn batch(
         &self,
         z0: &DenseMatrix,
@@ -961,7 +997,7 @@ impl Noising {
             emb.extend_from_slice(&self.emb_table[t * td..(t + 1) * td]);
             for &v in z0.row(i) {
                 let e: f32 = r.sample(StandardNormal);
-                eps.push(e);
+                eps.push(if self.velocity { e - v } else { e });
                 zt.push(self.sqrt_ab[t] * v + self.sqrt_1m[t] * e);
             }
         }
@@ -1007,7 +1043,7 @@ pub fn train_diffusion(
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
-    let tables = Noising::new(schedule, model.time_dim);
+    let tables = Noising::new(schedule, model.time_dim, cfg.objective);
     let make = |b: &[usize], r: &mut StdRng, dev: &Device| tables.batch(z0, b, r, dev);
     let val_batch = (!val.is_empty()).then(|| {
         let mut r = StdRng::seed_from_u64(cfg.seed ^ 0x7a1);
@@ -1260,7 +1296,7 @@ pub fn train_cond_diffusion(
     ad.seed(cfg.seed);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut train, val) = split(n, cfg.validation_fraction, MAX_VALIDATION, &mut rng);
-    let tables = Noising::new(schedule, model.time_dim);
+    let tables = Noising::new(schedule, model.time_dim, cfg.objective);
     let idx_tensor = |b: &[usize], r: Option<&mut StdRng>, dev: &Device| {
         let mut r = r;
         let v: Vec<i64> = b

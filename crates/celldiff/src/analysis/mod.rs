@@ -93,6 +93,14 @@ impl<'a> PriorSpace<'a> {
         clip_x0: bool,
         device: &Device,
     ) -> Result<Self> {
+        if run.config.diffusion_train.objective != crate::train::Objective::Epsilon {
+            return Err(Error::Param(
+                "this run's latent prior is a flow-matching model (trained with --prior flow); \
+                 the diffusion analyses (forward noising, DDIM inversion) need a run trained \
+                 with --prior diffusion"
+                    .into(),
+            ));
+        }
         if run.config.denoiser.n_latent != run.config.vae.n_latent {
             return Err(Error::Param(format!(
                 "this run's denoiser diffuses the library size with the latent (trained with \
