@@ -419,7 +419,8 @@ pub struct ModelArgs {
     /// scVAEDer/SCLD papers' setting). Default: nb when the counts can be recovered (raw
     /// counts, or log1p(normalize_total(counts)) like Kang), gaussian otherwise; gaussian
     /// with --no-observation. Applies to scVAEDer's VAE and to both SCLD latent models
-    /// (--latent-model ae|vae).
+    /// (--latent-model ae|vae), whose default stays gaussian (with the NB autoencoder SCLD's
+    /// guided cells were less realistic; docs/RESULTS.md).
     #[arg(long, value_parser = ["nb", "zinb", "gaussian"])]
     pub likelihood: Option<String>,
     /// How a count-likelihood run's generated cells get their library size: cluster (the

@@ -103,8 +103,32 @@ fn generated_counts_are_integers_with_their_library_and_log1p_layer() {
 
 #[test]
 fn scld_trains_an_nb_autoencoder_on_counts_and_writes_counts() {
-    // The default on the demo's raw counts: NB decoder on the SCLD autoencoder.
-    let run = crate::scld::tiny_scld_run();
+    // The NB decoder on the SCLD autoencoder (the default stays the paper's Gaussian).
+    let default_run = crate::scld::tiny_scld_run();
+    assert_eq!(
+        read_json(&default_run.join("config.json"))["ae"]["likelihood"],
+        "gaussian"
+    );
+    let run = scratch().join("scld-nb");
+    let data = demo_h5ad();
+    let mut args = vec![
+        "train",
+        "--model",
+        "scld",
+        "--data",
+        s(&data),
+        "--condition-key",
+        "bulk_labels",
+        "--likelihood",
+        "nb",
+        "--beta-end",
+        "0.05",
+        "--out",
+        s(&run),
+    ];
+    args.extend(TINY);
+    assert_ok(&celldiff(&args));
+    let run = run.as_path();
     assert!(run.join("library_size.json").is_file());
     let cfg = read_json(&run.join("config.json"));
     assert_eq!(cfg["ae"]["likelihood"], "nb");
@@ -261,31 +285,9 @@ fn count_only_flags_are_refused_where_they_would_be_ignored() {
     ]);
     assert_bad_input(&o, &["--output log1p", "Gaussian decoder"]);
     assert!(!out.exists());
-    // --output on a Gaussian SCLD run (the papers' MSE autoencoder) is refused the same way.
-    let run = scratch().join("scld-gaussian");
-    let data = demo_h5ad();
-    let mut args = vec![
-        "train",
-        "--model",
-        "scld",
-        "--data",
-        s(&data),
-        "--condition-key",
-        "bulk_labels",
-        "--likelihood",
-        "gaussian",
-        "--no-scorer",
-        "--beta-end",
-        "0.05",
-        "--out",
-        s(&run),
-    ];
-    args.extend(TINY);
-    assert_ok(&celldiff(&args));
-    assert_eq!(
-        read_json(&run.join("config.json"))["ae"]["likelihood"],
-        "gaussian"
-    );
+    // --output on a Gaussian SCLD run (the papers' MSE autoencoder, SCLD's default) is
+    // refused the same way.
+    let run = crate::scld::tiny_scld_run();
     assert!(!run.join("library_size.json").exists());
     let o = celldiff([
         "generate",
@@ -460,6 +462,8 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
         "bulk_labels",
         "--prior",
         "flow",
+        "--likelihood",
+        "nb",
         "--no-scorer",
         "--out",
         s(&run),

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 pub struct FlowScheduler {
     timesteps: Vec<usize>,
     big_t: usize,
+    use_clipped_model_output: bool,
 }
 
 impl FlowScheduler {
@@ -37,7 +38,19 @@ impl FlowScheduler {
             )));
         }
         let timesteps = (0..n).map(|i| big_t - 1 - i * big_t / n).collect();
-        Ok(Self { timesteps, big_t })
+        Ok(Self {
+            timesteps,
+            big_t,
+            use_clipped_model_output: false,
+        })
+    }
+
+    /// As [`crate::schedulers::DdimScheduler::with_clipped_model_output`]: when x̂₀ is clipped,
+    /// re-derive ε̂ = (x − (1 − s) x̂₀) / s from the clipped x̂₀, so that a guided velocity
+    /// that puts x̂₀ outside the range does not push the step away from it (SCLD sampling).
+    pub fn with_clipped_model_output(mut self, on: bool) -> Self {
+        self.use_clipped_model_output = on;
+        self
     }
 
     /// Noise level `s_k = (k + 1) / T` of timestep `k`.
@@ -66,11 +79,17 @@ impl Scheduler for FlowScheduler {
         let s = self.level(self.timesteps[i]);
         let s_next = self.timesteps.get(i + 1).map_or(0.0, |&k| self.level(k));
         let x0 = sample.clone().sub(model_output.clone().mul_scalar(s));
-        let x0 = match clip {
-            Some(c) => c.apply(x0),
-            None => x0,
+        let (x0, eps) = match clip {
+            Some(c) if self.use_clipped_model_output => {
+                let x0 = c.apply(x0);
+                let eps = sample
+                    .sub(x0.clone().mul_scalar(1.0 - s))
+                    .div_scalar(s.max(1e-12));
+                (x0, eps)
+            }
+            Some(c) => (c.apply(x0), sample.add(model_output.mul_scalar(1.0 - s))),
+            None => (x0, sample.add(model_output.mul_scalar(1.0 - s))),
         };
-        let eps = sample.add(model_output.mul_scalar(1.0 - s));
         x0.mul_scalar(1.0 - s_next).add(eps.mul_scalar(s_next))
     }
 }
