@@ -292,7 +292,7 @@ fn count_only_flags_are_refused_where_they_would_be_ignored() {
     let o = celldiff([
         "generate",
         "--run",
-        s(&run),
+        s(run),
         "-n",
         "5",
         "--output",
@@ -330,6 +330,28 @@ fn evaluate_with_a_run_adds_the_reconstruction_row() {
     assert!(doc["rf_auc"].as_f64().is_some_and(f64::is_finite));
 }
 
+/// `interpolate` on `run` fails as bad input naming `flag`, and writes nothing.
+fn assert_interpolate_refused(run: &Path, flag: &str) {
+    let o = scratch().join("interp.h5ad");
+    let res = celldiff([
+        "interpolate",
+        "--run",
+        s(run),
+        "--data",
+        s(&demo_h5ad()),
+        "--key",
+        "bulk_labels",
+        "--from",
+        "CD14+ Monocyte",
+        "--to",
+        "Dendritic",
+        "-o",
+        s(&o),
+    ]);
+    assert_bad_input(&res, &[flag]);
+    assert!(!o.exists());
+}
+
 #[test]
 fn library_model_joint_diffuses_the_library_size_with_the_latent() {
     let run = scratch().join("joint");
@@ -359,24 +381,7 @@ fn library_model_joint_diffuses_the_library_size_with_the_latent() {
     let again = generate(&run, &[]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     // The diffusion analyses need a latent-only denoiser: named refusal, nothing written.
-    let o = scratch().join("interp.h5ad");
-    let res = celldiff([
-        "interpolate",
-        "--run",
-        s(&run),
-        "--data",
-        s(&demo_h5ad()),
-        "--key",
-        "bulk_labels",
-        "--from",
-        "CD14+ Monocyte",
-        "--to",
-        "Dendritic",
-        "-o",
-        s(&o),
-    ]);
-    assert_bad_input(&res, &["--library-model joint"]);
-    assert!(!o.exists());
+    assert_interpolate_refused(&run, "--library-model joint");
     // A joint library model without a count likelihood would be ignored: refused.
     let bad = scratch().join("joint-gaussian");
     let mut args = vec![
@@ -432,24 +437,7 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     let again = generate(&run, &["--sampler", "ddim", "--steps", "10"]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     // The diffusion analyses need the forward process: named refusal.
-    let o = scratch().join("interp.h5ad");
-    let res = celldiff([
-        "interpolate",
-        "--run",
-        s(&run),
-        "--data",
-        s(&data),
-        "--key",
-        "bulk_labels",
-        "--from",
-        "CD14+ Monocyte",
-        "--to",
-        "Dendritic",
-        "-o",
-        s(&o),
-    ]);
-    assert_bad_input(&res, &["--prior flow"]);
-    assert!(!o.exists());
+    assert_interpolate_refused(&run, "--prior flow");
     // SCLD with a flow-matching prior and classifier-free guidance on the velocity.
     let run = scratch().join("scld-flow");
     let mut args = vec![

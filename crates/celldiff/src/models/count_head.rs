@@ -50,6 +50,19 @@ pub(crate) fn init_head(
     )
 }
 
+/// The likelihood a decoder's heads imply: no θ = Gaussian, θ alone = NB, θ and a dropout
+/// head = ZINB.
+pub(crate) fn likelihood_of<T>(
+    log_theta: &Option<Param<Tensor<1>>>,
+    dropout_head: &Option<T>,
+) -> Likelihood {
+    match (log_theta, dropout_head) {
+        (None, _) => Likelihood::Gaussian,
+        (Some(_), None) => Likelihood::Nb,
+        (Some(_), Some(_)) => Likelihood::Zinb,
+    }
+}
+
 /// ln θ_g `[n_genes]` from the stored parameter, clamped to [−12, 12] (θ between 6e-6 and
 /// 1.6e5).
 pub(crate) fn log_theta(p: &Option<Param<Tensor<1>>>) -> Option<Tensor<1>> {

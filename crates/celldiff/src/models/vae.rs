@@ -198,11 +198,7 @@ impl Vae {
 
     /// The decoder's likelihood, read off its heads.
     pub fn likelihood(&self) -> Likelihood {
-        match (&self.log_theta, &self.dropout_head) {
-            (None, _) => Likelihood::Gaussian,
-            (Some(_), None) => Likelihood::Nb,
-            (Some(_), Some(_)) => Likelihood::Zinb,
-        }
+        count_head::likelihood_of(&self.log_theta, &self.dropout_head)
     }
 
     /// ln θ_g `[n_genes]` of a count likelihood, clamped to [−12, 12] (θ between 6e-6 and
