@@ -12,8 +12,11 @@
 //! - [`pca`]: PCA (scanpy `pp.pca`).
 //! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
 //! - [`models`]: Burn modules (VAE, ε-prediction denoiser, EMA), one file each.
-//! - [`schedulers`]: noise schedules, DDPM and DDIM samplers, one file each.
+//! - [`schedulers`]: noise schedules, DDPM and DDIM samplers and the flow-matching Euler
+//!   sampler, one file each.
 //! - [`observation`]: count observation model (decoded mean → sparse, discrete cells).
+//! - [`counts`], [`decoded_counts`]: counts recovered from log1p data, the library-size
+//!   model and NB sampling; counts out of a trained count decoder (θ re-fit, reconstruction).
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the hand-written two-stage training loops.
 //! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
