@@ -465,3 +465,48 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     let out = generate(&run, &["--condition", "CD14+ Monocyte", "--guidance", "1"]);
     assert_counts_file(&out, "nb");
 }
+
+#[test]
+fn scld_bench_with_the_nb_autoencoder_reports_finite_reconstruction_rows() {
+    // The count paths of scld-bench: SCLD's NB reconstruction (held-out cells with their own
+    // library sizes) and generated counts evaluated in the model's space.
+    let out = scratch().join("scld-bench-nb");
+    let data = demo_h5ad();
+    let mut args = vec![
+        "scld-bench",
+        "--data",
+        s(&data),
+        "--condition-key",
+        "bulk_labels",
+        "--likelihood",
+        "nb",
+        "--no-scorer",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "10",
+        "--guidance-values",
+        "1",
+        "--beta-end",
+        "0.05",
+        "-o",
+        s(&out),
+    ];
+    args.extend(TINY);
+    assert_ok(&celldiff(&args));
+    let doc = read_json(&out.join("results.json"));
+    let rows = doc["holistic"].as_array().unwrap();
+    for name in [
+        "scld-reconstruction",
+        "scld-pre-guidance",
+        "scvaeder-reconstruction",
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r["method"] == name)
+            .unwrap_or_else(|| panic!("no {name} row: {doc}"));
+        let auc = r["rf_auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{name}: {r}");
+        assert!(r["mmd"].as_f64().unwrap().is_finite(), "{name}: {r}");
+    }
+}
