@@ -43,7 +43,7 @@ fn weinreb() -> PathBuf {
     shared_data("weinreb_larry_hematopoiesis_subset/test_adata_preprocessed.h5ad")
 }
 
-fn kang() -> PathBuf {
+pub(crate) fn kang() -> PathBuf {
     shared_data("kang_pbmc_ifnb_valid/valid_kang.h5ad")
 }
 
@@ -59,7 +59,7 @@ fn weinreb_run() -> &'static Path {
 }
 
 /// A tiny Kang run that never saw stimulated CD4T cells (1000 HVGs).
-fn kang_run() -> &'static Path {
+pub(crate) fn kang_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         train(

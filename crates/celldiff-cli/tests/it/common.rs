@@ -143,3 +143,17 @@ pub fn copy_run(src: &Path) -> PathBuf {
     }
     dst
 }
+
+/// The tensor bytes of a Burn `.bpk` file: everything after its header (magic, version, the
+/// metadata length and the metadata, which holds per-process random parameter ids).
+pub fn bpk_tensors(path: &std::path::Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(
+        &b[..4],
+        b"NRUB",
+        "{} is not a burnpack file",
+        path.display()
+    );
+    let len = u32::from_le_bytes([b[6], b[7], b[8], b[9]]) as usize;
+    b[10 + len..].to_vec()
+}

@@ -24,7 +24,7 @@ const FAST: &[&str] = &[
     "500",
 ];
 
-fn graph_args(out: &Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn graph_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "graph".into(),
         "--data".into(),

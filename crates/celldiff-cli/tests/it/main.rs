@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod common;
 mod counts;
+mod golden;
 mod graph;
 mod h5ad_read;
 mod identify;

@@ -2,22 +2,9 @@
 //! named errors.
 
 use crate::common::{
-    TINY, assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch, shared_data, tiny_run,
+    TINY, assert_bad_input, assert_ok, bpk_tensors, celldiff, demo_h5ad, scratch, shared_data,
+    tiny_run,
 };
-
-/// The tensor bytes of a Burn `.bpk` file: everything after its header (magic, version, the
-/// metadata length and the metadata, which holds per-process random parameter ids).
-fn bpk_tensors(path: &std::path::Path) -> Vec<u8> {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(
-        &b[..4],
-        b"NRUB",
-        "{} is not a burnpack file",
-        path.display()
-    );
-    let len = u32::from_le_bytes([b[6], b[7], b[8], b[9]]) as usize;
-    b[10 + len..].to_vec()
-}
 
 /// Same file content (`.bpk`: same tensors).
 fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
