@@ -6,13 +6,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use celldiff::anndata::AnnData;
 use celldiff::backend::{self, DeviceChoice};
-use celldiff::data::AnnData;
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{EvalMetrics, EvalOptions};
 use celldiff::models::Likelihood;
-use celldiff::preprocess::{HvgFlavor, PreprocessConfig};
+use celldiff::pp::{HvgFlavor, PreprocessConfig};
 use celldiff::run::Run;
 use celldiff::schedulers::BetaSchedule;
 use celldiff::scvaeder::{
@@ -956,7 +956,7 @@ fn preprocess(a: PreprocessArgs, quiet: bool) -> Result<()> {
     check_out(&a.out, a.force, &[&a.data.data])?;
     let cfg = a.pp.config(None, a.subset)?;
     let adata = a.data.read()?;
-    let (out, fitted) = celldiff::preprocess::fit_transform(&adata, &cfg)?;
+    let (out, fitted) = celldiff::pp::fit_transform(&adata, &cfg)?;
     if !quiet {
         for m in &fitted.messages {
             eprintln!("preprocess: {m}");

@@ -32,10 +32,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{AnnData, DenseMatrix};
+use crate::anndata::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::models::classifier::{CellTypeClassifier, CellTypeClassifierConfig};
-use crate::preprocess::FittedPreprocess;
+use crate::pp::FittedPreprocess;
 use crate::run::{
     RunDir, check_dims, check_len, check_preprocess, check_range, save_module, save_run_dir,
     write_json,
@@ -389,7 +389,7 @@ pub struct Prediction {
 
 impl Classifier {
     /// Fits a classifier on `x` (`[n_cells, n_genes]`, already in the space `preprocess`
-    /// produces, e.g. from [`crate::preprocess::fit_transform`] with
+    /// produces, e.g. from [`crate::pp::fit_transform`] with
     /// [`crate::diffvae::preprocess_config`]) and `labels` (ids into `categories`).
     ///
     /// # Errors
@@ -597,7 +597,7 @@ mod tests {
         let _rng = crate::test_rng_lock();
         let adata = read(Path::new(WEINREB), &ReadOptions::default()).unwrap();
         let (labels, cats) = reference_labels(&adata, "state_info").unwrap();
-        let (pp, fitted) = crate::preprocess::fit_transform(
+        let (pp, fitted) = crate::pp::fit_transform(
             &adata,
             &crate::diffvae::preprocess_config_for(&adata, Some(1000)),
         )

@@ -38,7 +38,7 @@ use rand_distr::{Distribution, Gamma, Poisson, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 use crate::observation::{MIN_LATTICE_FRACTION, size_factor};
 

@@ -7,11 +7,11 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::counts::{check_lattice, recover_counts};
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::models::{CountDecoder, Likelihood};
-use crate::preprocess::FittedPreprocess;
+use crate::pp::FittedPreprocess;
 use crate::train::{Observer, TrainCells, to_host, to_tensor};
 
 /// Cells the NB dispersions are re-fitted on (evenly spaced over the training cells).

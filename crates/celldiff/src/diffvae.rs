@@ -28,12 +28,12 @@ use rand::seq::SliceRandom;
 use rand_distr::{Distribution as _, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{AnnData, DenseMatrix};
+use crate::anndata::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::models::diffvae::{bernoulli_nll, kl_standard_normal, mmd, squared_error};
 use crate::models::{DiffVae, DiffVaeConfig};
-use crate::pca::Pca;
-use crate::preprocess::{HvgFlavor, PreprocessConfig};
+use crate::pp::{HvgFlavor, PreprocessConfig};
+use crate::tl::pca::Pca;
 use crate::train::{EpochRecord, Observer, map_row_chunks, to_host, to_tensor};
 
 /// The latent models compared in DiffVAE's Table 2.
@@ -207,7 +207,7 @@ impl LatentModelConfig {
 /// (`log1p_other`, e.g. data normalised to 10⁴ per cell such as the Weinreb subset), used as is
 /// when already log1p-normalised; `n_top_genes` seurat HVGs (all genes if `None` or if there
 /// are fewer), subset to them, per-gene min-max scaling to [0, 1]. Apply with
-/// [`crate::preprocess::fit_transform`]; [`preprocess_config_for`] sets `log1p_other` from the
+/// [`crate::pp::fit_transform`]; [`preprocess_config_for`] sets `log1p_other` from the
 /// data. Shared by DiffVAE, its classifier and Graph-DiffVAE.
 pub fn preprocess_config(n_top_genes: Option<usize>, log1p_other: bool) -> PreprocessConfig {
     PreprocessConfig {
@@ -225,10 +225,9 @@ pub fn preprocess_config(n_top_genes: Option<usize>, log1p_other: bool) -> Prepr
 }
 
 /// [`preprocess_config`] with `log1p_other` set when `adata.X` is neither counts, nor
-/// log1p-normalised, nor scaled ([`crate::preprocess::DataKind::Other`]).
+/// log1p-normalised, nor scaled ([`crate::pp::DataKind::Other`]).
 pub fn preprocess_config_for(adata: &AnnData, n_top_genes: Option<usize>) -> PreprocessConfig {
-    let other =
-        crate::preprocess::inspect_kind(&adata.x).kind == crate::preprocess::DataKind::Other;
+    let other = crate::pp::inspect_kind(&adata.x).kind == crate::pp::DataKind::Other;
     preprocess_config(n_top_genes, other)
 }
 
@@ -295,7 +294,7 @@ fn normal_tensor(rng: &mut StdRng, n: usize, d: usize, device: &Device) -> Tenso
 }
 
 /// Fits the latent model `cfg.kind` on `x` (`[n_cells, n_genes]`, min-max scaled log1p
-/// expression in [0, 1], e.g. the output of [`crate::preprocess::fit_transform`] with
+/// expression in [0, 1], e.g. the output of [`crate::pp::fit_transform`] with
 /// [`preprocess_config`]) and returns the latent means, the decoder weights and the losses.
 ///
 /// # Errors
@@ -509,8 +508,7 @@ mod tests {
             p.display()
         );
         let a = read(p, &ReadOptions::default()).unwrap();
-        let (pp, _) =
-            crate::preprocess::fit_transform(&a, &preprocess_config(Some(2000), false)).unwrap();
+        let (pp, _) = crate::pp::fit_transform(&a, &preprocess_config(Some(2000), false)).unwrap();
         pp.x.to_dense()
     }
 

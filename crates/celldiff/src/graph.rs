@@ -5,7 +5,7 @@
 //!
 //! # Steps
 //! 1. **Features** ([`preprocess_config`](crate::diffvae::preprocess_config)): log1p-normalised expression of the highly variable
-//!    genes, min-max scaled per gene to [0, 1], as DiffVAE ([`crate::preprocess::fit_transform`]).
+//!    genes, min-max scaled per gene to [0, 1], as DiffVAE ([`crate::pp::fit_transform`]).
 //! 2. **Initial graph** ([`pearson_knn_graph`]): every cell is linked to the `k` other cells
 //!    whose feature rows are most Pearson-correlated with its own, the links are symmetrised
 //!    (an undirected edge when either cell chose the other) and self-loops are added in the
@@ -63,13 +63,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
 
-use crate::data::{AnnData, DenseMatrix};
+use crate::anndata::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::roc_auc;
 use crate::models::graph_vae::{
     GraphVae, GraphVaeConfig, Propagation, kl_per_node, weighted_bce_dense, weighted_bce_pairs,
 };
-use crate::preprocess::FittedPreprocess;
+use crate::pp::FittedPreprocess;
 use crate::train::{EpochRecord, Observer, to_host, to_tensor};
 
 /// Rows per GEMM block of the correlation and link searches (memory per block:
@@ -1018,7 +1018,7 @@ pub struct GraphFit {
 /// # Errors
 /// - [`Error::Param`]: invalid `spec` values (`k`, epochs, learning rate, fractions, link
 ///   mode, widths).
-/// - [`Error::InvalidInput`]: what [`crate::preprocess::fit_transform`] rejects (NaN,
+/// - [`Error::InvalidInput`]: what [`crate::pp::fit_transform`] rejects (NaN,
 ///   negative values with HVG selection, ...), too few cells or edges.
 /// - [`Error::Internal`]: a non-finite loss or a backend failure.
 pub fn fit(
@@ -1060,7 +1060,7 @@ pub fn fit(
         }
         _ => {}
     }
-    let (pp, fitted) = crate::preprocess::fit_transform(
+    let (pp, fitted) = crate::pp::fit_transform(
         adata,
         &crate::diffvae::preprocess_config_for(adata, spec.n_top_genes),
     )?;

@@ -42,7 +42,7 @@
 //!   the dimension switches on); per cluster the genes shared among its dimensions are those
 //!   in the lists of at least two of them.
 //!
-//! Cluster labels are renumbered by size, `0` the largest (as [`crate::cluster`]); DBSCAN
+//! Cluster labels are renumbered by size, `0` the largest (as [`crate::tl::leiden`]); DBSCAN
 //! noise has no label (`None`).
 //!
 //! # Measured (pbmc68k_reduced raw counts, 700 cells × 765 genes, k-means k = 10 on the latent
@@ -74,11 +74,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::cluster::{adjusted_rand_index, relabel_by_size};
-use crate::data::{AnnData, Column, DenseMatrix};
+use crate::anndata::{AnnData, Column, DenseMatrix};
 use crate::diffvae::{LatentFit, LatentModelConfig, LatentModelKind, fit_latent};
 use crate::error::{Error, Result};
-use crate::preprocess::{self, FittedPreprocess};
+use crate::pp::{self, FittedPreprocess};
+use crate::tl::leiden::{adjusted_rand_index, relabel_by_size};
 use crate::train::Observer;
 
 /// Default quantile of the k-distances used as DBSCAN's ε by [`DbscanEps::Auto`].
@@ -1256,7 +1256,7 @@ pub fn identify(
     }
     let mut timings = Timings::default();
     let t = Instant::now();
-    let (pp, fitted) = preprocess::fit_transform(
+    let (pp, fitted) = pp::fit_transform(
         adata,
         &crate::diffvae::preprocess_config_for(adata, opts.n_top_genes),
     )?;
@@ -1448,7 +1448,7 @@ pub fn identify_bench(
         adata.n_obs(),
     )?;
     let start = Instant::now();
-    let (pp, _) = preprocess::fit_transform(
+    let (pp, _) = pp::fit_transform(
         adata,
         &crate::diffvae::preprocess_config_for(adata, opts.n_top_genes),
     )?;

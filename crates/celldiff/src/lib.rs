@@ -6,11 +6,9 @@
 //! The library holds the science; the `celldiff` binary (crate `celldiff-cli`) holds the
 //! command line.
 //!
-//! - [`data`]: in-memory AnnData (`X`, `obs`, `var`, `obsm`, `layers`, `uns`).
-//! - [`io`]: `.h5ad` and 10x `matrix.mtx` reading/writing.
-//! - [`preprocess`]: scanpy-equivalent `pp` functions.
-//! - [`pca`]: PCA (scanpy `pp.pca`).
-//! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
+//! - [`anndata`], [`io`], [`pp`], [`tl`], [`metrics`], [`error`]: the data layer, re-exported
+//!   from the crate `celldiff-data` (no Burn): AnnData in memory, `.h5ad`/10x io, scanpy-style
+//!   preprocessing and tools (PCA, neighbours, Leiden, UMAP), realism metrics, the error type.
 //! - [`models`]: Burn modules (VAE, ε-prediction denoiser, EMA), one file each.
 //! - [`schedulers`]: noise schedules, DDPM and DDIM samplers and the flow-matching Euler
 //!   sampler, one file each.
@@ -20,8 +18,7 @@
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the hand-written two-stage training loops.
 //! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
-//! - [`scld`]: SCLD end to end (conditions, guided generation, Scorer); [`cluster`],
-//!   [`neighbors`], [`umap`]: scanpy-style Leiden clustering and UMAP.
+//! - [`scld`]: SCLD end to end (conditions, guided generation, Scorer).
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
@@ -50,17 +47,7 @@ macro_rules! shared_data {
     }};
 }
 
-pub mod data;
-pub mod error;
-pub mod io;
-pub mod metrics;
-pub mod pca;
-pub mod preprocess;
-
-pub mod cluster;
 pub mod graph;
-pub mod neighbors;
-pub mod umap;
 
 pub mod analysis;
 pub mod backend;
@@ -85,8 +72,9 @@ pub mod stream;
 pub mod train;
 
 pub use burn::tensor::Device;
-pub use data::{AnnData, Column, DenseMatrix, Matrix};
-pub use error::{Error, Result};
+pub use celldiff_data::{AnnData, Column, DenseMatrix, Matrix};
+pub use celldiff_data::{Error, Result};
+pub use celldiff_data::{anndata, error, io, metrics, pp, tl};
 
 /// Serialises the unit tests that draw from the backend's device RNG (one process-wide
 /// generator in Burn's flex backend: `Device::seed`, dropout masks, `Tensor::random`), so a

@@ -38,7 +38,7 @@ use rand_distr::{Distribution, Gamma, Poisson};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DenseMatrix, Matrix};
+use crate::anndata::{DenseMatrix, Matrix};
 
 /// Fraction of training cells whose values must lie on a count lattice for the model to apply.
 pub const MIN_LATTICE_FRACTION: f64 = 0.8;

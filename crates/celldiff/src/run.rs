@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::io::output::OutputKind;
 use crate::models::{Denoiser, DenoiserConfig, Likelihood, Vae, VaeConfig};
 use crate::observation::CountObservation;
-use crate::preprocess::{FittedPreprocess, PreprocessConfig};
+use crate::pp::{FittedPreprocess, PreprocessConfig};
 use crate::schedulers::{NoiseSchedule, ScheduleConfig};
 use crate::train::{DiffusionTrainConfig, EpochRecord, LatentStats, VaeTrainConfig};
 
@@ -691,7 +691,7 @@ pub(crate) fn check_preprocess(path: &Path, p: &FittedPreprocess, genes: &[Strin
         check_range(path, "target_sum", t, (0.0, true), (f64::INFINITY, true))?;
     }
     for (i, s) in p.steps.iter().enumerate() {
-        if let crate::preprocess::Step::NormalizeTotal { target_sum } = s {
+        if let crate::pp::Step::NormalizeTotal { target_sum } = s {
             check_range(
                 path,
                 &format!("steps[{i}].target_sum"),

@@ -7,7 +7,7 @@
 //!   expression space, e.g. log1p-normalised HVGs) of the training cells of cluster k,
 //!   k = 1..K, and c_{K+1} = the mean of all training cells (the *holistic* condition).
 //!   Clusters come from an `obs` column (`--condition-key bulk_labels`) or Leiden
-//!   ([`crate::cluster`]). The MLP `Embed` of [`CondDenoiser`] maps them to the denoiser width.
+//!   ([`crate::tl::leiden`]). The MLP `Embed` of [`CondDenoiser`] maps them to the denoiser width.
 //! - **Training** (Eq. 10–11): each cell gets its own cluster's condition, replaced by the
 //!   holistic one with probability p ([`ScldSpec::cond_drop`], default 0.15), so the same
 //!   network learns conditional and holistic denoising ([`crate::train::train_cond_diffusion`]).
@@ -50,8 +50,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::counts::LibrarySizeModel;
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
 use crate::decoded_counts::{
     CountsOutput, counts_anndata, reconstruct_counts, refit_log_theta, resolve_likelihood,
     sample_count_cells,
@@ -63,7 +63,7 @@ use crate::models::{
 };
 use crate::observation::CountObservation;
 use crate::pipeline::denoise_loop;
-use crate::preprocess::{FittedPreprocess, PreprocessConfig, fit_transform};
+use crate::pp::{FittedPreprocess, PreprocessConfig, fit_transform};
 use crate::run::{
     RunDir, check_all_finite, check_diffusion_train, check_dims, check_dropout, check_len,
     check_preprocess, check_range, check_schedule, check_vae_train, save_module, save_run_dir,
@@ -1243,7 +1243,7 @@ pub fn generate_conditions(
 /// go to the label whose tied neighbours are closest in total.
 #[derive(Debug, Clone)]
 pub struct LabelClassifier {
-    pca: crate::pca::Pca,
+    pca: crate::tl::pca::Pca,
     scores: DenseMatrix,
     labels: Vec<usize>,
     n_labels: usize,
@@ -1264,7 +1264,7 @@ impl LabelClassifier {
                 labels.len()
             )));
         }
-        let pca = crate::pca::Pca::fit(x, n_pcs)?;
+        let pca = crate::tl::pca::Pca::fit(x, n_pcs)?;
         let scores = pca.transform(x);
         Ok(Self {
             pca,

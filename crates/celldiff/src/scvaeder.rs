@@ -3,7 +3,7 @@
 //! binomial (scVI's likelihood, the default on count data: [`TrainSpec::likelihood`],
 //! [`crate::models::likelihood`]); such a run draws generated cells' library sizes from the
 //! latent's cluster ([`crate::counts::LibrarySizeModel`]) and writes counts
-//! ([`CountsOutput`]). The pieces live in [`crate::preprocess`], [`crate::models`],
+//! ([`CountsOutput`]). The pieces live in [`crate::pp`], [`crate::models`],
 //! [`crate::train`], [`crate::schedulers`] and [`crate::pipeline`]; this module wires them
 //! together the way `celldiff train` / `celldiff generate` use them.
 
@@ -13,8 +13,8 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::counts::{JointLibrary, LibraryModelKind, LibrarySizeModel};
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
 pub use crate::decoded_counts::{CountsOutput, model_space};
 use crate::decoded_counts::{
     counts_anndata, reconstruct_counts, refit_log_theta, resolve_likelihood, sample_count_cells,
@@ -25,8 +25,8 @@ use crate::models::{DenoiserConfig, Likelihood, VaeConfig};
 use crate::observation::CountObservation;
 use crate::observation::size_factors;
 use crate::pipeline::sample_latents;
-use crate::preprocess::FittedPreprocess;
-use crate::preprocess::{PreprocessConfig, fit_transform};
+use crate::pp::FittedPreprocess;
+use crate::pp::{PreprocessConfig, fit_transform};
 use crate::run::{Run, RunConfig};
 use crate::schedulers::{
     ClipRange, DdimScheduler, DdpmScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig,
@@ -185,7 +185,7 @@ impl Default for StreamSpec {
 }
 
 /// [`fit`] on an `.h5ad` file read block by block from disk, never holding `X`: the
-/// preprocessing is fit in streaming passes ([`crate::preprocess::fit_streaming`]), the VAE
+/// preprocessing is fit in streaming passes ([`crate::pp::fit_streaming`]), the VAE
 /// trains on [`StreamedCells`] with the [`Shuffle::Blocks`](crate::train::Shuffle::Blocks) order of `stream`, and only the
 /// latent means (`[n_cells, n_latent]`) are kept in memory for the diffusion stage.
 ///
@@ -216,7 +216,7 @@ pub fn fit_stream(
             x: &mut reader,
             rows: &cells,
         };
-        crate::preprocess::fit_streaming(
+        crate::pp::fit_streaming(
             &mut view,
             &meta.var_names,
             Some(&meta.obs_names),
@@ -402,7 +402,7 @@ fn fit_cells(
 /// training cells' reconstructions (`decode` of their latent codes `mu`, unstandardised).
 /// Shared by scVAEDer and SCLD.
 pub(crate) fn fit_observation(
-    fitted: &crate::preprocess::FittedPreprocess,
+    fitted: &crate::pp::FittedPreprocess,
     x: &mut dyn TrainCells,
     mu: &DenseMatrix,
     decode: &dyn Fn(Tensor<2>) -> Result<DenseMatrix>,

@@ -28,8 +28,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::Device;
+use crate::anndata::DenseMatrix;
 use crate::classify::{Classifier, argmax_rows, predict_proba};
-use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
 use crate::identify::cluster_dimensions;
 use crate::models::DiffVae;
@@ -513,7 +513,7 @@ mod tests {
         let _rng = crate::test_rng_lock();
         let adata = read(Path::new(WEINREB), &ReadOptions::default()).unwrap();
         let (labels, cats) = reference_labels(&adata, "state_info").unwrap();
-        let (pp, fitted) = crate::preprocess::fit_transform(
+        let (pp, fitted) = crate::pp::fit_transform(
             &adata,
             &crate::diffvae::preprocess_config_for(&adata, Some(1000)),
         )

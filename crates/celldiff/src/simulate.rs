@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
 
-use crate::data::{AnnData, Column, Matrix};
+use crate::anndata::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
 use crate::run::check_overwrite;
 
@@ -382,7 +382,7 @@ mod tests {
             "library {}",
             s.mean_library
         );
-        crate::preprocess::check_counts(&a.x).unwrap();
+        crate::pp::check_counts(&a.x).unwrap();
         let p2 = dir.path().join("b.h5ad");
         simulate_h5ad(
             &p2,

@@ -20,10 +20,10 @@ use std::thread::JoinHandle;
 
 use sprs::CsMat;
 
-use crate::data::{AnnData, DenseMatrix, Matrix, RowBlocks};
+use crate::anndata::{AnnData, DenseMatrix, Matrix, RowBlocks};
 use crate::error::{Error, Result};
 use crate::io::H5adStream;
-use crate::preprocess::FittedPreprocess;
+use crate::pp::FittedPreprocess;
 use crate::train::{EpochPlan, Shuffle, TrainCells};
 
 /// Default cells per block of `train --stream` (`--shuffle-block`).
@@ -46,7 +46,7 @@ pub fn read_cells(x: &mut dyn RowBlocks, cells: &[usize], lo: usize, hi: usize) 
     let idx: Vec<usize> = cells[lo..hi].iter().map(|&r| r - r0).collect();
     Ok(match block {
         Matrix::Dense(d) => Matrix::Dense(d.select_rows(&idx)),
-        Matrix::Csr(c) => Matrix::Csr(crate::data::select_csr_rows(&c, &idx)),
+        Matrix::Csr(c) => Matrix::Csr(crate::anndata::select_csr_rows(&c, &idx)),
     })
 }
 
@@ -451,7 +451,7 @@ impl TrainCells for StreamedCells {
 mod tests {
     use super::*;
     use crate::io::ReadOptions;
-    use crate::preprocess::{PreprocessConfig, fit_transform};
+    use crate::pp::{PreprocessConfig, fit_transform};
     use crate::train::{InMemoryCells, PlanGroup, plan_epoch};
     use rand::SeedableRng;
     use rand::rngs::StdRng;

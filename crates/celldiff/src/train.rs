@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DenseMatrix, Matrix};
+use crate::anndata::{DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::models::denoiser::timestep_embedding;
 use crate::models::vae::{vae_count_loss_terms, vae_loss_terms};
@@ -1581,7 +1581,7 @@ mod count_likelihood_tests {
     use rand_distr::{Distribution, Gamma, Poisson};
 
     use super::{Silent, VaeTrainConfig, train_vae};
-    use crate::data::{DenseMatrix, Matrix};
+    use crate::anndata::{DenseMatrix, Matrix};
     use crate::models::{Likelihood, VaeConfig};
 
     /// NB counts of two cell types (different gene proportions) with θ = 2 for every gene and

@@ -16,13 +16,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use celldiff::anndata::Column;
 use celldiff::backend::DeviceChoice;
 use celldiff::classify::{Classifier, ClassifierTrainConfig};
-use celldiff::data::Column;
 use celldiff::diffvae::{self, LatentModelKind};
 use celldiff::identify::reference_labels;
 use celldiff::shift::{self, ShiftOptions};
-use celldiff::{AnnData, DenseMatrix, preprocess};
+use celldiff::{AnnData, DenseMatrix, pp};
 
 use super::identify::TrainFlags;
 use super::{DataArgs, Written, device, write_atomic};
@@ -199,7 +199,7 @@ fn fit_classifier(
     device: &celldiff::Device,
 ) -> Result<(Classifier, DenseMatrix, Vec<String>)> {
     let (labels, cats) = reference_labels(adata, labels_key)?;
-    let (pp, fitted) = preprocess::fit_transform(
+    let (pp, fitted) = pp::fit_transform(
         adata,
         &diffvae::preprocess_config_for(adata, (n_top_genes > 0).then_some(n_top_genes)),
     )

@@ -11,10 +11,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use celldiff::cluster::{ClusterFlavor, ClusterOptions, CommunityOptions, cluster_pipeline};
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io;
-use celldiff::umap::UmapOptions;
+use celldiff::tl::leiden::{ClusterFlavor, ClusterOptions, CommunityOptions, cluster_pipeline};
+use celldiff::tl::umap::UmapOptions;
 
 use super::DataArgs;
 
@@ -138,7 +138,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     }
     // The neighbourhood graph exactly as `sc.pp.neighbors(adata, n_neighbors, use_rep="X_pca",
     // key_added=...)` stores it, so that sc.tl.umap / paga / leiden run on the output.
-    let nb = celldiff::neighbors::scanpy_neighbors_uns(
+    let nb = celldiff::tl::neighbors::scanpy_neighbors_uns(
         a.neighbors_key.as_deref(),
         a.n_neighbors,
         "X_pca",

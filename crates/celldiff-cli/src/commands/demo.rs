@@ -280,7 +280,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
 
 /// ln of each cell's total count over the model genes, for cells of the model's space
 /// (`[n, n_genes]`, log1p-normalised) whose counts can be recovered (others are skipped).
-fn library_logs(x: &celldiff::data::DenseMatrix) -> Vec<f64> {
+fn library_logs(x: &celldiff::anndata::DenseMatrix) -> Vec<f64> {
     let rows = celldiff::counts::recover_counts(x);
     rows.library
         .iter()

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use celldiff::data::{AnnData, DenseMatrix};
+use celldiff::anndata::{AnnData, DenseMatrix};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::preprocess::FittedPreprocess;
+use celldiff::pp::FittedPreprocess;
 
 use super::{eval_options, print_table, write_atomic};
 

@@ -9,8 +9,8 @@ use clap::Args;
 
 use celldiff::analysis::interpolate::{self, InterpolateOptions, Interpolation};
 use celldiff::analysis::velocity::{self, Direction, VelocityOptions};
+use celldiff::anndata::{Column, DenseMatrix};
 use celldiff::backend::DeviceChoice;
-use celldiff::data::{Column, DenseMatrix};
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::plot::{self, Series};

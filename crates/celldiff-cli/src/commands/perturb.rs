@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use celldiff::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
+use celldiff::anndata::{AnnData, DenseMatrix};
 use celldiff::backend::DeviceChoice;
-use celldiff::data::{AnnData, DenseMatrix};
 use celldiff::io;
 use celldiff::plot;
 

@@ -7,9 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use celldiff::anndata::{AnnData, Column};
 use celldiff::backend::DeviceChoice;
-use celldiff::cluster::{ClusterOptions, cluster_pipeline};
-use celldiff::data::{AnnData, Column};
 use celldiff::models::{Architecture, Fusion};
 use celldiff::run::read_model_name;
 use celldiff::scld::{
@@ -17,6 +16,7 @@ use celldiff::scld::{
     ScldRun, ScldSpec,
 };
 use celldiff::scvaeder::DataSource;
+use celldiff::tl::leiden::{ClusterOptions, cluster_pipeline};
 
 use super::{GenerateArgs, ModelArgs, TrainArgs, device, parse_sampler};
 use crate::progress::Bars;

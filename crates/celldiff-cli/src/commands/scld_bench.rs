@@ -31,17 +31,17 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
+use celldiff::anndata::DenseMatrix;
 use celldiff::backend::DeviceChoice;
-use celldiff::data::DenseMatrix;
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::neighbors;
-use celldiff::pca::Pca;
 use celldiff::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LabelClassifier, SampleOptions, ScldGenerateOptions,
 };
 use celldiff::scvaeder::{self, DataSource, GenerateOptions};
-use celldiff::umap::{UmapOptions, umap_layout};
+use celldiff::tl::neighbors;
+use celldiff::tl::pca::Pca;
+use celldiff::tl::umap::{UmapOptions, umap_layout};
 
 use super::scld::ScldTrainArgs;
 use super::{DataArgs, ModelArgs, Written, device, eval_options, parse_sampler, write_atomic};
@@ -187,7 +187,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let train_pp = run.preprocess.transform(&train)?.x.to_dense();
     let n = test_pp.n_rows;
     let names = run.conditions.names.clone();
-    let label_of = |ad: &celldiff::data::AnnData| -> Result<Vec<Option<usize>>> {
+    let label_of = |ad: &celldiff::anndata::AnnData| -> Result<Vec<Option<usize>>> {
         Ok(ad
             .obs_column(&key)?
             .labels()

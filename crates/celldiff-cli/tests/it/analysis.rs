@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
 
 use crate::common::{TINY, assert_bad_input, assert_ok, celldiff, scratch, shared_data};

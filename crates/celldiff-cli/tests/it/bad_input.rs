@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use celldiff::data::{AnnData, DenseMatrix, Matrix};
+use celldiff::anndata::{AnnData, DenseMatrix, Matrix};
 use hdf5_pure::{AttrValue, FileBuilder};
 
 use crate::common::{

@@ -2,7 +2,7 @@
 //! the documented obs/obsm/uns keys, accuracy above the majority baseline on held-out cells,
 //! the shift outputs on Weinreb (undiff → Monocyte), overwrite protection and bad flags.
 
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
 
 use crate::common::{assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch, shared_data};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
 
 use crate::common::{

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use celldiff::cluster::adjusted_rand_index;
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
+use celldiff::tl::leiden::adjusted_rand_index;
 
 use crate::common::{assert_bad_input, assert_ok, celldiff, scratch, shared_data};
 

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use celldiff::data::{Column, Matrix};
+use celldiff::anndata::{Column, Matrix};
 use celldiff::io::{ReadOptions, read};
 use serde_json::Value;
 
@@ -140,7 +140,7 @@ fn scld_trains_an_nb_autoencoder_on_counts_and_writes_counts() {
     let counts = read(&out, &ReadOptions::default()).unwrap();
     let log1p = generate(run, &["--condition", "CD14+ Monocyte", "--output", "log1p"]);
     let log1p = read(&log1p, &ReadOptions::default()).unwrap();
-    let layer = |d: &celldiff::data::AnnData, k: &str| {
+    let layer = |d: &celldiff::anndata::AnnData, k: &str| {
         d.layers.iter().find(|(n, _)| n == k).unwrap().1.to_dense()
     };
     assert_eq!(log1p.x.to_dense().data, layer(&counts, "log1p_norm").data);
@@ -152,7 +152,7 @@ fn output_log1p_swaps_x_and_the_layer_and_evaluate_sees_the_same_cells() {
     let log1p = generate(tiny_nb_run(), &["--output", "log1p"]);
     let a = read(&counts, &ReadOptions::default()).unwrap();
     let b = read(&log1p, &ReadOptions::default()).unwrap();
-    let layer = |d: &celldiff::data::AnnData, k: &str| {
+    let layer = |d: &celldiff::anndata::AnnData, k: &str| {
         d.layers.iter().find(|(n, _)| n == k).unwrap().1.to_dense()
     };
     assert_eq!(b.x.to_dense().data, layer(&a, "log1p_norm").data);

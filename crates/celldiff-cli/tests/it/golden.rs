@@ -62,7 +62,7 @@ fn hex(digest: &[u8]) -> String {
 fn h5ad_content(a: &celldiff::AnnData) -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}", (&a.obs_names, &a.var_names, &a.obs, &a.var)).as_bytes());
-    let mut matrix = |name: &str, m: &celldiff::data::Matrix| {
+    let mut matrix = |name: &str, m: &celldiff::anndata::Matrix| {
         h.update(format!("{name} {:?}", m.shape()).as_bytes());
         m.for_each_nonzero(|i, j, v| {
             h.update((i as u64).to_le_bytes());

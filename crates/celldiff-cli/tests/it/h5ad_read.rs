@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use celldiff::data::{Column, Matrix};
+use celldiff::anndata::{Column, Matrix};
 use celldiff::io::{ReadOptions, read_h5ad};
 use hdf5_pure::{AttrValue, FileBuilder, GroupBuilder};
 
@@ -104,7 +104,7 @@ fn small_h5ad(path: &Path, genes: &[&str], edit: impl FnOnce(&mut FileBuilder)) 
 
 /// Reads `path` through the CLI (`preprocess --no-log1p`) and returns the output file's
 /// contents (names, columns; `X` is normalised) and the command's stderr.
-fn through_cli(path: &Path) -> (celldiff::data::AnnData, String) {
+fn through_cli(path: &Path) -> (celldiff::anndata::AnnData, String) {
     let out = path.with_extension("out.h5ad");
     let o = celldiff([
         "preprocess",

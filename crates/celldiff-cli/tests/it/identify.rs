@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
 
 use crate::common::{assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch};

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use celldiff::data::Column;
+use celldiff::anndata::Column;
 use celldiff::io::{ReadOptions, read};
 
 use crate::common::{TINY, assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch, tiny_run};
@@ -258,7 +258,7 @@ fn scld_trains_on_leiden_clusters_with_unet_attention_and_a_zinb_vae_latent() {
     assert!(labels(&g, "celldiff_condition").iter().all(|l| l == "0"));
     assert_eq!(g.uns["celldiff"]["likelihood"], "zinb");
     assert!(
-        matches!(g.x, celldiff::data::Matrix::Csr(_)),
+        matches!(g.x, celldiff::anndata::Matrix::Csr(_)),
         "ZINB counts in X"
     );
     // Without a Scorer there is no score, and asking for post-guidance is an error.

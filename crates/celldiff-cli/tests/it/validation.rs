@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use celldiff::data::{AnnData, Column, DenseMatrix, Matrix};
+use celldiff::anndata::{AnnData, Column, DenseMatrix, Matrix};
 
 use crate::common::{
     TINY, assert_bad_input, assert_ok, celldiff, copy_run, demo_h5ad, scratch, shared_data, stderr,

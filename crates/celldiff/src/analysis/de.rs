@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::metrics::average_ranks;
 
 /// Wilcoxon z-scores of `group` (`[n_g, n_genes]`) against `reference` (`[n_r, n_genes]`),

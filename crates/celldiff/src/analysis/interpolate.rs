@@ -31,12 +31,12 @@ use super::{
     Encoding, PriorSpace, ReverseNoise, decode_standardized, group_indices, mean_row, mean_rows,
     standardized_latents,
 };
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::metrics::{pearson, spearman};
-use crate::pca::Pca;
 use crate::run::Run;
 use crate::scvaeder::SamplerKind;
+use crate::tl::pca::Pca;
 use crate::train::to_host;
 
 /// Where the interpolation happens.

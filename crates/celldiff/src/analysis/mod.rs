@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{AnnData, DenseMatrix, Matrix};
+use crate::anndata::{AnnData, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::pipeline::{ddim_invert, denoise_from};
 use crate::run::Run;

@@ -32,7 +32,7 @@ use super::{
     Encoding, PriorSpace, ReverseNoise, decode_standardized, mean_row, standardized_latents,
 };
 use crate::analysis::de::rank_genes;
-use crate::data::{AnnData, Column, DenseMatrix};
+use crate::anndata::{AnnData, Column, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::pearson;
 use crate::run::Run;
@@ -278,7 +278,7 @@ pub fn predict(
     let control = pp.x.rows_dense(&target_ctrl);
     let real_stimulated = pp.x.rows_dense(&target_stim);
     let m = target_ctrl.len();
-    let mut out = AnnData::new(crate::data::Matrix::Dense(x), run.genes.clone());
+    let mut out = AnnData::new(crate::anndata::Matrix::Dense(x), run.genes.clone());
     out.obs_names = target_ctrl
         .iter()
         .map(|&i| format!("pred-{}", adata.obs_names[i]))

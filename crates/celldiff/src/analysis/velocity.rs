@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 
 /// Which velocities rank first.

@@ -36,7 +36,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 
 /// Gradient clipping bound (umap-learn `clip`).
@@ -240,7 +240,7 @@ pub fn find_ab_params(spread: f64, min_dist: f64) -> Result<(f64, f64)> {
 /// and the initialisation, which differs from scanpy's spectral default).
 ///
 /// - `graph`: square `[n_cells, n_cells]` non-negative weights, normally the symmetric UMAP
-///   connectivities of [`crate::neighbors::neighbors`]; every stored entry `(i, j)` is one
+///   connectivities of [`crate::tl::neighbors::neighbors`]; every stored entry `(i, j)` is one
 ///   directed edge.
 /// - `init`: `[n_cells, ≥ 2]` starting coordinates; the first two columns are used (e.g. the
 ///   PCA scores `[n_cells, n_pcs]`).
@@ -480,9 +480,9 @@ fn initial_layout(init: &DenseMatrix, rng: &mut StdRng) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterOptions, cluster_pipeline};
     use crate::io::{ReadOptions, read};
-    use crate::neighbors::knn_euclidean;
+    use crate::tl::leiden::{ClusterOptions, cluster_pipeline};
+    use crate::tl::neighbors::knn_euclidean;
 
     #[test]
     fn ab_params_match_umap_learn() {

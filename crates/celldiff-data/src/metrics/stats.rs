@@ -3,7 +3,7 @@
 
 /// 1-based ranks of `x` with ties given their average rank (scipy
 /// `scipy.stats.rankdata(x, method="average")`). Values are ordered with `f64::total_cmp`.
-pub(crate) fn average_ranks(x: &[f64]) -> Vec<f64> {
+pub fn average_ranks(x: &[f64]) -> Vec<f64> {
     let n = x.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| x[a].total_cmp(&x[b]).then(a.cmp(&b)));

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
 
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 
 // ---------------------------------------------------------------------------------------------

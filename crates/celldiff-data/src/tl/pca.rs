@@ -41,7 +41,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 
 /// A fitted PCA (scanpy `sc.pp.pca`, `svd_solver="arpack"`, `zero_center=True`).

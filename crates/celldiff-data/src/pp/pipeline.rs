@@ -11,7 +11,7 @@ use super::basic::{
     normalize_total, row_sums_with, scale, scale_with,
 };
 use super::hvg::{HvgFlavor, HvgParams, HvgResult, highly_variable_genes};
-use crate::data::{AnnData, Column, Matrix};
+use crate::anndata::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
 
 /// What [`fit_transform`] does. Serialisable (JSON/TOML) so runs are reproducible.

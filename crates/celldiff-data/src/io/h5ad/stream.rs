@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use hdf5_pure::{Dataset, File};
 use sprs::CsMat;
 
-use super::{Node, ReadOptions, Reader, attr_str, check_hdf5_signature, decoder_panic, sort_rows};
-use crate::data::{AnnData, Matrix, RowBlocks};
+use super::decode::sort_rows;
+use super::{Node, ReadOptions, Reader, attr_str, check_hdf5_signature, decoder_panic};
+use crate::anndata::{AnnData, Matrix, RowBlocks};
 use crate::error::{Error, Result};
 
 /// How `X` is stored.
@@ -180,7 +181,7 @@ impl H5adStream {
                         ),
                     ));
                 }
-                Ok(Matrix::Dense(crate::data::DenseMatrix {
+                Ok(Matrix::Dense(crate::anndata::DenseMatrix {
                     n_rows: end - start,
                     n_cols: n_vars,
                     data,
@@ -394,7 +395,7 @@ mod tests {
     fn dense_x_is_read_by_rows() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("dense.h5ad");
-        let d = crate::data::DenseMatrix::from_vec(3, 2, vec![1., 2., 3., 4., 5., 6.]).unwrap();
+        let d = crate::anndata::DenseMatrix::from_vec(3, 2, vec![1., 2., 3., 4., 5., 6.]).unwrap();
         write_h5ad(
             &p,
             &AnnData::new(Matrix::Dense(d), vec!["a".into(), "b".into()]),

@@ -22,7 +22,7 @@ use std::path::Path;
 pub use h5ad::{H5adStream, ReadOptions, read_h5ad, write_h5ad};
 pub use tenx::read_10x_dir;
 
-use crate::data::{AnnData, Matrix};
+use crate::anndata::{AnnData, Matrix};
 use crate::error::{Error, Result};
 
 /// Reads single-cell data into an [`AnnData`] with `X` of shape `[n_cells, n_genes]`, values
@@ -99,7 +99,7 @@ pub fn check_finite(x: &Matrix, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::DenseMatrix;
+    use crate::anndata::DenseMatrix;
 
     #[test]
     fn check_finite_names_first_offending_cell_and_gene() {

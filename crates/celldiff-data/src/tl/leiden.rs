@@ -1,6 +1,6 @@
 //! Graph clustering of cells: Leiden (Traag, Waltman & van Eck 2019, *Sci. Rep.* 9:5233) and
 //! Louvain (Blondel et al. 2008) modularity optimisation on the UMAP connectivities of
-//! [`crate::neighbors`], scanpy's `sc.tl.leiden(flavor="igraph", n_iterations=2)` /
+//! [`crate::tl::neighbors`], scanpy's `sc.tl.leiden(flavor="igraph", n_iterations=2)` /
 //! `sc.tl.louvain`, plus the adjusted Rand index to compare partitions and the standard scanpy
 //! pipeline from counts to labels ([`cluster_pipeline`]).
 //!
@@ -26,12 +26,12 @@ use leiden_rs::{GraphDataBuilder, Leiden, LeidenConfig, Partition, QualityType};
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
 
-use crate::data::{AnnData, DenseMatrix};
+use crate::anndata::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
-use crate::neighbors::{self, Neighbors};
-use crate::pca::Pca;
-use crate::preprocess::{self, FittedPreprocess, HvgFlavor, PreprocessConfig};
-use crate::umap::{self, UmapOptions};
+use crate::pp::{self, FittedPreprocess, HvgFlavor, PreprocessConfig};
+use crate::tl::neighbors::{self, Neighbors};
+use crate::tl::pca::Pca;
+use crate::tl::umap::{self, UmapOptions};
 
 /// Upper bound on Leiden iterations when `n_iterations = 0` ("until the partition is stable").
 const MAX_STABLE_ITERATIONS: usize = 50;
@@ -107,7 +107,7 @@ impl Default for CommunityOptions {
 /// random_state, flavor="igraph")` / `tl.louvain`.
 ///
 /// `graph` is a square `[n_cells, n_cells]` adjacency (e.g.
-/// [`Neighbors::connectivities`](crate::neighbors::Neighbors)), normally symmetric; each
+/// [`Neighbors::connectivities`](crate::tl::neighbors::Neighbors)), normally symmetric; each
 /// stored entry `(i, j, w)` adds `w` to the undirected edge `{i, j}` (diagonal entries are
 /// self-loops). Returns one label per node, `0` for the largest cluster, `1` for the next, ...
 /// (ties by the smallest node index); isolated nodes form singleton clusters.
@@ -335,7 +335,7 @@ impl ClusterResult {
 }
 
 /// scanpy's standard clustering workflow on `adata` (`[n_cells, n_genes]`, raw counts or
-/// log1p-normalised; see [`preprocess::fit_transform`] for the input-kind detection):
+/// log1p-normalised; see [`pp::fit_transform`] for the input-kind detection):
 /// `opts.preprocess` (default `normalize_total(1e4)` → `log1p` → `highly_variable_genes(
 /// flavor="seurat", n_top_genes=2000)` → subset → `scale(max_value=10)`), `pp.pca(n_comps=
 /// n_pcs)`, `pp.neighbors(n_neighbors)` ([`neighbors::neighbors`]), `tl.leiden` /
@@ -374,7 +374,7 @@ pub fn cluster_pipeline(adata: &AnnData, opts: &ClusterOptions) -> Result<Cluste
     if let Some(u) = &opts.umap {
         u.validate()?;
     }
-    let (pp, fitted) = preprocess::fit_transform(adata, &opts.preprocess)?;
+    let (pp, fitted) = pp::fit_transform(adata, &opts.preprocess)?;
     let x = pp.x.to_dense();
     drop(pp);
     let pca = Pca::fit(&x, opts.n_pcs)?;

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use sprs::CsMat;
 
-use crate::data::{AnnData, Column, Frame, Matrix};
+use crate::anndata::{AnnData, Column, Frame, Matrix};
 use crate::error::{Error, Result};
 
 /// Reads a 10x Genomics MatrixMarket directory into an [`AnnData`] of shape

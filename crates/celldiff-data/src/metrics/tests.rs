@@ -271,7 +271,9 @@ fn evaluate_timing() {
     union.n_rows += fake.n_rows;
     union.data.extend_from_slice(&fake.data);
     let t = Instant::now();
-    let z = crate::pca::Pca::fit(&union, 50).unwrap().transform(&union);
+    let z = crate::tl::pca::Pca::fit(&union, 50)
+        .unwrap()
+        .transform(&union);
     eprintln!("PCA 3950 × 2000 → 50: {:.2} s", t.elapsed().as_secs_f64());
     let n_train = z.n_rows * 3 / 4;
     let y: Vec<bool> = (0..n_train).map(|i| i % 2 == 0).collect();

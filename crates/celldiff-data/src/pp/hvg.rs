@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::basic::{col_mean_var, col_mean_var_with, csr_of};
 use super::loess::loess_fit;
-use crate::data::{AnnData, Column, Matrix};
+use crate::anndata::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
 
 /// The HVG method (scanpy's `flavor`).

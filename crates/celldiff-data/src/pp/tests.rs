@@ -3,7 +3,7 @@
 use sprs::CsMat;
 
 use super::*;
-use crate::data::{AnnData, Column, DenseMatrix, Matrix};
+use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::Error;
 
 fn dense(n_rows: usize, n_cols: usize, v: &[f32]) -> DenseMatrix {

@@ -6,7 +6,7 @@
 //!
 //! 1. **Balance**: the larger set is subsampled (seeded, without replacement) to the size of
 //!    the smaller, and both are capped at [`EvalOptions::max_cells`].
-//! 2. **PCA-50 on the union** of the balanced real and generated cells ([`crate::pca::Pca`],
+//! 2. **PCA-50 on the union** of the balanced real and generated cells ([`crate::tl::pca::Pca`],
 //!    exact, centred). Fitting on the real cells alone makes the components fit those cells'
 //!    noise: on Kang PBMC (two random halves of the same 1975 real cells, 2000 genes of
 //!    highest variance, 400 cells per set) a random forest then separates real from *real*
@@ -59,12 +59,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use stats::average_ranks;
-pub use stats::{ks_statistic, pearson, roc_auc, spearman};
+pub use stats::{average_ranks, ks_statistic, pearson, roc_auc, spearman};
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
-use crate::pca::Pca;
+use crate::tl::pca::Pca;
 
 /// Fewest cells accepted in either set (real or generated).
 pub const MIN_CELLS: usize = 10;

@@ -473,7 +473,7 @@ impl RowBlocks for Matrix {
         let idx: Vec<usize> = (start..end).collect();
         Ok(match self {
             Matrix::Dense(d) => Matrix::Dense(d.select_rows(&idx)),
-            Matrix::Csr(c) => Matrix::Csr(select_csr_rows(&crate::preprocess::csr_of(c), &idx)),
+            Matrix::Csr(c) => Matrix::Csr(select_csr_rows(&crate::pp::csr_of(c), &idx)),
         })
     }
 }

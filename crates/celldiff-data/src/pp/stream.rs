@@ -39,7 +39,7 @@ use super::inspect_kind;
 #[cfg(doc)]
 use super::pipeline::fit_transform;
 use super::pipeline::{FitPlan, FittedPreprocess, PreprocessConfig, validate_config};
-use crate::data::{DenseMatrix, Matrix, RowBlocks, select_csr_cols, select_csr_rows};
+use crate::anndata::{DenseMatrix, Matrix, RowBlocks, select_csr_cols, select_csr_rows};
 use crate::error::{Error, Result};
 
 /// The result of [`fit_streaming`].
@@ -401,7 +401,7 @@ impl Prep<'_> {
     }
 }
 
-/// Rows `idx` of `m`, as [`crate::data::AnnData::select_obs`] selects them.
+/// Rows `idx` of `m`, as [`crate::anndata::AnnData::select_obs`] selects them.
 fn select_rows(m: &Matrix, idx: &[usize]) -> Matrix {
     match m {
         Matrix::Dense(d) => Matrix::Dense(d.select_rows(idx)),
@@ -409,7 +409,7 @@ fn select_rows(m: &Matrix, idx: &[usize]) -> Matrix {
     }
 }
 
-/// Columns `idx` of `m`, as [`crate::data::AnnData::select_vars`] selects them.
+/// Columns `idx` of `m`, as [`crate::anndata::AnnData::select_vars`] selects them.
 fn select_cols(m: &Matrix, idx: &[usize]) -> Matrix {
     match m {
         Matrix::Dense(d) => Matrix::Dense(d.select_cols(idx)),
@@ -426,9 +426,9 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
-    use crate::data::AnnData;
+    use crate::anndata::AnnData;
     use crate::io::{ReadOptions, read};
-    use crate::preprocess::{DataKind, Step, filter_cells, fit_transform};
+    use crate::pp::{DataKind, Step, filter_cells, fit_transform};
 
     const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
 

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use super::basic::col_mean_var;
 use super::*;
-use crate::data::{AnnData, Matrix};
+use crate::anndata::{AnnData, Matrix};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -195,7 +195,7 @@ fn golden_log1p_values_and_gene_stats() {
 
 /// numpy's `X.mean(axis=0)` and `X.var(axis=0, ddof=1)` on a C-ordered float32 array: float32
 /// accumulators, rows added one after the other.
-fn numpy_f32_mean_var(x: &crate::data::DenseMatrix) -> (Vec<f64>, Vec<f64>) {
+fn numpy_f32_mean_var(x: &crate::anndata::DenseMatrix) -> (Vec<f64>, Vec<f64>) {
     let (n, p) = (x.n_rows, x.n_cols);
     let mut acc = vec![0.0f32; p];
     for i in 0..n {
@@ -312,7 +312,7 @@ fn scaled_hvg200() -> &'static DenseMatrixAndStats {
 }
 
 struct DenseMatrixAndStats {
-    x: crate::data::DenseMatrix,
+    x: crate::anndata::DenseMatrix,
     _stats: ScaleStats,
 }
 
@@ -332,7 +332,7 @@ fn golden_scale_hvg200() {
 #[test]
 fn golden_pca50_variance_ratio() {
     let s = scaled_hvg200();
-    let pca = crate::pca::Pca::fit(&s.x, 50).expect("PCA");
+    let pca = crate::tl::pca::Pca::fit(&s.x, 50).expect("PCA");
     // sc.pp.pca(adata, n_comps=50, svd_solver="arpack"); adata.uns["pca"]["variance_ratio"]
     let reference = read_npy(fixture!("pca50_variance_ratio.npy"));
     let dev = max_rel(&pca.explained_variance_ratio, &reference.data, 1e-12);

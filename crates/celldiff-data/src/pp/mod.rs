@@ -16,8 +16,8 @@
 //! Equivalence with scanpy 1.11.5 is tested on the 10x mouse-brain subset in
 //! `shared/fixtures/scanpy_pp_brain10k`.
 //!
-//! [`Matrix`]: crate::data::Matrix
-//! [`RowBlocks`]: crate::data::RowBlocks
+//! [`Matrix`]: crate::anndata::Matrix
+//! [`RowBlocks`]: crate::anndata::RowBlocks
 
 mod basic;
 pub(crate) use basic::csr_of;

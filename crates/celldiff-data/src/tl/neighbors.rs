@@ -24,7 +24,7 @@ use faer::{Accum, Mat, MatRef, Par};
 use rayon::prelude::*;
 use sprs::CsMat;
 
-use crate::data::DenseMatrix;
+use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 
 /// Rows per GEMM block (memory per block: `BLOCK × n_cells` doubles).

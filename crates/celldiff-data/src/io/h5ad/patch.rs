@@ -37,7 +37,7 @@ use super::write::{
     H5Node, check_key, check_uns_keys, column_node, column_order, csr_node, dense_node, dict_node,
     uns_node,
 };
-use crate::data::{Column, DenseMatrix, Frame};
+use crate::anndata::{Column, DenseMatrix, Frame};
 use crate::error::{Error, Result};
 use crate::io::ReadOptions;
 
