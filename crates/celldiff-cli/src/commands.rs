@@ -430,6 +430,14 @@ pub struct ModelArgs {
     /// refuse the run). scVAEDer only. See docs/RESULTS.md for the comparison.
     #[arg(long, default_value = "cluster", value_parser = ["cluster", "joint"])]
     pub library_model: String,
+    /// Normalisation of the VAE's hidden layers: batch (BatchNorm, the paper's) or none
+    /// (Linear → activation → Dropout, the block of SCLD's autoencoder). scVAEDer only. See
+    /// docs/RESULTS.md, "VAE hidden block".
+    #[arg(long, default_value = "batch", value_parser = ["batch", "none"])]
+    pub vae_norm: String,
+    /// Activation of the VAE's hidden layers: relu (the paper's) or silu. scVAEDer only.
+    #[arg(long, default_value = "relu", value_parser = ["relu", "silu"])]
+    pub vae_activation: String,
     /// The latent prior: diffusion (DDPM noise prediction, the papers' model) or flow
     /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
     /// 2023, on the same denoiser network; generate then integrates its ODE with Euler steps:
@@ -472,6 +480,14 @@ impl ModelArgs {
                 .map(parse_likelihood)
                 .transpose()?,
             decoder_dropout: self.dropout_decoder,
+            vae_norm: match self.vae_norm.as_str() {
+                "none" => celldiff::models::HiddenNorm::None,
+                _ => celldiff::models::HiddenNorm::Batch,
+            },
+            vae_activation: match self.vae_activation.as_str() {
+                "silu" => celldiff::models::Activation::Silu,
+                _ => celldiff::models::Activation::Relu,
+            },
             library_model: match self.library_model.as_str() {
                 "joint" => celldiff::counts::LibraryModelKind::Joint,
                 _ => celldiff::counts::LibraryModelKind::Cluster,

@@ -4,6 +4,7 @@
 //! parameters) exits with code 2, internal failures with 1.
 
 mod commands;
+mod plot;
 mod progress;
 mod warnings;
 

@@ -22,7 +22,6 @@
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
-//! - [`plot`]: PNG line plots, heatmaps and violins of the analyses (plotters).
 //! - [`diffvae`], [`identify`]: DiffVAE and its baselines; cell-type identification.
 //! - [`classify`], [`shift`]: DiffVAE's cell-type classifier and latent perturbations.
 //! - [`simulate`]: seeded NB count simulator written in chunks (scale tests).
@@ -61,7 +60,6 @@ pub mod models;
 pub mod observation;
 pub mod optim;
 pub mod pipeline;
-pub mod plot;
 pub mod run;
 pub mod schedulers;
 pub mod scld;

@@ -457,6 +457,16 @@ fn warn(msg: String) {
     tracing::warn!("{msg}");
 }
 
+/// Fills the VAE fields added after a run was written with the values such runs were trained
+/// with (`vae.norm`: `batch`, `vae.activation`: `Relu`, issue 18): Burn's `Config` derive does
+/// not default missing fields on deserialisation. Applies to `vae` of scVAEDer and SCLD runs.
+fn fill_vae_defaults(config: &mut serde_json::Value) {
+    if let Some(vae) = config.get_mut("vae").and_then(|v| v.as_object_mut()) {
+        vae.entry("norm").or_insert_with(|| "batch".into());
+        vae.entry("activation").or_insert_with(|| "Relu".into());
+    }
+}
+
 /// Parses JSON into `T`, naming the failing field path in the error
 /// (`diffusion_train.ema_decay: invalid type: null, expected f64`).
 fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
@@ -793,7 +803,8 @@ impl RunDir {
             ));
         }
         let cp = dir.join("config.json");
-        let config: serde_json::Value = read_json(&cp)?;
+        let mut config: serde_json::Value = read_json(&cp)?;
+        fill_vae_defaults(&mut config);
         let found = read_model_name(&cp)?;
         if found != model {
             return Err(Error::format(&cp, "model", wrong_model(&found)));
@@ -1018,6 +1029,22 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_written_before_the_vae_block_options_load_with_batchnorm_and_relu() {
+        let mut old = serde_json::json!({"vae": {"n_genes": 3, "hidden": [4]}});
+        fill_vae_defaults(&mut old);
+        assert_eq!(old["vae"]["norm"], "batch");
+        assert_eq!(old["vae"]["activation"], "Relu");
+        let mut new = serde_json::json!({"vae": {"norm": "none", "activation": "Silu"}});
+        fill_vae_defaults(&mut new);
+        assert_eq!(new["vae"]["norm"], "none");
+        assert_eq!(new["vae"]["activation"], "Silu");
+        // SCLD runs without a VAE are left alone.
+        let mut scld = serde_json::json!({"vae": null});
+        fill_vae_defaults(&mut scld);
+        assert!(scld["vae"].is_null());
+    }
 
     #[test]
     fn newer_incompatible_versions_are_refused_with_both_versions_named() {

@@ -21,7 +21,7 @@ use crate::decoded_counts::{
 };
 use crate::error::{Error, Result};
 use crate::io::H5adStream;
-use crate::models::{DenoiserConfig, Likelihood, VaeConfig};
+use crate::models::{Activation, DenoiserConfig, HiddenNorm, Likelihood, VaeConfig};
 use crate::observation::CountObservation;
 use crate::observation::size_factors;
 use crate::pipeline::sample_latents;
@@ -98,6 +98,11 @@ pub struct TrainSpec {
     /// How generated cells get their library size (`--library-model`; count likelihoods
     /// only): the latent's cluster (default) or diffused with the latent.
     pub library_model: LibraryModelKind,
+    /// Normalisation of the VAE's hidden layers (`--vae-norm`; default BatchNorm, as the
+    /// paper). Measured in docs/RESULTS.md ("VAE hidden block").
+    pub vae_norm: HiddenNorm,
+    /// Activation of the VAE's hidden layers (`--vae-activation`; default ReLU, as the paper).
+    pub vae_activation: Activation,
 }
 
 impl Default for TrainSpec {
@@ -121,6 +126,8 @@ impl Default for TrainSpec {
             likelihood: None,
             decoder_dropout: None,
             library_model: LibraryModelKind::Cluster,
+            vae_norm: HiddenNorm::Batch,
+            vae_activation: Activation::Relu,
         }
     }
 }
@@ -287,7 +294,9 @@ fn fit_cells(
         .with_n_latent(spec.n_latent)
         .with_dropout(spec.dropout)
         .with_decoder_dropout(spec.decoder_dropout)
-        .with_likelihood(likelihood);
+        .with_likelihood(likelihood)
+        .with_norm(spec.vae_norm)
+        .with_activation(spec.vae_activation);
     let mut vae_train = spec.vae_train.clone();
     vae_train.epochs = spec.vae_epochs.unwrap_or_else(|| auto_vae_epochs(n));
     vae_train.seed = spec.seed;

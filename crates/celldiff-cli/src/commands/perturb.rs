@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::plot;
 use celldiff::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
 use celldiff::anndata::{AnnData, DenseMatrix};
 use celldiff::backend::DeviceChoice;
 use celldiff::io;
-use celldiff::plot;
 
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
@@ -290,7 +290,7 @@ fn violins(
             var_names.len()
         );
     }
-    plot::violin_plot_labelled(path, title, VIOLIN_Y_LABEL, &panels)?;
+    plot::violin_plot(path, title, VIOLIN_Y_LABEL, &panels)?;
     Ok(())
 }
 

@@ -83,6 +83,11 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
     if base.library_model != celldiff::counts::LibraryModelKind::Cluster {
         bail!("--library-model joint is only used by --model scvaeder");
     }
+    if base.vae_norm != celldiff::models::HiddenNorm::Batch
+        || base.vae_activation != celldiff::models::Activation::Relu
+    {
+        bail!("--vae-norm and --vae-activation are only used by --model scvaeder");
+    }
     let mut spec = ScldSpec {
         preprocess: base.preprocess,
         latent_model,

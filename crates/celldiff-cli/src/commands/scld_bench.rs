@@ -31,10 +31,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
+use crate::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::anndata::DenseMatrix;
 use celldiff::backend::DeviceChoice;
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LabelClassifier, SampleOptions, ScldGenerateOptions,
 };

@@ -354,3 +354,53 @@ fn classifier_directories_are_checked_the_same_way() {
     make_legacy(&old);
     assert_ok(&predict(&old).0);
 }
+
+/// `--vae-norm none --vae-activation silu` (issue 18): recorded in the run, used again on load
+/// (the run generates), and refused for SCLD, whose latent models do not take them.
+#[test]
+fn vae_block_options_are_recorded_and_refused_for_scld() {
+    let run = scratch().join("plain-vae");
+    let mut args: Vec<String> = [
+        "train",
+        "--data",
+        demo_h5ad().to_str().unwrap(),
+        "--seed",
+        "0",
+        "--vae-norm",
+        "none",
+        "--vae-activation",
+        "silu",
+        "--out",
+        run.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    assert_ok(&celldiff(&args));
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["vae"]["norm"], "none");
+    assert_eq!(cfg["vae"]["activation"], "Silu");
+    let (o, out) = generate(&run);
+    assert_ok(&o);
+    let a = read(&out, &ReadOptions::default()).unwrap();
+    assert_eq!(a.n_obs(), 10);
+    // The default run keeps the paper's block.
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_run().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["vae"]["norm"], "batch");
+    assert_eq!(cfg["vae"]["activation"], "Relu");
+    let o = celldiff([
+        "train",
+        "--model",
+        "scld",
+        "--data",
+        demo_h5ad().to_str().unwrap(),
+        "--vae-norm",
+        "none",
+        "--out",
+        scratch().join("scld").to_str().unwrap(),
+    ]);
+    assert_bad_input(&o, &["--vae-norm", "scvaeder"]);
+}

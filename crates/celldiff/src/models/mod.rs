@@ -38,4 +38,4 @@ pub use ema::Ema;
 pub use layers::{Activation, Dense, DenseConfig};
 pub use likelihood::Likelihood;
 pub use scorer::{Scorer, ScorerConfig};
-pub use vae::{Vae, VaeConfig, VaeOutput};
+pub use vae::{HiddenNorm, Vae, VaeConfig, VaeOutput};

@@ -2,7 +2,8 @@
 //! "Variational autoencoder"; Kingma & Welling 2014).
 //!
 //! Encoder: `n_genes → hidden[0] → … → hidden[k]`, each layer Linear → BatchNorm → ReLU →
-//! Dropout; Gaussian posterior heads μ and log σ² (`n_latent` each); reparameterisation
+//! Dropout (the normalisation and the activation are options, [`HiddenNorm`] and
+//! [`Activation`]: `--vae-norm none --vae-activation silu` is the block of SCLD's autoencoder); Gaussian posterior heads μ and log σ² (`n_latent` each); reparameterisation
 //! z = μ + σ ⊙ ε. Decoder mirrors the encoder (`n_latent → hidden[k] → … → hidden[0]`) and ends
 //! in a linear layer to `n_genes` (linear output for log1p-normalised data).
 //!
@@ -23,6 +24,7 @@ use burn::prelude::*;
 use super::count_head::{self, CountDecoder};
 use super::layers::{Activation, Dense, DenseConfig};
 use super::likelihood::Likelihood;
+use serde::{Deserialize, Serialize};
 
 pub use super::count_head::THETA_SCALE;
 
@@ -47,36 +49,64 @@ pub struct VaeConfig {
     /// Decoder likelihood (`gaussian` for runs written before it existed).
     #[config(default = "Likelihood::Gaussian")]
     pub likelihood: Likelihood,
+    /// Normalisation after each hidden layer (`--vae-norm`; `batch` for runs written before
+    /// it existed).
+    #[config(default = "HiddenNorm::Batch")]
+    pub norm: HiddenNorm,
+    /// Activation of each hidden layer (`--vae-activation`: `relu` or `silu`; `relu` for runs
+    /// written before it existed).
+    #[config(default = "Activation::Relu")]
+    pub activation: Activation,
 }
 
-/// One hidden layer: Linear → BatchNorm → ReLU → Dropout.
+/// Normalisation after the affine map of each hidden layer of the [`Vae`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HiddenNorm {
+    /// BatchNorm (Ioffe & Szegedy 2015), as scVAEDer and scVI: batch statistics in training,
+    /// running averages (momentum 0.1) at inference.
+    #[default]
+    Batch,
+    /// None: the hidden layer is Linear → activation → Dropout, as SCLD's autoencoder.
+    None,
+}
+
+/// One hidden layer: Linear → BatchNorm (optional) → activation → Dropout.
 #[derive(Module, Debug)]
 pub struct HiddenBlock {
     dense: Dense,
-    norm: BatchNorm,
+    norm: Option<BatchNorm>,
     dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl HiddenBlock {
-    fn new(d_in: usize, d_out: usize, dropout: f64, device: &Device) -> Self {
+    fn new(d_in: usize, d_out: usize, dropout: f64, cfg: &VaeConfig, device: &Device) -> Self {
         Self {
             dense: DenseConfig::new(d_in, d_out).init(device),
-            norm: BatchNormConfig::new(d_out).init(device),
+            norm: (cfg.norm == HiddenNorm::Batch).then(|| BatchNormConfig::new(d_out).init(device)),
             dropout: DropoutConfig::new(dropout).init(),
+            activation: cfg.activation,
         }
     }
 
     /// # Shapes
     /// `[batch, d_in]` → `[batch, d_out]`
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.norm.forward(self.dense.forward(x, Activation::None));
+        let h = self.dense.forward(x, Activation::None);
+        let h = match &self.norm {
+            Some(norm) => norm.forward(h),
+            None => h,
+        };
         #[cfg(feature = "flex")]
-        if self.dropout.training.is_enabled()
+        if self.activation == Activation::Relu
+            && self.dropout.training.is_enabled()
             && let Some(y) = super::fused::relu_dropout(&h, self.dropout.prob)
         {
             return y;
         }
-        self.dropout.forward(Activation::Relu.apply(h))
+        self.dropout.forward(self.activation.apply(h))
     }
 }
 
@@ -119,7 +149,7 @@ impl VaeConfig {
         dims.extend(&self.hidden);
         let encoder = dims
             .windows(2)
-            .map(|w| HiddenBlock::new(w[0], w[1], self.dropout, device))
+            .map(|w| HiddenBlock::new(w[0], w[1], self.dropout, self, device))
             .collect();
         let last = *dims.last().unwrap();
         let mut rev: Vec<usize> = self.hidden.iter().rev().copied().collect();
@@ -127,7 +157,7 @@ impl VaeConfig {
         let dec_dropout = self.decoder_dropout.unwrap_or(self.dropout);
         let decoder = rev
             .windows(2)
-            .map(|w| HiddenBlock::new(w[0], w[1], dec_dropout, device))
+            .map(|w| HiddenBlock::new(w[0], w[1], dec_dropout, self, device))
             .collect();
         let dec_last = *rev.last().unwrap();
         let (log_theta, mean_scale) = count_head::init_head(self.likelihood, self.n_genes, device);
@@ -314,6 +344,36 @@ fn kl_term(out: &VaeOutput, n: f64) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_norm_none_drops_batchnorm_and_the_activation_is_applied() {
+        let _rng = crate::test_rng_lock();
+        let device = Device::default();
+        let cfg = VaeConfig::new(12).with_hidden(vec![8]).with_n_latent(3);
+        let plain = cfg
+            .clone()
+            .with_norm(HiddenNorm::None)
+            .with_activation(Activation::Silu);
+        // BatchNorm has γ, β and the running mean and variance (8 each; Burn counts all four)
+        // in the one hidden block of each side.
+        assert_eq!(
+            cfg.init(&device).num_params() - plain.init(&device).num_params(),
+            2 * 4 * 8
+        );
+        // ReLU blocks never give negative values; SiLU ones do (its minimum is ≈ −0.278).
+        let x = Tensor::<2>::random(
+            [64, 12],
+            burn::tensor::Distribution::Normal(0.0, 2.0),
+            &device,
+        );
+        let min = |c: &VaeConfig| {
+            let b = HiddenBlock::new(12, 32, 0.0, c, &device);
+            b.forward(x.clone()).min().into_scalar::<f32>()
+        };
+        assert!(min(&cfg.clone().with_norm(HiddenNorm::None)) >= 0.0);
+        let m = min(&plain);
+        assert!((-0.2785..0.0).contains(&m), "SiLU minimum {m}");
+    }
 
     #[test]
     fn shapes_and_kl_of_standard_normal_is_zero() {

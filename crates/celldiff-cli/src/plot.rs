@@ -35,7 +35,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{Error, Result};
+use celldiff::error::{Error, Result};
 
 /// One line of a line plot.
 #[derive(Debug, Clone, PartialEq)]
@@ -467,21 +467,10 @@ pub fn heatmap(
 /// # Errors
 /// [`Error::Param`] if `panels` is empty or has more than 256 panels; [`Error::Io`] if the
 /// file cannot be written; [`Error::Internal`] if plotters fails to draw.
-pub fn violin_plot(path: &Path, title: &str, panels: &[ViolinPanel]) -> Result<()> {
-    violin_plot_labelled(path, title, "", panels)
-}
-
-/// [`violin_plot`] with `y_label` on every panel's y axis (e.g. "log1p-normalised
-/// expression"; empty for none).
 ///
-/// # Errors
-/// As [`violin_plot`].
-pub fn violin_plot_labelled(
-    path: &Path,
-    title: &str,
-    y_label: &str,
-    panels: &[ViolinPanel],
-) -> Result<()> {
+/// `y_label` goes on every panel's y axis (e.g. "log1p-normalised expression"; empty for
+/// none).
+pub fn violin_plot(path: &Path, title: &str, y_label: &str, panels: &[ViolinPanel]) -> Result<()> {
     if panels.is_empty() {
         return Err(Error::Param(
             "violin plot: no panels (genes) to draw".into(),
@@ -1097,7 +1086,7 @@ fn ensure_font() {
 fn temp_path(path: &Path) -> PathBuf {
     // `.NAME.tmp-PID-N` (io::output's pattern, so stale ones are cleaned) plus `.png`: the
     // bitmap encoder picks the format from the extension.
-    let mut name = crate::io::output::temp_sibling(path).into_os_string();
+    let mut name = celldiff::io::output::temp_sibling(path).into_os_string();
     name.push(".png");
     PathBuf::from(name)
 }
@@ -1125,9 +1114,9 @@ where
     }
     ensure_font();
 
-    crate::io::output::remove_stale_temps(path);
+    celldiff::io::output::remove_stale_temps(path);
     // Removed on every error path when dropped.
-    let guard = crate::io::output::TempPath::new(temp_path(path));
+    let guard = celldiff::io::output::TempPath::new(temp_path(path));
     let tmp = guard.path().to_path_buf();
     // Creating the file up front reports an unwritable location as an I/O error rather than
     // as an opaque encoder failure.
@@ -1150,7 +1139,7 @@ where
         return Err(Error::Internal(format!("plotting {}: {e}", path.display())));
     }
     // Replaces only a regular file (never a directory, link, FIFO or device).
-    crate::io::output::publish_file(&tmp, path, true)?;
+    celldiff::io::output::publish_file(&tmp, path, true)?;
     guard.keep();
     Ok(())
 }
@@ -1478,7 +1467,7 @@ mod tests {
         panels[2].1[1].1 = vec![4.0]; // single value
         panels[3].1[2].1 = vec![f64::NAN, 7.0, 7.0, f64::INFINITY]; // constant after NaN
         panels[4].1.clear(); // no groups at all
-        violin_plot(&path, "Perturbation: real vs predicted", &panels).unwrap();
+        violin_plot(&path, "Perturbation: real vs predicted", "", &panels).unwrap();
 
         let img = decode_png(&path);
         assert_eq!((img.width, img.height), (4 * 320, 50 + 2 * 280));
@@ -1491,10 +1480,16 @@ mod tests {
         }
         assert_only_files(&dir, &["violins.png"]);
 
-        violin_plot(&path, "one", &[("G".into(), vec![("a".into(), vec![1.0])])]).unwrap();
+        violin_plot(
+            &path,
+            "one",
+            "",
+            &[("G".into(), vec![("a".into(), vec![1.0])])],
+        )
+        .unwrap();
         assert_eq!(decode_png(&path).width, 1200);
         let huge = vec![("G".into(), vec![("a".into(), vec![-1e308, 1e308, 0.0])])];
-        violin_plot(&path, "huge", &huge).unwrap();
+        violin_plot(&path, "huge", "", &huge).unwrap();
         assert_only_files(&dir, &["violins.png"]);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -1503,10 +1498,13 @@ mod tests {
     fn violin_plot_rejects_empty_input() {
         let dir = scratch_dir("violin-bad");
         let path = dir.join("bad.png");
-        assert!(matches!(violin_plot(&path, "t", &[]), Err(Error::Param(_))));
+        assert!(matches!(
+            violin_plot(&path, "t", "", &[]),
+            Err(Error::Param(_))
+        ));
         let too_many: Vec<_> = (0..300).map(|p| (format!("g{p}"), Vec::new())).collect();
         assert!(matches!(
-            violin_plot(&path, "t", &too_many),
+            violin_plot(&path, "t", "", &too_many),
             Err(Error::Param(_))
         ));
         assert_only_files(&dir, &[]);
@@ -1747,7 +1745,7 @@ mod tests {
         assert!(matches!(err, Error::Io { .. }), "{err}");
         let panels = vec![("G".to_string(), groups(1.0))];
         assert!(matches!(
-            violin_plot(&target, "t", &panels),
+            violin_plot(&target, "t", "", &panels),
             Err(Error::Io { .. })
         ));
         let scatter = vec![umap_panel("ω = 1", 2, 10, 5)];
