@@ -331,7 +331,7 @@ impl LibrarySizeModel {
             let mut sub = rand::seq::index::sample(&mut rng, n, n.min(KMEANS_CELLS)).into_vec();
             sub.sort_unstable();
             let part = zs.select_rows(&sub);
-            let lab = crate::identify::kmeans(&part, k, 2, seed)?;
+            let lab = crate::tl::kmeans::kmeans(&part, k, 2, seed)?;
             let kk = lab.iter().copied().max().unwrap_or(0) + 1;
             let d = zs.n_cols;
             let mut cent = vec![vec![0f64; d]; kk];

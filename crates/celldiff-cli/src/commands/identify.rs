@@ -18,10 +18,11 @@ use serde_json::json;
 use celldiff::backend::DeviceChoice;
 use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
 use celldiff::identify::{
-    self, BenchOptions, ClusterSpace, Clustering, DEFAULT_EPS_QUANTILE, DbscanEps, IdentifyOptions,
-    TsneOptions,
+    self, BenchOptions, ClusterSpace, Clustering, DbscanEps, IdentifyOptions,
 };
 use celldiff::io;
+use celldiff::tl::dbscan::DEFAULT_EPS_QUANTILE;
+use celldiff::tl::tsne::TsneOptions;
 
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, write_atomic};
