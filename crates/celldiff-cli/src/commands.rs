@@ -12,12 +12,13 @@ use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{EvalMetrics, EvalOptions};
 use celldiff::models::Likelihood;
+use celldiff::observation::Observation;
+use celldiff::pipeline::SamplerKind;
 use celldiff::pp::{HvgFlavor, PreprocessConfig};
+use celldiff::run::DataSource;
 use celldiff::run::Run;
 use celldiff::schedulers::BetaSchedule;
-use celldiff::scvaeder::{
-    self, CountsOutput, DataSource, GenerateOptions, Observation, Prior, SamplerKind, TrainSpec,
-};
+use celldiff::scvaeder::{self, CountsOutput, GenerateOptions, Prior, TrainSpec};
 
 use crate::progress::Bars;
 

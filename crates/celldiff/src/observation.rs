@@ -32,6 +32,7 @@
 //!
 //! No crate provides this (it is part of the generative model), hence our own code.
 
+use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, Poisson};
@@ -39,6 +40,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::anndata::{DenseMatrix, Matrix};
+use crate::train::TrainCells;
 
 /// Fraction of training cells whose values must lie on a count lattice for the model to apply.
 pub const MIN_LATTICE_FRACTION: f64 = 0.8;
@@ -419,6 +421,53 @@ impl CountObservation {
             sample_row(row, s, phi, &mut rng);
         });
     }
+}
+
+/// How decoded latents become cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Observation {
+    /// Sample counts from the run's [`CountObservation`] model (sparse, discrete cells like
+    /// real UMI data); falls back to `Mean` when the run has none.
+    Counts,
+    /// The decoder mean itself (scVAEDer's published output; smooth, not sparse).
+    Mean,
+}
+
+/// Fits the [`CountObservation`] model when the model's space is log1p-normalised counts
+/// (no `scale`/min-max): size factors of the training cells, then φ matched on up to 2000
+/// training cells' reconstructions (`decode` of their latent codes `mu`, unstandardised).
+/// Shared by scVAEDer and SCLD.
+pub(crate) fn fit_observation(
+    fitted: &crate::pp::FittedPreprocess,
+    x: &mut dyn TrainCells,
+    mu: &DenseMatrix,
+    decode: &dyn Fn(Tensor<2>) -> crate::Result<DenseMatrix>,
+    seed: u64,
+    device: &Device,
+) -> crate::Result<Option<CountObservation>> {
+    if !fitted.output_nonnegative() || fitted.minmax.is_some() {
+        return Ok(None);
+    }
+    // Size factors chunk by chunk (rows are independent), so streamed data need no matrix.
+    let mut sf = Vec::with_capacity(x.n_cells());
+    for start in (0..x.n_cells()).step_by(1024) {
+        let idx: Vec<usize> = (start..(start + 1024).min(x.n_cells())).collect();
+        sf.extend(size_factors(&Matrix::Dense(x.rows(&idx)?)));
+    }
+    let Some(mut obs) = CountObservation::from_size_factors(sf) else {
+        return Ok(None);
+    };
+    let n = x.n_cells().min(2000);
+    let idx: Vec<usize> = (0..n).collect();
+    let real = x.rows(&idx)?;
+    let z = crate::train::to_tensor(&mu.select_rows(&idx), device);
+    let mut recon = decode(z)?;
+    for v in &mut recon.data {
+        *v = v.max(0.0);
+    }
+    obs.fit_dispersion(&real, &recon, seed ^ 0x0b5e);
+    Ok(Some(obs))
 }
 
 #[cfg(test)]

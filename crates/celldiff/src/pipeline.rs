@@ -7,8 +7,14 @@
 
 use burn::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
 use crate::models::Denoiser;
-use crate::schedulers::{ClipRange, DdimScheduler, Scheduler};
+use crate::schedulers::{
+    ClipRange, DdimScheduler, DdpmScheduler, FlowScheduler, NoiseSchedule, Scheduler,
+};
+use crate::train::{LatentStats, Objective};
 
 /// Samples `n` standardised latents `[n, n_latent]` with `scheduler`, starting from
 /// N(0, I) noise from [`crate::schedulers::NoiseSource`] with `seed`. `on_step(i, n_steps)` is called
@@ -110,4 +116,76 @@ pub fn ddim_invert(
         prev = Some(t);
     }
     z
+}
+
+/// Reverse-process sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// DDPM ancestral sampling.
+    Ddpm,
+    /// DDIM.
+    Ddim,
+}
+
+/// The sampler of a latent prior, built once for every method: for a diffusion prior
+/// ([`Objective::Epsilon`]) DDPM ancestral sampling (`steps` default T) or DDIM (`steps`
+/// default 50, stochasticity `eta`); for a flow-matching prior ([`Objective::Velocity`]) Euler
+/// steps of its ODE, T of them for `Ddpm` and `steps` (default 50) for `Ddim`
+/// ([`crate::schedulers::FlowScheduler`]; `eta` unused).
+///
+/// # Errors
+/// [`Error::Param`](crate::Error::Param) for a step count outside 1..=T or η outside [0, 1].
+pub fn build_sampler(
+    schedule: NoiseSchedule,
+    objective: Objective,
+    kind: SamplerKind,
+    steps: Option<usize>,
+    eta: f64,
+) -> Result<Box<dyn Scheduler>> {
+    let t = schedule.len();
+    Ok(match (objective, kind) {
+        (Objective::Velocity, SamplerKind::Ddpm) => {
+            Box::new(FlowScheduler::new(t, steps.unwrap_or(t))?)
+        }
+        (Objective::Velocity, SamplerKind::Ddim) => {
+            Box::new(FlowScheduler::new(t, steps.unwrap_or(50))?)
+        }
+        (Objective::Epsilon, SamplerKind::Ddpm) => {
+            Box::new(DdpmScheduler::new(schedule, steps.unwrap_or(t))?)
+        }
+        (Objective::Epsilon, SamplerKind::Ddim) => {
+            Box::new(DdimScheduler::new(schedule, steps.unwrap_or(50), eta)?)
+        }
+    })
+}
+
+/// The x̂₀ clipping range: the standardised training latents' range widened by 10 % of its
+/// width on each side (`[1, n_latent]`).
+pub fn clip_range(stats: &LatentStats, device: &Device) -> ClipRange {
+    clip_range_extended(stats, &[], &[], device)
+}
+
+/// [`clip_range`] with extra dimensions appended (their bounds `extra_lo`/`extra_hi` as they
+/// are; scVAEDer's joint library-size dimensions): `[1, n_latent + extra_lo.len()]`.
+pub fn clip_range_extended(
+    stats: &LatentStats,
+    extra_lo: &[f64],
+    extra_hi: &[f64],
+    device: &Device,
+) -> ClipRange {
+    let d = stats.min.len();
+    let (mut lo, mut hi) = (Vec::with_capacity(d + 2), Vec::with_capacity(d + 2));
+    for j in 0..d {
+        let w = (stats.max[j] - stats.min[j]).max(1e-3);
+        lo.push(stats.min[j] - 0.1 * w);
+        hi.push(stats.max[j] + 0.1 * w);
+    }
+    lo.extend(extra_lo.iter().map(|&v| v as f32));
+    hi.extend(extra_hi.iter().map(|&v| v as f32));
+    let d = lo.len();
+    ClipRange {
+        lo: Tensor::from_data(TensorData::new(lo, [1, d]), device),
+        hi: Tensor::from_data(TensorData::new(hi, [1, d]), device),
+    }
 }

@@ -1026,6 +1026,20 @@ impl RunConfig {
     }
 }
 
+/// Where the training data came from (recorded in `config.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataSource {
+    /// File or directory read.
+    pub path: String,
+    /// `--layer`.
+    pub layer: Option<String>,
+    /// `--use-raw`.
+    pub use_raw: bool,
+    /// `--exclude` expression of the cells left out of training (e.g. the held-out
+    /// stimulated cells of a perturbation task).
+    pub exclude: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

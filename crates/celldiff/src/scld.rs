@@ -62,23 +62,23 @@ use crate::models::{
     Fusion, Likelihood, Scorer, ScorerConfig, Vae, VaeConfig,
 };
 use crate::observation::CountObservation;
+use crate::observation::{Observation, fit_observation};
 use crate::pipeline::denoise_loop;
+use crate::pipeline::{SamplerKind, build_sampler, clip_range};
 use crate::pp::{FittedPreprocess, PreprocessConfig, fit_transform};
+use crate::run::DataSource;
 use crate::run::{
     RunDir, check_all_finite, check_diffusion_train, check_dims, check_dropout, check_len,
     check_preprocess, check_range, check_schedule, check_vae_train, save_module, save_run_dir,
     write_history, write_json,
 };
 use crate::schedulers::{DdimScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
-use crate::scvaeder::{
-    DataSource, Observation, SamplerKind, auto_diffusion_epochs, auto_vae_epochs, build_sampler,
-    clip_range, fit_observation,
-};
 use crate::train::{
     ConditionBatchSource, DiffusionTrainConfig, EpochRecord, LatentStats, Observer,
     ScorerTrainConfig, VaeTrainConfig, encode_mean, to_host, to_tensor, train_autoencoder,
     train_cond_diffusion, train_scorer, train_vae,
 };
+use crate::train::{auto_diffusion_epochs, auto_vae_epochs};
 
 /// Default guidance weight ω of `celldiff generate` on SCLD runs.
 pub const DEFAULT_GUIDANCE: f64 = 1.0;

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
@@ -22,35 +22,20 @@ use crate::decoded_counts::{
 use crate::error::{Error, Result};
 use crate::io::H5adStream;
 use crate::models::{Activation, DenoiserConfig, HiddenNorm, Likelihood, VaeConfig};
-use crate::observation::CountObservation;
-use crate::observation::size_factors;
+use crate::observation::{Observation, fit_observation};
 use crate::pipeline::sample_latents;
+use crate::pipeline::{SamplerKind, build_sampler, clip_range, clip_range_extended};
 use crate::pp::FittedPreprocess;
 use crate::pp::{PreprocessConfig, fit_transform};
+use crate::run::DataSource;
 use crate::run::{Run, RunConfig};
-use crate::schedulers::{
-    ClipRange, DdimScheduler, DdpmScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig,
-    Scheduler,
-};
+use crate::schedulers::{ClipRange, NoiseSchedule, ScheduleConfig};
 use crate::stream::{RowSubset, StreamedCells};
 use crate::train::{
-    DiffusionTrainConfig, InMemoryCells, LatentStats, Objective, Observer, TrainCells,
-    VaeTrainConfig, encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
+    DiffusionTrainConfig, InMemoryCells, LatentStats, Observer, TrainCells, VaeTrainConfig,
+    encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
 };
-
-/// Where the training data came from (recorded in `config.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DataSource {
-    /// File or directory read.
-    pub path: String,
-    /// `--layer`.
-    pub layer: Option<String>,
-    /// `--use-raw`.
-    pub use_raw: bool,
-    /// `--exclude` expression of the cells left out of training (e.g. the held-out
-    /// stimulated cells of a perturbation task).
-    pub exclude: Option<String>,
-}
+use crate::train::{auto_diffusion_epochs, auto_vae_epochs};
 
 /// Everything `celldiff train` needs besides the data.
 #[derive(Debug, Clone)]
@@ -130,23 +115,6 @@ impl Default for TrainSpec {
             vae_activation: Activation::Relu,
         }
     }
-}
-
-/// Default VAE epochs for `n_cells` training cells: about 150,000 cell passes, between 30 and
-/// 300 epochs (early stopping on the validation split usually ends sooner).
-pub fn auto_vae_epochs(n_cells: usize) -> usize {
-    (150_000 / n_cells.max(1)).clamp(30, 300)
-}
-
-/// Default diffusion epochs: about 4 optimisation steps (of `batch_size`) per training cell,
-/// between 2000 and 4000 steps in all, and at least 20 epochs. Measured on the shared datasets
-/// (docs/RESULTS.md): 2000 steps already beat the VAE prior on the 700-cell demo, and the cap
-/// keeps a 10,000-cell dataset under 5 minutes on 2 cores.
-pub fn auto_diffusion_epochs(n_cells: usize, batch_size: usize) -> usize {
-    let n_train = n_cells * 9 / 10;
-    let steps_per_epoch = n_train.div_ceil(batch_size.max(1)).max(1);
-    let steps = (4 * n_train).clamp(2000, 4000);
-    steps.div_ceil(steps_per_epoch).clamp(20, 5000)
 }
 
 /// Trains scVAEDer on `adata` (raw counts or log-normalised, see [`PreprocessConfig`]).
@@ -406,42 +374,6 @@ fn fit_cells(
     })
 }
 
-/// Fits the [`CountObservation`] model when the model's space is log1p-normalised counts
-/// (no `scale`/min-max): size factors of the training cells, then φ matched on up to 2000
-/// training cells' reconstructions (`decode` of their latent codes `mu`, unstandardised).
-/// Shared by scVAEDer and SCLD.
-pub(crate) fn fit_observation(
-    fitted: &crate::pp::FittedPreprocess,
-    x: &mut dyn TrainCells,
-    mu: &DenseMatrix,
-    decode: &dyn Fn(Tensor<2>) -> Result<DenseMatrix>,
-    seed: u64,
-    device: &Device,
-) -> Result<Option<CountObservation>> {
-    if !fitted.output_nonnegative() || fitted.minmax.is_some() {
-        return Ok(None);
-    }
-    // Size factors chunk by chunk (rows are independent), so streamed data need no matrix.
-    let mut sf = Vec::with_capacity(x.n_cells());
-    for start in (0..x.n_cells()).step_by(1024) {
-        let idx: Vec<usize> = (start..(start + 1024).min(x.n_cells())).collect();
-        sf.extend(size_factors(&Matrix::Dense(x.rows(&idx)?)));
-    }
-    let Some(mut obs) = CountObservation::from_size_factors(sf) else {
-        return Ok(None);
-    };
-    let n = x.n_cells().min(2000);
-    let idx: Vec<usize> = (0..n).collect();
-    let real = x.rows(&idx)?;
-    let z = crate::train::to_tensor(&mu.select_rows(&idx), device);
-    let mut recon = decode(z)?;
-    for v in &mut recon.data {
-        *v = v.max(0.0);
-    }
-    obs.fit_dispersion(&real, &recon, seed ^ 0x0b5e);
-    Ok(Some(obs))
-}
-
 /// Where generated latents come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -450,27 +382,6 @@ pub enum Prior {
     Diffusion,
     /// z ~ N(0, I) decoded directly (the plain VAE baseline the paper compares against).
     Vae,
-}
-
-/// Reverse-process sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SamplerKind {
-    /// DDPM ancestral sampling.
-    Ddpm,
-    /// DDIM.
-    Ddim,
-}
-
-/// How decoded latents become cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Observation {
-    /// Sample counts from the run's [`CountObservation`] model (sparse, discrete cells like
-    /// real UMI data); falls back to `Mean` when the run has none.
-    Counts,
-    /// The decoder mean itself (scVAEDer's published output; smooth, not sparse).
-    Mean,
 }
 
 /// Options of [`generate`].
@@ -688,44 +599,6 @@ pub fn reconstruct(
     }
 }
 
-/// The sampler of a latent prior, built once for every method: for a diffusion prior
-/// ([`Objective::Epsilon`]) DDPM ancestral sampling (`steps` default T) or DDIM (`steps`
-/// default 50, stochasticity `eta`); for a flow-matching prior ([`Objective::Velocity`]) Euler
-/// steps of its ODE, T of them for `Ddpm` and `steps` (default 50) for `Ddim`
-/// ([`crate::schedulers::FlowScheduler`]; `eta` unused).
-///
-/// # Errors
-/// [`Error::Param`] for a step count outside 1..=T or η outside [0, 1].
-pub fn build_sampler(
-    schedule: NoiseSchedule,
-    objective: Objective,
-    kind: SamplerKind,
-    steps: Option<usize>,
-    eta: f64,
-) -> Result<Box<dyn Scheduler>> {
-    let t = schedule.len();
-    Ok(match (objective, kind) {
-        (Objective::Velocity, SamplerKind::Ddpm) => {
-            Box::new(FlowScheduler::new(t, steps.unwrap_or(t))?)
-        }
-        (Objective::Velocity, SamplerKind::Ddim) => {
-            Box::new(FlowScheduler::new(t, steps.unwrap_or(50))?)
-        }
-        (Objective::Epsilon, SamplerKind::Ddpm) => {
-            Box::new(DdpmScheduler::new(schedule, steps.unwrap_or(t))?)
-        }
-        (Objective::Epsilon, SamplerKind::Ddim) => {
-            Box::new(DdimScheduler::new(schedule, steps.unwrap_or(50), eta)?)
-        }
-    })
-}
-
-/// The x̂₀ clipping range: the standardised training latents' range widened by 10 % of its
-/// width on each side.
-pub fn clip_range(stats: &LatentStats, device: &Device) -> ClipRange {
-    joint_clip_range(stats, None, device)
-}
-
 /// [`clip_range`] followed, for a run that diffuses the library size with the latent, by the
 /// clip range of the two standardised library dimensions (`[1, n_latent + 2]`).
 fn joint_clip_range(
@@ -733,21 +606,9 @@ fn joint_clip_range(
     joint: Option<&JointLibrary>,
     device: &Device,
 ) -> ClipRange {
-    let d = stats.min.len();
-    let (mut lo, mut hi) = (Vec::with_capacity(d + 2), Vec::with_capacity(d + 2));
-    for j in 0..d {
-        let w = (stats.max[j] - stats.min[j]).max(1e-3);
-        lo.push(stats.min[j] - 0.1 * w);
-        hi.push(stats.max[j] + 0.1 * w);
-    }
-    if let Some(j) = joint {
-        lo.extend(j.lo.iter().map(|&v| v as f32));
-        hi.extend(j.hi.iter().map(|&v| v as f32));
-    }
-    let d = lo.len();
-    ClipRange {
-        lo: Tensor::from_data(TensorData::new(lo, [1, d]), device),
-        hi: Tensor::from_data(TensorData::new(hi, [1, d]), device),
+    match joint {
+        None => clip_range(stats, device),
+        Some(j) => clip_range_extended(stats, &j.lo, &j.hi, device),
     }
 }
 

@@ -16,7 +16,9 @@ use serde_json::json;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::scvaeder::{self, DataSource, GenerateOptions, Prior, SamplerKind};
+use celldiff::pipeline::SamplerKind;
+use celldiff::run::DataSource;
+use celldiff::scvaeder::{self, GenerateOptions, Prior};
 use celldiff::train::Observer;
 
 use super::{device, eval_options, print_table, write_atomic};

@@ -153,7 +153,7 @@ pub fn run(a: EvaluateArgs, dev: celldiff::backend::DeviceChoice, quiet: bool) -
         let rec = celldiff::scvaeder::reconstruct(
             &run,
             &x,
-            celldiff::scvaeder::Observation::Counts,
+            celldiff::observation::Observation::Counts,
             a.seed.wrapping_add(7),
             &device,
         )?;

@@ -10,12 +10,12 @@ use clap::Args;
 use celldiff::anndata::{AnnData, Column};
 use celldiff::backend::DeviceChoice;
 use celldiff::models::{Architecture, Fusion};
+use celldiff::run::DataSource;
 use celldiff::run::read_model_name;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LatentKind, SampleOptions, ScldGenerateOptions,
     ScldRun, ScldSpec,
 };
-use celldiff::scvaeder::DataSource;
 use celldiff::tl::leiden::{ClusterOptions, cluster_pipeline};
 
 use super::{GenerateArgs, ModelArgs, TrainArgs, device, parse_sampler};

@@ -35,10 +35,11 @@ use crate::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::anndata::DenseMatrix;
 use celldiff::backend::DeviceChoice;
 use celldiff::metrics::{self, EvalMetrics};
+use celldiff::run::DataSource;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LabelClassifier, SampleOptions, ScldGenerateOptions,
 };
-use celldiff::scvaeder::{self, DataSource, GenerateOptions};
+use celldiff::scvaeder::{self, GenerateOptions};
 use celldiff::tl::neighbors;
 use celldiff::tl::pca::Pca;
 use celldiff::tl::umap::{UmapOptions, umap_layout};

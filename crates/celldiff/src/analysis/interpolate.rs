@@ -34,8 +34,8 @@ use super::{
 use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::metrics::{pearson, spearman};
+use crate::pipeline::SamplerKind;
 use crate::run::Run;
-use crate::scvaeder::SamplerKind;
 use crate::tl::pca::Pca;
 use crate::train::to_host;
 

@@ -35,8 +35,8 @@ use crate::analysis::de::rank_genes;
 use crate::anndata::{AnnData, Column, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::pearson;
+use crate::pipeline::SamplerKind;
 use crate::run::Run;
-use crate::scvaeder::SamplerKind;
 use crate::train::to_host;
 
 /// Where δ is added.

@@ -24,7 +24,7 @@
 //!
 //! - HDF5 details anndata accepts: a user block before the superblock (`h5py.File(p, "w",
 //!   userblock_size=512)`); soft links in h5py's default (symbol-table) groups, e.g. `X` →
-//!   `/layers/counts`, followed in an in-memory copy (`h5ad_links.rs`; the streaming reader
+//!   `/layers/counts`, followed in an in-memory copy (`links.rs`; the streaming reader
 //!   follows none); a sparse `shape` attribute of any integer type or of floats holding whole
 //!   numbers.
 //!
@@ -66,7 +66,7 @@
 //! own encodings (`None` as the `null` element, parameters as nested `dict`s, never JSON text).
 //! [`write_annotated`](crate::io::h5ad::write_annotated) writes an annotated copy of an input file instead: the input copied and
 //! edited in place, only the given `obs`/`obsm`/`obsp`/`uns` elements added or replaced (see
-//! its module, `h5ad_patch.rs`).
+//! its module, `patch.rs`).
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
