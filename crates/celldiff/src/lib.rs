@@ -17,16 +17,14 @@
 //!   model and NB sampling; counts out of a trained count decoder (θ re-fit, reconstruction).
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the hand-written two-stage training loops.
-//! - [`scvaeder`]: scVAEDer end to end (fit, generate, embed).
-//! - [`scld`]: SCLD end to end (conditions, guided generation, Scorer).
+//! - [`methods`]: one folder per method, re-exported at the root: [`scvaeder`] (fit,
+//!   generate, embed, `--stream`, the analyses), [`scld`] (conditions, guided generation,
+//!   Scorer), [`diffvae`] (latent models, cell-type identification, classifier, latent shifts,
+//!   Graph-DiffVAE).
 //! - [`run`]: run directories (weights + what the model was trained on), checked on load.
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
-//! - [`diffvae`], [`identify`]: DiffVAE and its baselines; cell-type identification.
-//! - [`classify`], [`shift`]: DiffVAE's cell-type classifier and latent perturbations.
 //! - [`simulate`]: seeded NB count simulator written in chunks (scale tests).
-//! - [`graph`]: Graph-DiffVAE (correlation graph, graph VAE, link prediction).
-//! - [`analysis`]: scVAEDer analyses (interpolation, gene velocity, perturbation prediction).
 
 /// The path of a file under the shared datasets folder beside the repository (tests only).
 #[cfg(test)]
@@ -46,33 +44,25 @@ macro_rules! shared_data {
     }};
 }
 
-pub mod graph;
-
-pub mod analysis;
 pub mod backend;
 pub mod bench;
-pub mod classify;
 pub mod counts;
 pub mod decoded_counts;
-pub mod diffvae;
-pub mod identify;
+pub mod methods;
 pub mod models;
 pub mod observation;
 pub mod optim;
 pub mod pipeline;
 pub mod run;
 pub mod schedulers;
-pub mod scld;
-pub mod scvaeder;
-pub mod shift;
 pub mod simulate;
-pub mod stream;
 pub mod train;
 
 pub use burn::tensor::Device;
 pub use celldiff_data::{AnnData, Column, DenseMatrix, Matrix};
 pub use celldiff_data::{Error, Result};
 pub use celldiff_data::{anndata, error, io, metrics, pp, tl};
+pub use methods::{diffvae, scld, scvaeder};
 
 /// Serialises the unit tests that draw from the backend's device RNG (one process-wide
 /// generator in Burn's flex backend: `Device::seed`, dropout masks, `Tensor::random`), so a

@@ -23,7 +23,7 @@
 //! a `tracing` warning, which the `celldiff` binary prints as `warning: ...`); then every
 //! value's range and length against the config (dimensions, training parameters, the noise
 //! schedule against its recorded ᾱ_T, latent std > 0, size factors, dispersion, ...).
-//! SCLD runs ([`crate::scld`]) and classifier directories ([`crate::classify`]) share this
+//! SCLD runs ([`crate::scld`]) and classifier directories ([`crate::diffvae::classify`]) share this
 //! format and its code (`save_run_dir`, `RunDir`).
 //!
 //! A run is written into a temporary sibling directory and renamed into place, so a failed

@@ -346,7 +346,7 @@ pub fn plan_epoch(train: &mut [usize], shuffle: Shuffle, rng: &mut StdRng) -> Ep
 }
 
 /// Where the training loops get preprocessed cells from: the in-memory matrix
-/// ([`InMemoryCells`]) or an `.h5ad` file read block by block ([`crate::stream::StreamedCells`]).
+/// ([`InMemoryCells`]) or an `.h5ad` file read block by block ([`crate::scvaeder::stream::StreamedCells`]).
 /// Both return the same `f32` values for the same cells, so training is identical.
 pub trait TrainCells {
     /// Number of cells.

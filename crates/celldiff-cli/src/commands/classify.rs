@@ -1,6 +1,6 @@
 //! `celldiff classify train|predict` and `celldiff shift`: DiffVAE's cell-type classifier and
 //! its latent perturbations (Bica et al., *Sci. Rep.* 2020, "Cell state transitions"). The
-//! science is in [`celldiff::classify`] and [`celldiff::shift`].
+//! science is in [`celldiff::diffvae::classify`] and [`celldiff::diffvae::shift`].
 //!
 //! - `classify train` writes a classifier directory (config.json with the held-out accuracy,
 //!   genes.json, preprocess.json, classifier.bpk, SHA256SUMS).
@@ -18,10 +18,10 @@ use serde_json::json;
 
 use celldiff::anndata::Column;
 use celldiff::backend::DeviceChoice;
-use celldiff::classify::{Classifier, ClassifierTrainConfig};
+use celldiff::diffvae::classify::{Classifier, ClassifierTrainConfig};
+use celldiff::diffvae::identify::reference_labels;
+use celldiff::diffvae::shift::{self, ShiftOptions};
 use celldiff::diffvae::{self, LatentModelKind};
-use celldiff::identify::reference_labels;
-use celldiff::shift::{self, ShiftOptions};
 use celldiff::{AnnData, DenseMatrix, pp};
 
 use super::identify::TrainFlags;

@@ -15,7 +15,7 @@ use clap::Args;
 
 use celldiff::Error;
 use celldiff::backend::DeviceChoice;
-use celldiff::graph::{self, GraphSpec, LinkMode};
+use celldiff::diffvae::graph::{self, GraphSpec, LinkMode};
 use celldiff::io;
 
 use super::{DataArgs, Written, write_atomic};

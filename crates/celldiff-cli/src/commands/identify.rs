@@ -1,6 +1,6 @@
 //! `celldiff identify` and `celldiff identify-bench`: DiffVAE cell-type identification (Bica
 //! et al., *Sci. Rep.* 2020) and its clustering benchmark (the paper's Table 2). The science is
-//! in [`celldiff::diffvae`] and [`celldiff::identify`].
+//! in [`celldiff::diffvae`] and [`celldiff::diffvae::identify`].
 //!
 //! `identify` writes an annotated copy of the input (everything of it kept as stored, see
 //! `celldiff::io::h5ad::write_annotated`) with `obs['celldiff_cluster']`,
@@ -16,10 +16,10 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use celldiff::backend::DeviceChoice;
-use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
-use celldiff::identify::{
+use celldiff::diffvae::identify::{
     self, BenchOptions, ClusterSpace, Clustering, DbscanEps, IdentifyOptions,
 };
+use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
 use celldiff::io;
 use celldiff::tl::dbscan::DEFAULT_EPS_QUANTILE;
 use celldiff::tl::tsne::TsneOptions;

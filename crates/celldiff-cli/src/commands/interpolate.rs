@@ -8,12 +8,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::plot::{self, Series};
-use celldiff::analysis::interpolate::{self, InterpolateOptions, Interpolation};
-use celldiff::analysis::velocity::{self, Direction, VelocityOptions};
 use celldiff::anndata::{Column, DenseMatrix};
 use celldiff::backend::DeviceChoice;
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
+use celldiff::scvaeder::analysis::interpolate::{self, InterpolateOptions, Interpolation};
+use celldiff::scvaeder::analysis::velocity::{self, Direction, VelocityOptions};
 
 use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
 use crate::progress::Bars;

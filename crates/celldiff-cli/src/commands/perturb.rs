@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::plot;
-use celldiff::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
 use celldiff::anndata::{AnnData, DenseMatrix};
 use celldiff::backend::DeviceChoice;
 use celldiff::io;
+use celldiff::scvaeder::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
 
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};

@@ -2,7 +2,7 @@
 //! Andrés-Terré, Cvejic & Liò, *Sci. Rep.* 10, 9790, 2020, "Cell state transitions"): a fully
 //! connected network 256-512-256 with ReLU and a softmax output over the cell types, trained
 //! with cross-entropy on expression. It judges whether a decoded, latent-shifted cell has
-//! become the target type ([`crate::shift`]).
+//! become the target type ([`crate::diffvae::shift`]).
 
 use burn::module::Module;
 use burn::prelude::*;

@@ -55,7 +55,7 @@ pub struct Propagation {
 impl Propagation {
     /// Builds the operator from the stored entries `(dst[e], src[e]) = weight[e]` of `Â`
     /// (`n_nodes × n_nodes`); repeated pairs add up. A symmetric `Â` (as
-    /// [`crate::graph::NormalizedAdjacency`]) lists both directions.
+    /// [`crate::diffvae::graph::NormalizedAdjacency`]) lists both directions.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] if the three slices differ in length, an index is

@@ -7,6 +7,9 @@
 //! [`crate::train`], [`crate::schedulers`] and [`crate::pipeline`]; this module wires them
 //! together the way `celldiff train` / `celldiff generate` use them.
 
+pub mod analysis;
+pub mod stream;
+
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -30,7 +33,7 @@ use crate::pp::{PreprocessConfig, fit_transform};
 use crate::run::DataSource;
 use crate::run::{Run, RunConfig};
 use crate::schedulers::{ClipRange, NoiseSchedule, ScheduleConfig};
-use crate::stream::{RowSubset, StreamedCells};
+use crate::scvaeder::stream::{RowSubset, StreamedCells};
 use crate::train::{
     DiffusionTrainConfig, InMemoryCells, LatentStats, Observer, TrainCells, VaeTrainConfig,
     encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
@@ -153,8 +156,8 @@ pub struct StreamSpec {
 impl Default for StreamSpec {
     fn default() -> Self {
         Self {
-            block_cells: crate::stream::DEFAULT_BLOCK_CELLS,
-            buffer_blocks: crate::stream::DEFAULT_BUFFER_BLOCKS,
+            block_cells: crate::scvaeder::stream::DEFAULT_BLOCK_CELLS,
+            buffer_blocks: crate::scvaeder::stream::DEFAULT_BUFFER_BLOCKS,
         }
     }
 }

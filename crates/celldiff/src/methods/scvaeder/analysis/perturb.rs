@@ -31,12 +31,12 @@ use super::interpolate::json_f64;
 use super::{
     Encoding, PriorSpace, ReverseNoise, decode_standardized, mean_row, standardized_latents,
 };
-use crate::analysis::de::rank_genes;
 use crate::anndata::{AnnData, Column, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::pearson;
 use crate::pipeline::SamplerKind;
 use crate::run::Run;
+use crate::scvaeder::analysis::de::rank_genes;
 use crate::train::to_host;
 
 /// Where δ is added.

@@ -1,13 +1,13 @@
 //! DiffVAE's latent perturbations (Bica, Andrés-Terré, Cvejic & Liò, *Sci. Rep.* 10, 9790,
 //! 2020, "Cell state transitions", Fig. 5): move the cells of a source type (e.g. Weinreb's
 //! undifferentiated progenitors) along the latent dimensions that encode a target type, decode
-//! them, and ask a cell-type classifier ([`crate::classify`]) whether they became the target.
+//! them, and ask a cell-type classifier ([`crate::diffvae::classify`]) whether they became the target.
 //!
 //! # Method
 //! 1. Dimensions of the target: for each latent dimension k, D_k = cells with
 //!    z_k ≥ μ_k + σ_k or z_k ≤ μ_k − σ_k (μ_k, σ_k over all cells); the n (default 5)
 //!    dimensions with the largest share |D_k ∩ target| / |D_k|
-//!    ([`crate::identify::cluster_dimensions`], the same rule `celldiff identify` uses).
+//!    ([`crate::diffvae::identify::cluster_dimensions`], the same rule `celldiff identify` uses).
 //! 2. Direction: s_k = sign(mean of z_k over the target cells − μ_k), the target's side.
 //! 3. Shift: z′ = z + λ·s_k·σ_k on those dimensions for every source cell, λ ∈ {0.5, 1.0}
 //!    (the paper's values); decode y = sigmoid(decoder(z′)) (min-max scaled log1p
@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Device;
 use crate::anndata::DenseMatrix;
-use crate::classify::{Classifier, argmax_rows, predict_proba};
+use crate::diffvae::classify::{Classifier, argmax_rows, predict_proba};
+use crate::diffvae::identify::cluster_dimensions;
 use crate::error::{Error, Result};
-use crate::identify::cluster_dimensions;
 use crate::models::DiffVae;
 use crate::train::{to_host, to_tensor};
 
@@ -484,9 +484,9 @@ impl ShiftResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::ClassifierTrainConfig;
+    use crate::diffvae::classify::ClassifierTrainConfig;
+    use crate::diffvae::identify::reference_labels;
     use crate::diffvae::{LatentModelConfig, LatentModelKind, encode_mean, train_network};
-    use crate::identify::reference_labels;
     use crate::io::{ReadOptions, read};
     use crate::train::Silent;
     use std::path::Path;

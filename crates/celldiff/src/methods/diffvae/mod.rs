@@ -16,6 +16,11 @@
 //! initialisation, shuffling, ε and the prior draws of the MMD all derive from one seed; the
 //! same seed gives the same latent.
 
+pub mod classify;
+pub mod graph;
+pub mod identify;
+pub mod shift;
+
 use std::time::Instant;
 
 use burn::module::Module;
@@ -116,7 +121,7 @@ pub struct LatentModelConfig {
     /// ReLU on the μ and log σ² heads, as the paper (see [`crate::models::diffvae`]).
     pub relu_heads: bool,
     /// λ, the weight of the MMD term (DiffVAE only; the published code: 1). On pbmc68k λ = 10
-    /// scored slightly higher k-means ARIs than 1 (module docs of [`crate::identify`]), within
+    /// scored slightly higher k-means ARIs than 1 (module docs of [`crate::diffvae::identify`]), within
     /// the seed-to-seed spread.
     pub mmd_weight: f64,
     /// β, the weight of the KL term (Gaussian VAE only; 1 = the ELBO).

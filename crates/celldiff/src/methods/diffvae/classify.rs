@@ -537,7 +537,7 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identify::reference_labels;
+    use crate::diffvae::identify::reference_labels;
     use crate::io::{ReadOptions, read};
 
     const WEINREB: &str = concat!(
