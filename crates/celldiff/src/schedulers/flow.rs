@@ -122,4 +122,46 @@ mod tests {
         assert!(FlowScheduler::new(1000, 0).is_err());
         assert!(FlowScheduler::new(10, 11).is_err());
     }
+
+    /// One Euler step whose x̂₀ = x − s·v falls outside the clip range: clipping alone keeps
+    /// the predicted noise ε̂ = x + (1 − s)·v; with `with_clipped_model_output` ε̂ is
+    /// re-derived from the clipped x̂₀ (as DDIM's `use_clipped_model_output` in diffusers).
+    #[test]
+    fn clipped_model_output_rederives_the_noise_from_the_clipped_x0() {
+        let device = Device::default();
+        let one = |v: f32| Tensor::<2>::from_data(TensorData::new(vec![v], [1, 1]), &device);
+        let clip = ClipRange {
+            lo: one(-1.0),
+            hi: one(1.0),
+        };
+        let plain = FlowScheduler::new(1000, 4).unwrap();
+        let rederive = FlowScheduler::new(1000, 4)
+            .unwrap()
+            .with_clipped_model_output(true);
+        let i = 1;
+        let s = plain.level(plain.timesteps()[i]);
+        let s_next = plain.level(plain.timesteps()[i + 1]);
+        assert!(s < 1.0 && s_next < s);
+        // x = 0 and v with x̂₀ = x − s·v = 5, outside [−1, 1].
+        let (x, v) = (0.0f64, -5.0 / s);
+        let run = |sched: &FlowScheduler, c: Option<&ClipRange>| {
+            let out = sched.step(one(v as f32), i, one(x as f32), None, c);
+            out.into_scalar::<f32>() as f64
+        };
+        let eps = x + (1.0 - s) * v;
+        let want_none = 5.0 * (1.0 - s_next) + eps * s_next;
+        let want_clip = 1.0 * (1.0 - s_next) + eps * s_next;
+        let eps_re = (x - 1.0 * (1.0 - s)) / s;
+        let want_re = 1.0 * (1.0 - s_next) + eps_re * s_next;
+        for (got, want) in [
+            (run(&plain, None), want_none),
+            (run(&plain, Some(&clip)), want_clip),
+            (run(&rederive, Some(&clip)), want_re),
+            // Without a clip range the flag changes nothing.
+            (run(&rederive, None), want_none),
+        ] {
+            assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
+        }
+        assert!((want_re - want_clip).abs() > 0.1);
+    }
 }
