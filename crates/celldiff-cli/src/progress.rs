@@ -122,6 +122,9 @@ impl Observer for Bars {
             if let (Some(rc), Some(kl)) = (r.recon, r.kl) {
                 msg.push_str(&format!(" (recon {rc:.2}, kl {kl:.2})"));
             }
+            if let (Some(rc), Some(mmd)) = (r.recon, r.mmd) {
+                msg.push_str(&format!(" (recon {rc:.2}, mmd {mmd:.4})"));
+            }
             b.set_message(msg);
             b.inc(1);
         }

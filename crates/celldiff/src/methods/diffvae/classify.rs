@@ -24,7 +24,6 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::SeedableRng;
@@ -40,7 +39,8 @@ use crate::run::{
     RunDir, check_dims, check_len, check_preprocess, check_range, save_module, save_run_dir,
     write_json,
 };
-use crate::train::{map_row_chunks, to_host, to_tensor};
+use crate::train::fit::{FitOptions, ShuffledMinibatches, fit};
+use crate::train::{Silent, map_row_chunks, to_host, to_tensor};
 
 /// Training parameters of the cell-type classifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,8 +213,8 @@ pub fn argmax_rows(probs: &DenseMatrix) -> Vec<usize> {
 /// # Errors
 /// - [`Error::Param`]: invalid `cfg`.
 /// - [`Error::InvalidInput`]: lengths differ, fewer than 2 labelled cells or 2 types, a label
-///   out of range, non-finite values in `x`.
-/// - [`Error::Internal`]: the loss became non-finite.
+///   out of range, non-finite values in `x`; the loss became non-finite (lower the learning
+///   rate).
 pub fn train_classifier(
     x: &DenseMatrix,
     labels: &[Option<usize>],
@@ -252,31 +252,28 @@ pub fn train_classifier(
         )));
     }
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let (mut train, test) = stratified_split(labels, k, cfg.validation_fraction, &mut rng);
+    let (train, test) = stratified_split(labels, k, cfg.validation_fraction, &mut rng);
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed ^ 0x0c1a_55e5);
-    let mut net = CellTypeClassifierConfig::new(x.n_cols, k, cfg.hidden.clone()).init(&ad);
-    let mut optim = crate::optim::adam(1e-7);
+    let net = CellTypeClassifierConfig::new(x.n_cols, k, cfg.hidden.clone()).init(&ad);
     let label_of = |i: usize| labels[i].expect("only labelled cells are split");
-    let mut final_loss = f64::NAN;
-    for epoch in 1..=cfg.epochs {
-        train.shuffle(&mut rng);
-        let (mut sum, mut nb) = (0f64, 0usize);
-        for b in train.chunks(cfg.batch_size) {
+    let mut step = ShuffledMinibatches {
+        train,
+        batch_size: cfg.batch_size,
+        drop_single: false,
+        loss: |net: &CellTypeClassifier, b: &[usize]| {
             let y: Vec<usize> = b.iter().map(|&i| label_of(i)).collect();
-            let loss = net.loss(to_tensor(&x.select_rows(b), &ad), one_hot(&y, k, &ad));
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(cfg.learning_rate, net, grads);
-            sum += loss.into_scalar::<f32>() as f64;
-            nb += 1;
-        }
-        final_loss = sum / nb.max(1) as f64;
-        if !final_loss.is_finite() {
-            return Err(Error::Internal(format!(
-                "classifier loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
-        }
-    }
+            net.loss(to_tensor(&x.select_rows(b), &ad), one_hot(&y, k, &ad))
+        },
+    };
+    let opts = FitOptions {
+        adam_epsilon: 1e-7,
+        ..FitOptions::new("classifier", cfg.epochs, cfg.learning_rate)
+    };
+    let fitted = fit(&mut step, net, &opts, &mut rng, &mut Silent)?;
+    let train = step.train;
+    let final_loss = fitted.records.last().map_or(f64::NAN, |r| r.train_loss);
+    let net = fitted.last;
     let net = net.valid();
     let accuracy_on = |rows: &[usize]| -> Result<(Vec<usize>, f64)> {
         let pred = argmax_rows(&predict_proba(&net, &x.select_rows(rows), device)?);

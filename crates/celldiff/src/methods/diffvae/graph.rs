@@ -48,17 +48,14 @@
 //! one seed; the same seed gives the same output.
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use faer::{Accum, Mat, Par};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sprs::CsMat;
@@ -70,7 +67,8 @@ use crate::models::graph_vae::{
     GraphVae, GraphVaeConfig, Propagation, kl_per_node, weighted_bce_dense, weighted_bce_pairs,
 };
 use crate::pp::FittedPreprocess;
-use crate::train::{EpochRecord, Observer, to_host, to_tensor};
+use crate::train::fit::{self as train_fit, FitOptions, Regularizer, StepLoss, TrainStep};
+use crate::train::{Observer, normal_matrix, to_host, to_tensor};
 
 /// Rows per GEMM block of the correlation and link searches (memory per block:
 /// `BLOCK × n_cells` floats).
@@ -613,16 +611,6 @@ fn sample_non_edges(
     out
 }
 
-fn normal_matrix(rng: &mut StdRng, n: usize, d: usize) -> DenseMatrix {
-    DenseMatrix {
-        n_rows: n,
-        n_cols: d,
-        data: (0..n * d)
-            .map(|_| rng.sample::<f32, _>(StandardNormal))
-            .collect(),
-    }
-}
-
 /// Trains a [`GraphVae`] with full-batch Adam on the node features `x` (`[N, n_features]`)
 /// and the training graph of `split`, recording the validation [`LinkScores`] of
 /// `split.val`/`split.val_neg` every `eval_every` epochs (see the module documentation for the
@@ -632,9 +620,8 @@ fn normal_matrix(rng: &mut StdRng, n: usize, d: usize) -> DenseMatrix {
 /// - [`Error::Param`]: `epochs`, `learning_rate`, `negative_ratio` or `eval_every` not
 ///   positive; `model.n_features` differs from `x`'s width.
 /// - [`Error::InvalidInput`]: `x`'s rows differ from the graph's nodes, or the training graph
-///   has no edge.
-/// - [`Error::Internal`]: the loss became non-finite (lower the learning rate), or the
-///   backend failed to return data.
+///   has no edge; the loss became non-finite (lower the learning rate).
+/// - [`Error::Internal`]: the backend failed to return data.
 pub fn train_graph_vae(
     x: &DenseMatrix,
     split: &EdgeSplit,
@@ -728,71 +715,49 @@ pub fn train_graph_vae(
     };
     let neg_scale = (nn - positives.len() as f64) / n_neg.max(1) as f64;
 
-    let mut net = model.init_seeded(&ad, cfg.seed);
-    let mut optim = crate::optim::adam(1e-8);
-    let mut records = Vec::with_capacity(cfg.epochs);
-    observer.stage_start("graph_vae", cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
-        let eps = to_tensor(&normal_matrix(&mut rng, n, model.n_latent), &ad);
-        let out = net.forward(&prop_ad, x_ad.clone(), Some(eps));
-        let recon = match &labels {
-            Some(l) => weighted_bce_dense(out.z_star, l.clone(), pos_weight, norm),
-            None => {
-                let neg = sample_non_edges(n, &pos_keys, n_neg, &mut rng);
-                let (neg_i, neg_j) = index_tensors(&neg, &ad);
-                weighted_bce_pairs(
-                    out.z_star,
-                    pos_i.clone(),
-                    pos_j.clone(),
-                    neg_i,
-                    neg_j,
-                    pos_weight,
-                    neg_scale,
-                    norm,
-                )
-            }
-        };
-        let kl = kl_per_node(out.mu, out.logvar);
-        let loss = recon.clone().add(kl.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(cfg.learning_rate, net, grads);
-        let (r, k): (f32, f32) = (recon.into_scalar(), kl.into_scalar());
-        let total = r as f64 + k as f64;
-        if !total.is_finite() {
-            return Err(Error::Internal(format!(
-                "Graph-DiffVAE loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
-        }
-        let val = if (epoch % cfg.eval_every == 0 || epoch == cfg.epochs) && !split.val.is_empty() {
-            let z = to_host(net.valid().forward(&prop, x_dev.clone(), None).z_star)?;
-            Some(link_scores(&z, &split.val, &split.val_neg))
-        } else {
-            None
-        };
-        let rec = GraphEpoch {
-            epoch,
-            loss: total,
-            recon: r as f64,
-            kl: k as f64,
+    let net = model.init_seeded(&ad, cfg.seed);
+    let mut step = GraphStep {
+        prop_ad,
+        x_ad,
+        labels,
+        pos_keys,
+        pos_i,
+        pos_j,
+        n_nodes: n,
+        n_latent: model.n_latent,
+        n_neg,
+        pos_weight,
+        norm,
+        neg_scale,
+        ad,
+        val: GraphValidation {
+            prop,
+            x: x_dev,
+            split,
+            eval_every: cfg.eval_every,
+            epochs: cfg.epochs,
+            scores: Vec::new(),
+        },
+    };
+    let opts = FitOptions {
+        label: "Graph-DiffVAE".into(),
+        ..FitOptions::new("graph_vae", cfg.epochs, cfg.learning_rate)
+    };
+    let fitted = train_fit::fit(&mut step, net, &opts, &mut rng, observer)?;
+    let records = fitted
+        .records
+        .iter()
+        .zip(step.val.scores)
+        .map(|(r, val)| GraphEpoch {
+            epoch: r.epoch,
+            loss: r.train_loss,
+            recon: r.recon.unwrap_or(f64::NAN),
+            kl: r.kl.unwrap_or(f64::NAN),
             val,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        observer.epoch_end(&EpochRecord {
-            stage: "graph_vae".into(),
-            epoch,
-            train_loss: total,
-            val_loss: None,
-            recon: Some(rec.recon),
-            kl: Some(rec.kl),
-            kl_weight: Some(1.0),
-            learning_rate: cfg.learning_rate,
-            seconds: rec.seconds,
-            kept: None,
-        });
-        records.push(rec);
-    }
-    observer.stage_end("graph_vae", "reached the number of epochs");
+            seconds: r.seconds,
+        })
+        .collect();
+    let net = fitted.last;
     Ok(TrainedGraphVae {
         model: net.valid(),
         records,
@@ -801,6 +766,90 @@ pub fn train_graph_vae(
         norm,
         negatives_per_epoch: n_neg,
     })
+}
+
+/// What the Graph-DiffVAE's validation needs: the graph and features on the plain device,
+/// the held-out edges, and the [`LinkScores`] of each epoch (every `eval_every` and the last).
+struct GraphValidation<'a> {
+    prop: Propagation,
+    x: Tensor<2>,
+    split: &'a EdgeSplit,
+    eval_every: usize,
+    epochs: usize,
+    scores: Vec<Option<LinkScores>>,
+}
+
+/// The Graph-DiffVAE as a [`TrainStep`]: one full-batch step per epoch, z = μ + σ ⊙ ε with
+/// fresh ε, the weighted reconstruction (dense, or over positives and freshly sampled
+/// non-edges) plus KL/N (Kipf & Welling 2016, Eq. 4; Bica et al. 2020, Methods).
+struct GraphStep<'a> {
+    prop_ad: Propagation,
+    x_ad: Tensor<2>,
+    labels: Option<Tensor<2>>,
+    pos_keys: HashSet<u64>,
+    pos_i: Tensor<1, Int>,
+    pos_j: Tensor<1, Int>,
+    n_nodes: usize,
+    n_latent: usize,
+    n_neg: usize,
+    pos_weight: f64,
+    norm: f64,
+    neg_scale: f64,
+    ad: Device,
+    val: GraphValidation<'a>,
+}
+
+impl TrainStep<GraphVae> for GraphStep<'_> {
+    fn batches(&mut self, _epoch: usize, _rng: &mut StdRng) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![Vec::new()])
+    }
+
+    fn loss(
+        &mut self,
+        net: &GraphVae,
+        _batch: &[usize],
+        _epoch: usize,
+        rng: &mut StdRng,
+    ) -> Result<StepLoss> {
+        let eps = to_tensor(&normal_matrix(rng, self.n_nodes, self.n_latent), &self.ad);
+        let out = net.forward(&self.prop_ad, self.x_ad.clone(), Some(eps));
+        let recon = match &self.labels {
+            Some(l) => weighted_bce_dense(out.z_star, l.clone(), self.pos_weight, self.norm),
+            None => {
+                let neg = sample_non_edges(self.n_nodes, &self.pos_keys, self.n_neg, rng);
+                let (neg_i, neg_j) = index_tensors(&neg, &self.ad);
+                weighted_bce_pairs(
+                    out.z_star,
+                    self.pos_i.clone(),
+                    self.pos_j.clone(),
+                    neg_i,
+                    neg_j,
+                    self.pos_weight,
+                    self.neg_scale,
+                    self.norm,
+                )
+            }
+        };
+        let kl = kl_per_node(out.mu, out.logvar);
+        Ok(StepLoss {
+            loss: recon.clone().add(kl.clone()),
+            recon: Some(recon),
+            regularizer: Some((Regularizer::Kl, kl, 1.0)),
+        })
+    }
+
+    fn validate(&mut self, net: &GraphVae, epoch: usize) -> Result<Option<f64>> {
+        let v = &mut self.val;
+        let due = epoch.is_multiple_of(v.eval_every) || epoch == v.epochs;
+        let scores = if due && !v.split.val.is_empty() {
+            let z = to_host(net.valid().forward(&v.prop, v.x.clone(), None).z_star)?;
+            Some(link_scores(&z, &v.split.val, &v.split.val_neg))
+        } else {
+            None
+        };
+        v.scores.push(scores);
+        Ok(None)
+    }
 }
 
 /// The posterior mean μ and the node embedding `Z*` (decoded from `Z = μ`) of every node,
@@ -1019,8 +1068,8 @@ pub struct GraphFit {
 /// - [`Error::Param`]: invalid `spec` values (`k`, epochs, learning rate, fractions, link
 ///   mode, widths).
 /// - [`Error::InvalidInput`]: what [`crate::pp::fit_transform`] rejects (NaN,
-///   negative values with HVG selection, ...), too few cells or edges.
-/// - [`Error::Internal`]: a non-finite loss or a backend failure.
+///   negative values with HVG selection, ...), too few cells or edges, a non-finite loss.
+/// - [`Error::Internal`]: a backend failure.
 pub fn fit(
     adata: &AnnData,
     spec: &GraphSpec,
@@ -1419,7 +1468,7 @@ mod tests {
         )
         .unwrap();
         let spec = GraphSpec::default().with_seed(0);
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         let fit = fit(&adata, &spec, &device, &mut Silent).unwrap();
         let r = &fit.trained.records;
         eprintln!(

@@ -682,7 +682,7 @@ impl Identification {
                 if let Some(v) = r.recon {
                     fl.insert("reconstruction".into(), v.into());
                 }
-                if let Some(v) = r.kl {
+                if let Some(v) = r.kl.or(r.mmd) {
                     fl.insert("regulariser".into(), v.into());
                 }
                 o.insert("final_loss".into(), Value::Object(fl));
@@ -835,7 +835,8 @@ fn validate_clustering(c: &Clustering, n_cells: usize) -> Result<()> {
 ///   k and without a labels key, bad ε/min_samples, t-SNE settings, …).
 /// - [`Error::InvalidInput`]: an unknown or empty labels key, data the preprocessing refuses,
 ///   fewer than 4 cells (t-SNE), too few distinct points for k.
-/// - [`Error::Internal`]: a numerical failure (non-finite loss, backend, smartcore).
+///   A non-finite training loss (lower the learning rate).
+/// - [`Error::Internal`]: a numerical failure (backend, smartcore).
 pub fn identify(
     adata: &AnnData,
     opts: &IdentifyOptions,

@@ -21,16 +21,11 @@ pub mod graph;
 pub mod identify;
 pub mod shift;
 
-use std::time::Instant;
-
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand_distr::{Distribution as _, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::anndata::{AnnData, DenseMatrix};
@@ -39,7 +34,9 @@ use crate::models::diffvae::{bernoulli_nll, kl_standard_normal, mmd, squared_err
 use crate::models::{DiffVae, DiffVaeConfig};
 use crate::pp::{HvgFlavor, PreprocessConfig};
 use crate::tl::pca::Pca;
-use crate::train::{EpochRecord, Observer, map_row_chunks, to_host, to_tensor};
+use crate::train::fit::{FitOptions, Regularizer, StepLoss, TrainStep, fit};
+use crate::train::plan::shuffled_batches;
+use crate::train::{EpochRecord, Observer, map_row_chunks, normal_matrix, to_host, to_tensor};
 
 /// The latent models compared in DiffVAE's Table 2.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -248,9 +245,9 @@ pub struct LatentFit {
     /// W(0) `[m, h1]`, W(1) `[h1, h2]`, W(2) `[h2, n_genes]` for the neural models; for PCA
     /// the one matrix of principal axes `[m, n_genes]` (its loadings play ω's role).
     pub decoder_weights: Vec<DenseMatrix>,
-    /// Per-epoch losses (empty for PCA). `recon` is the reconstruction term, `kl` the
-    /// regulariser before weighting (the MMD² for DiffVAE, the KL for the VAE, none for the
-    /// autoencoder) and `kl_weight` its weight (λ or β).
+    /// Per-epoch losses (empty for PCA). `recon` is the reconstruction term; the regulariser
+    /// before weighting is `mmd` (the MMD², weight λ in `mmd_weight`) for DiffVAE, `kl`
+    /// (weight β in `kl_weight`) for the VAE, none for the autoencoder.
     pub records: Vec<EpochRecord>,
 }
 
@@ -293,11 +290,6 @@ fn matmul_chain(ms: &[DenseMatrix]) -> Result<DenseMatrix> {
     DenseMatrix::from_vec(r, c, data)
 }
 
-fn normal_tensor(rng: &mut StdRng, n: usize, d: usize, device: &Device) -> Tensor<2> {
-    let data: Vec<f32> = (0..n * d).map(|_| StandardNormal.sample(rng)).collect();
-    Tensor::from_data(burn::tensor::TensorData::new(data, [n, d]), device)
-}
-
 /// Fits the latent model `cfg.kind` on `x` (`[n_cells, n_genes]`, min-max scaled log1p
 /// expression in [0, 1], e.g. the output of [`crate::pp::fit_transform`] with
 /// [`preprocess_config`]) and returns the latent means, the decoder weights and the losses.
@@ -305,8 +297,9 @@ fn normal_tensor(rng: &mut StdRng, n: usize, d: usize, device: &Device) -> Tenso
 /// # Errors
 /// - [`Error::Param`]: invalid `cfg` ([`LatentModelConfig::validate`]).
 /// - [`Error::InvalidInput`]: fewer than 2 cells or genes, or values outside [0, 1] / not
-///   finite for the neural models (the Bernoulli likelihood needs them in [0, 1]).
-/// - [`Error::Internal`]: the loss became non-finite, or the backend failed.
+///   finite for the neural models (the Bernoulli likelihood needs them in [0, 1]); the loss
+///   became non-finite (lower the learning rate).
+/// - [`Error::Internal`]: the backend failed.
 pub fn fit_latent(
     x: &DenseMatrix,
     cfg: &LatentModelConfig,
@@ -372,7 +365,7 @@ pub fn fit_latent(
 ///
 /// # Errors
 /// [`Error::Param`] for PCA or an invalid `cfg`; [`Error::InvalidInput`] for fewer than 2
-/// cells; [`Error::Internal`] if the loss becomes non-finite.
+/// cells or a loss that became non-finite.
 pub fn train_network(
     x: &DenseMatrix,
     cfg: &LatentModelConfig,
@@ -391,86 +384,85 @@ pub fn train_network(
             "need at least 2 cells to train, got {n}"
         )));
     }
-    let m = cfg.n_latent;
     let ad = device.clone().autodiff();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     // Weights from a host generator (not the device's global one): reproducible even when
     // other fits run concurrently in the process.
-    let mut net = cfg
+    let net = cfg
         .network(x.n_cols)
         .init_seeded(&ad, cfg.seed ^ 0xd1ff_fae0);
-    let mut optim = crate::optim::adam(1e-8);
-    let mut order: Vec<usize> = (0..n).collect();
-    let stage = cfg.kind.name();
-    let reg_weight = match cfg.kind {
-        LatentModelKind::DiffVae => Some(cfg.mmd_weight),
-        LatentModelKind::Vae => Some(cfg.kl_weight),
-        _ => None,
+    let mut step = NetworkStep {
+        x,
+        order: (0..n).collect(),
+        cfg,
+        ad,
     };
-    let mut records = Vec::with_capacity(cfg.epochs);
-    observer.stage_start(stage, cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
-        order.shuffle(&mut rng);
-        let (mut sum, mut sum_r, mut sum_g, mut nb) = (0f64, 0f64, 0f64, 0usize);
-        for b in order.chunks(cfg.batch_size).filter(|b| b.len() >= 2) {
-            let xb = to_tensor(&x.select_rows(b), &ad);
-            let (mu, logvar) = net.encode(xb.clone());
-            let (recon, reg) = match cfg.kind {
-                LatentModelKind::Ae => {
-                    let p = activation::sigmoid(net.decode_logits(mu));
-                    (squared_error(p, xb), None)
-                }
-                kind => {
-                    let eps = normal_tensor(&mut rng, b.len(), m, &ad);
-                    let z = mu
-                        .clone()
-                        .add(logvar.clone().mul_scalar(0.5).exp().mul(eps));
-                    let reg = if kind == LatentModelKind::DiffVae {
-                        let prior = normal_tensor(&mut rng, b.len(), m, &ad);
-                        mmd(z.clone(), prior)
-                    } else {
-                        kl_standard_normal(mu, logvar)
-                    };
-                    (bernoulli_nll(net.decode_logits(z), xb), Some(reg))
-                }
-            };
-            let loss = match (&reg, reg_weight) {
-                (Some(r), Some(w)) => recon.clone().add(r.clone().mul_scalar(w)),
-                _ => recon.clone(),
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(cfg.learning_rate, net, grads);
-            let r: f32 = recon.into_scalar();
-            let gv: f32 = reg.map_or(0.0, |t| t.into_scalar());
-            sum_r += r as f64;
-            sum_g += gv as f64;
-            sum += r as f64 + reg_weight.unwrap_or(0.0) * gv as f64;
-            nb += 1;
-        }
-        let nbf = nb.max(1) as f64;
-        if !sum.is_finite() {
-            return Err(Error::Internal(format!(
-                "{stage} loss became non-finite at epoch {epoch}; lower the learning rate"
-            )));
-        }
-        let rec = EpochRecord {
-            stage: stage.into(),
-            epoch,
-            train_loss: sum / nbf,
-            val_loss: None,
-            recon: Some(sum_r / nbf),
-            kl: reg_weight.map(|_| sum_g / nbf),
-            kl_weight: reg_weight,
-            learning_rate: cfg.learning_rate,
-            seconds: start.elapsed().as_secs_f64(),
-            kept: None,
-        };
-        observer.epoch_end(&rec);
-        records.push(rec);
+    let opts = FitOptions {
+        label: cfg.kind.name().into(),
+        ..FitOptions::new(cfg.kind.name(), cfg.epochs, cfg.learning_rate)
+    };
+    let fitted = fit(&mut step, net, &opts, &mut rng, observer)?;
+    Ok((fitted.last.valid(), fitted.records))
+}
+
+/// A DiffVAE network of one [`LatentModelKind`] as a [`TrainStep`]: every cell each epoch,
+/// shuffled, minibatches of at least 2 cells; the loss of [`train_network`].
+struct NetworkStep<'a> {
+    x: &'a DenseMatrix,
+    order: Vec<usize>,
+    cfg: &'a LatentModelConfig,
+    ad: Device,
+}
+
+impl TrainStep<DiffVae> for NetworkStep<'_> {
+    fn batches(&mut self, _epoch: usize, rng: &mut StdRng) -> Result<Vec<Vec<usize>>> {
+        Ok(shuffled_batches(
+            &mut self.order,
+            rng,
+            self.cfg.batch_size,
+            true,
+        ))
     }
-    observer.stage_end(stage, "done");
-    Ok((net.valid(), records))
+
+    fn loss(
+        &mut self,
+        net: &DiffVae,
+        b: &[usize],
+        _epoch: usize,
+        rng: &mut StdRng,
+    ) -> Result<StepLoss> {
+        let (m, ad) = (self.cfg.n_latent, &self.ad);
+        let xb = to_tensor(&self.x.select_rows(b), ad);
+        let (mu, logvar) = net.encode(xb.clone());
+        if self.cfg.kind == LatentModelKind::Ae {
+            let p = activation::sigmoid(net.decode_logits(mu));
+            let recon = squared_error(p, xb);
+            return Ok(StepLoss {
+                recon: Some(recon.clone()),
+                ..StepLoss::plain(recon)
+            });
+        }
+        let eps = to_tensor(&normal_matrix(rng, b.len(), m), ad);
+        let z = mu
+            .clone()
+            .add(logvar.clone().mul_scalar(0.5).exp().mul(eps));
+        let (kind, reg, w) = if self.cfg.kind == LatentModelKind::DiffVae {
+            let prior = to_tensor(&normal_matrix(rng, b.len(), m), ad);
+            (Regularizer::Mmd, mmd(z.clone(), prior), self.cfg.mmd_weight)
+        } else {
+            (
+                Regularizer::Kl,
+                kl_standard_normal(mu, logvar),
+                self.cfg.kl_weight,
+            )
+        };
+        let recon = bernoulli_nll(net.decode_logits(z), xb);
+        Ok(StepLoss {
+            loss: recon.clone().add(reg.clone().mul_scalar(w)),
+            recon: Some(recon),
+            regularizer: Some((kind, reg, w)),
+        })
+    }
 }
 
 /// The posterior means μ of all rows of `x` (`[n_cells, n_genes]` → `[n_cells, m]`), with the
@@ -531,7 +523,7 @@ mod tests {
 
     fn normal(n: usize, d: usize, seed: u64, shift: f32, device: &Device) -> Tensor<2> {
         let mut rng = StdRng::seed_from_u64(seed);
-        normal_tensor(&mut rng, n, d, device).add_scalar(shift)
+        to_tensor(&normal_matrix(&mut rng, n, d), device).add_scalar(shift)
     }
 
     #[test]
@@ -555,8 +547,8 @@ mod tests {
             last.train_loss,
             first.recon.unwrap(),
             last.recon.unwrap(),
-            first.kl.unwrap(),
-            last.kl.unwrap()
+            first.mmd.unwrap(),
+            last.mmd.unwrap()
         );
         assert!(
             last.train_loss < 0.9 * first.train_loss,
