@@ -438,7 +438,156 @@ impl<M> EarlyStopping<M> {
 
 #[cfg(test)]
 mod tests {
-    use super::EarlyStopping;
+    use burn::tensor::TensorData;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::models::layers::{Activation, Dense, DenseConfig};
+    use crate::train::Silent;
+
+    /// A regression y = 2x over 64 points as a [`TrainStep`] of a linear layer: minibatches of
+    /// 16 in a fresh order each epoch, squared error; the validation losses are scripted so
+    /// that early stopping can be checked (the last value repeats), or computed from the model.
+    struct Line {
+        x: Vec<f32>,
+        scripted: Vec<f64>,
+        nan_at: Option<usize>,
+        ad: Device,
+    }
+
+    impl TrainStep<Dense> for Line {
+        fn batches(&mut self, _epoch: usize, rng: &mut StdRng) -> Result<Vec<Vec<usize>>> {
+            let mut order: Vec<usize> = (0..self.x.len()).collect();
+            Ok(crate::train::plan::shuffled_batches(
+                &mut order, rng, 16, false,
+            ))
+        }
+
+        fn loss(
+            &mut self,
+            m: &Dense,
+            b: &[usize],
+            epoch: usize,
+            _r: &mut StdRng,
+        ) -> Result<StepLoss> {
+            let xs: Vec<f32> = b.iter().map(|&i| self.x[i]).collect();
+            let ys: Vec<f32> = if self.nan_at == Some(epoch) {
+                vec![f32::NAN; b.len()]
+            } else {
+                xs.iter().map(|v| 2.0 * v).collect()
+            };
+            let x = Tensor::<2>::from_data(TensorData::new(xs, [b.len(), 1]), &self.ad);
+            let y = Tensor::<2>::from_data(TensorData::new(ys, [b.len(), 1]), &self.ad);
+            let err = m.forward(x, Activation::None).sub(y).square().mean();
+            Ok(StepLoss {
+                recon: Some(err.clone()),
+                ..StepLoss::plain(err)
+            })
+        }
+
+        fn validate(&mut self, _m: &Dense, epoch: usize) -> Result<Option<f64>> {
+            Ok(self
+                .scripted
+                .get(epoch - 1)
+                .or(self.scripted.last())
+                .copied())
+        }
+    }
+
+    fn line(scripted: Vec<f64>, nan_at: Option<usize>) -> (Line, Dense) {
+        let ad = Device::default().autodiff();
+        ad.seed(1);
+        let model = DenseConfig::new(1, 1).init(&ad);
+        let x = (0..64).map(|i| i as f32 / 32.0 - 1.0).collect();
+        let step = Line {
+            x,
+            scripted,
+            nan_at,
+            ad,
+        };
+        (step, model)
+    }
+
+    /// The loss falls, one record per epoch with the learning rate of the schedule's last
+    /// step, and the same seed gives the same weights.
+    #[test]
+    fn fit_trains_and_is_reproducible() {
+        let _rng = crate::test_rng_lock();
+        let run = || {
+            let (mut step, model) = line(Vec::new(), None);
+            let opts = FitOptions {
+                schedule: LrSchedule::Cosine {
+                    total_steps: 160,
+                    floor: 0.1,
+                },
+                ..FitOptions::new("line", 40, 0.1)
+            };
+            let mut rng = StdRng::seed_from_u64(3);
+            fit(&mut step, model, &opts, &mut rng, &mut Silent).unwrap()
+        };
+        let a = run();
+        assert_eq!(a.records.len(), 40);
+        let (first, last) = (&a.records[0], &a.records[39]);
+        assert!(
+            last.train_loss < 0.1 * first.train_loss,
+            "{first:?} → {last:?}"
+        );
+        assert_eq!(last.recon, Some(last.train_loss));
+        // Step 159 of 160: 0.1 · (0.1 + 0.9 · ½ (1 + cos(159π/160))).
+        let want = 0.1 * (0.1 + 0.9 * 0.5 * (1.0 + (159.0 * std::f64::consts::PI / 160.0).cos()));
+        assert!((last.learning_rate - want).abs() < 1e-15);
+        assert!(a.kept.is_none() && a.records.iter().all(|r| r.kept.is_none()));
+        let w = |d: &Dense| d.linear.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(w(&a.last), w(&run().last));
+    }
+
+    /// Early stopping keeps the best epoch's model, marks its record and stops after
+    /// `patience` epochs without a lower loss; with an EMA the kept model is the EMA's.
+    #[test]
+    fn fit_stops_early_and_keeps_the_best_epoch() {
+        let _rng = crate::test_rng_lock();
+        let (mut step, model) = line(vec![3.0, 2.0, 2.5, 2.6, 2.7], None);
+        let opts = FitOptions {
+            early_stop: Some(EarlyStop {
+                patience: 2,
+                keep_latest_through: 0,
+            }),
+            ema_decay: Some(0.9),
+            ..FitOptions::new("line", 50, 0.01)
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let f = fit(&mut step, model, &opts, &mut rng, &mut Silent).unwrap();
+        assert_eq!(f.records.len(), 4);
+        let kept: Vec<usize> = f
+            .records
+            .iter()
+            .filter(|r| r.kept == Some(true))
+            .map(|r| r.epoch)
+            .collect();
+        assert_eq!(kept, [2]);
+        assert!(f.kept.is_some());
+    }
+
+    /// A non-finite loss is the user's error (exit 2), naming the stage and the epoch.
+    #[test]
+    fn fit_refuses_a_non_finite_loss() {
+        let _rng = crate::test_rng_lock();
+        let (mut step, model) = line(Vec::new(), Some(3));
+        let opts = FitOptions {
+            label: "Line".into(),
+            ..FitOptions::new("line", 5, 0.01)
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let e = fit(&mut step, model, &opts, &mut rng, &mut Silent)
+            .err()
+            .unwrap();
+        assert!(e.is_bad_input(), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Line loss") && msg.contains("epoch 3"),
+            "{msg}"
+        );
+    }
 
     /// Keeps the best epoch's model, stops after `patience` epochs without a lower loss, and
     /// during a warm-up (`keep_latest`) keeps the latest model whatever its loss.
