@@ -537,7 +537,14 @@ mod tests {
         let want = 0.1 * (0.1 + 0.9 * 0.5 * (1.0 + (159.0 * std::f64::consts::PI / 160.0).cos()));
         assert!((last.learning_rate - want).abs() < 1e-15);
         assert!(a.kept.is_none() && a.records.iter().all(|r| r.kept.is_none()));
-        let w = |d: &Dense| d.linear.weight.val().into_data().to_vec::<f32>().unwrap();
+        let w = |d: &Dense| {
+            d.linear
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
         assert_eq!(w(&a.last), w(&run().last));
     }
 
