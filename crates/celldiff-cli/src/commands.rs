@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use celldiff::RunFiles;
 use celldiff::anndata::AnnData;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::output::{self, OutputKind};
@@ -15,9 +16,9 @@ use celldiff::models::Likelihood;
 use celldiff::observation::Observation;
 use celldiff::pipeline::SamplerKind;
 use celldiff::pp::{HvgFlavor, PreprocessConfig};
-use celldiff::run::DataSource;
-use celldiff::run::Run;
+use celldiff::run_dir::DataSource;
 use celldiff::schedulers::BetaSchedule;
+use celldiff::scvaeder::Run;
 use celldiff::scvaeder::{self, CountsOutput, GenerateOptions, Prior, TrainSpec};
 
 use crate::progress::Bars;

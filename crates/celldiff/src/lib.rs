@@ -16,12 +16,14 @@
 //! - [`counts`], [`decoded_counts`]: counts recovered from log1p data, the library-size
 //!   model and NB sampling; counts out of a trained count decoder (θ re-fit, reconstruction).
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
-//! - [`train`]: the hand-written two-stage training loops.
+//! - [`train`]: the one hand-written training loop ([`train::fit()`] over a
+//!   [`train::TrainStep`]) and the steps of the shared networks.
 //! - [`methods`]: one folder per method, re-exported at the root: [`scvaeder`] (fit,
 //!   generate, embed, `--stream`, the analyses), [`scld`] (conditions, guided generation,
 //!   Scorer), [`diffvae`] (latent models, cell-type identification, classifier, latent shifts,
 //!   Graph-DiffVAE).
-//! - [`run`]: run directories (weights + what the model was trained on), checked on load.
+//! - [`run_dir`]: the one run-directory format ([`RunFiles`]: weights + what the model was
+//!   trained on, saved atomically, checked on load).
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
 //! - [`simulate`]: seeded NB count simulator written in chunks (scale tests).
@@ -53,7 +55,7 @@ pub mod models;
 pub mod observation;
 pub mod optim;
 pub mod pipeline;
-pub mod run;
+pub mod run_dir;
 pub mod schedulers;
 pub mod simulate;
 pub mod train;
@@ -63,6 +65,7 @@ pub use celldiff_data::{AnnData, Column, DenseMatrix, Matrix};
 pub use celldiff_data::{Error, Result};
 pub use celldiff_data::{anndata, error, io, metrics, pp, tl};
 pub use methods::{diffvae, scld, scvaeder};
+pub use run_dir::RunFiles;
 
 /// Serialises the unit tests that draw from the backend's device RNG (one process-wide
 /// generator in Burn's flex backend: `Device::seed`, dropout masks, `Tensor::random`), so a

@@ -276,7 +276,7 @@ impl CountObservation {
     /// [`crate::error::Error::Format`] naming `path` and the field.
     pub fn check(&self, path: &std::path::Path) -> crate::error::Result<()> {
         use crate::error::Error;
-        use crate::run::check_range;
+        use crate::run_dir::check_range;
         if self.size_factors.is_empty() {
             return Err(Error::format(
                 path,

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use celldiff::RunFiles;
 use celldiff::anndata::Column;
 use celldiff::backend::DeviceChoice;
 use celldiff::diffvae::classify::{Classifier, ClassifierTrainConfig};

@@ -13,11 +13,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
+use celldiff::RunFiles;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
 use celldiff::pipeline::SamplerKind;
-use celldiff::run::DataSource;
+use celldiff::run_dir::DataSource;
 use celldiff::scvaeder::{self, GenerateOptions, Prior};
 use celldiff::train::Observer;
 

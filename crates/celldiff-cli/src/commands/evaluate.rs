@@ -143,7 +143,7 @@ pub fn run(a: EvaluateArgs, dev: celldiff::backend::DeviceChoice, quiet: bool) -
     let mut doc = serde_json::to_value(&m)?;
     if let Some(run_dir) = &a.run {
         let device = super::device(dev)?;
-        let run = celldiff::run::Run::load(run_dir, &device)?;
+        let run = <celldiff::scvaeder::Run as celldiff::RunFiles>::load(run_dir, &device)?;
         let x = run
             .preprocess
             .transform(&r)

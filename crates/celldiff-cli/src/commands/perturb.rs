@@ -113,7 +113,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     let device = device(dev)?;
     let run = load_run(&a.run, &device)?;
     let bars = Bars::new(quiet);
-    let excluded = run.config.exclude.as_deref().is_some_and(|e| {
+    let excluded = run.config.header.exclude.as_deref().is_some_and(|e| {
         e.contains(&format!("{}={}", a.celltype_key, a.predict))
             && e.contains(&format!("{}={}", a.condition_key, a.stimulated))
     });

@@ -7,11 +7,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use celldiff::RunFiles;
 use celldiff::anndata::{AnnData, Column};
 use celldiff::backend::DeviceChoice;
 use celldiff::models::{Architecture, Fusion};
-use celldiff::run::DataSource;
-use celldiff::run::read_model_name;
+use celldiff::run_dir::DataSource;
+use celldiff::run_dir::read_model_name;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LatentKind, SampleOptions, ScldGenerateOptions,
     ScldRun, ScldSpec,

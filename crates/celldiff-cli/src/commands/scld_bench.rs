@@ -35,7 +35,7 @@ use crate::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::anndata::DenseMatrix;
 use celldiff::backend::DeviceChoice;
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::run::DataSource;
+use celldiff::run_dir::DataSource;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LabelClassifier, SampleOptions, ScldGenerateOptions,
 };

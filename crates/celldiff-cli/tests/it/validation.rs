@@ -559,7 +559,7 @@ fn scld_post_guidance_is_off_by_default_with_a_scorer_at_chance() {
         .expect("sha256sum (coreutils)");
     assert!(sum.status.success());
     let sum = String::from_utf8(sum.stdout).unwrap();
-    let manifest = run.join(celldiff::run::MANIFEST);
+    let manifest = run.join(celldiff::run_dir::MANIFEST);
     let sums: String = std::fs::read_to_string(&manifest)
         .unwrap()
         .lines()

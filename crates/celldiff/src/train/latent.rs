@@ -74,7 +74,7 @@ impl LatentStats {
     /// # Errors
     /// [`Error::Format`] naming `path` and the field (`std[3]`, `mean`, ...).
     pub fn check(&self, path: &std::path::Path, n_latent: usize) -> Result<()> {
-        use crate::run::{check_all_finite, check_len};
+        use crate::run_dir::{check_all_finite, check_len};
         for (name, v) in [
             ("mean", &self.mean),
             ("std", &self.std),

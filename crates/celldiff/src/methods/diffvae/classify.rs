@@ -19,7 +19,7 @@
 //! - `SHA256SUMS`: the SHA-256 of every other file.
 //!
 //! Written to a temporary sibling directory and renamed into place (never half-written), and
-//! checked on load like a run directory ([`crate::run`]).
+//! checked on load like a run directory ([`crate::run_dir`]).
 
 use std::path::Path;
 
@@ -35,9 +35,9 @@ use crate::anndata::{AnnData, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::models::classifier::{CellTypeClassifier, CellTypeClassifierConfig};
 use crate::pp::FittedPreprocess;
-use crate::run::{
-    RunDir, check_dims, check_len, check_preprocess, check_range, save_module, save_run_dir,
-    write_json,
+use crate::run_dir::{
+    DataSource, RunDir, RunFiles, RunHeader, check_dims, check_len, check_preprocess, check_range,
+    save_module, write_json,
 };
 use crate::train::fit::{FitOptions, ShuffledMinibatches, fit};
 use crate::train::{Silent, map_row_chunks, to_host, to_tensor};
@@ -344,12 +344,9 @@ pub fn train_classifier(
 /// What a saved classifier was trained on and how (`config.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassifierConfig {
-    /// celldiff version that wrote it.
-    pub celldiff_version: String,
-    /// Always `"classifier"`.
-    pub model: String,
-    /// Input file or directory.
-    pub data: String,
+    /// Version, model (`"classifier"`) and data source.
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// `obs` column the labels came from.
     pub labels_key: String,
     /// Cell types, in class-id order.
@@ -411,9 +408,13 @@ impl Classifier {
         let (net, report) = train_classifier(x, labels, categories, cfg, device)?;
         Ok(Classifier {
             config: ClassifierConfig {
-                celldiff_version: env!("CARGO_PKG_VERSION").into(),
-                model: "classifier".into(),
-                data: meta.0.into(),
+                header: RunHeader::new(
+                    "classifier",
+                    &DataSource {
+                        path: meta.0.into(),
+                        ..DataSource::default()
+                    },
+                ),
                 labels_key: meta.1.into(),
                 categories: categories.to_vec(),
                 network: CellTypeClassifierConfig::new(
@@ -429,37 +430,37 @@ impl Classifier {
             net,
         })
     }
+}
 
-    /// Writes the classifier directory `dir` atomically, with `genes.json` and `SHA256SUMS`
-    /// ([`crate::run`]).
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
-    /// failures.
-    pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        save_run_dir(dir, force, &self.config, &self.genes, |tmp| {
-            write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
-            save_module(&self.net, &tmp.join("classifier.bpk"))
-        })
+impl RunFiles for Classifier {
+    const MODEL: &'static str = "classifier";
+    const WHAT: &'static str = "classifier directory";
+    type Config = ClassifierConfig;
+
+    fn config(&self) -> &ClassifierConfig {
+        &self.config
     }
 
-    /// Loads and checks a classifier directory as runs are checked ([`crate::run`]: version,
-    /// checksums, ranges and lengths).
-    ///
-    /// # Errors
-    /// [`Error::Io`] for a missing directory or file; [`Error::Format`] naming the file if it
-    /// is not a classifier (`model` ≠ `"classifier"`), was written by a newer celldiff, fails
-    /// its checksum, the gene list disagrees with the network or the preprocessing, a value
-    /// is out of range, or the weights are unreadable.
-    pub fn load(dir: &Path, device: &Device) -> Result<Classifier> {
-        let rd = RunDir::open(dir, "classifier directory", "classifier", |model| {
-            format!(
-                "this is a --model {model} run; expected a directory written by `celldiff \
-                 classify train`"
-            )
-        })?;
+    fn genes(&self) -> &[String] {
+        &self.genes
+    }
+
+    fn write_files(&self, tmp: &Path) -> Result<()> {
+        write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
+        save_module(&self.net, &tmp.join("classifier.bpk"))
+    }
+
+    fn wrong_model(model: &str) -> String {
+        format!(
+            "this is a --model {model} run; expected a directory written by `celldiff classify \
+             train`"
+        )
+    }
+
+    /// Checks the network's dimensions against the categories and the genes, the
+    /// preprocessing, and the learning rate, then loads the weights.
+    fn read(rd: &RunDir, config: ClassifierConfig, device: &Device) -> Result<Classifier> {
         let cp = rd.path("config.json");
-        let config: ClassifierConfig = rd.config()?;
         let net = &config.network;
         check_dims(
             &cp,
@@ -500,7 +501,9 @@ impl Classifier {
             net,
         })
     }
+}
 
+impl Classifier {
     /// Classifies cells already in the classifier's space (`[n_cells, n_genes]`).
     ///
     /// # Errors

@@ -39,7 +39,7 @@
 //! 2018; [`crate::models::count_head`]); generated cells draw their library size from the
 //! latent's cluster ([`LibrarySizeModel`]) and their counts from the NB, and `generate`
 //! writes counts like the scVAEDer pipeline ([`CountsOutput`]).
-//! Written and checked on load like scVAEDer runs ([`crate::run`]).
+//! Written and checked on load like scVAEDer runs ([`crate::run_dir`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -66,11 +66,11 @@ use crate::observation::{Observation, fit_observation};
 use crate::pipeline::denoise_loop;
 use crate::pipeline::{SamplerKind, build_sampler, clip_range};
 use crate::pp::{FittedPreprocess, PreprocessConfig, fit_transform};
-use crate::run::DataSource;
-use crate::run::{
+use crate::run_dir::{DataSource, RunFiles, RunHeader};
+use crate::run_dir::{
     RunDir, check_all_finite, check_diffusion_train, check_dims, check_dropout, check_len,
-    check_preprocess, check_range, check_schedule, check_vae_train, save_module, save_run_dir,
-    write_history, write_json,
+    check_preprocess, check_range, check_schedule, check_vae_train, save_module, write_history,
+    write_json,
 };
 use crate::schedulers::{DdimScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
 use crate::train::{
@@ -348,18 +348,9 @@ impl Default for ScldSpec {
 /// `config.json` of an SCLD run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScldConfig {
-    /// celldiff version that wrote the run.
-    pub celldiff_version: String,
-    /// Always `"scld"`.
-    pub model: String,
-    /// Input file or directory.
-    pub data: String,
-    /// `--layer`.
-    pub layer: Option<String>,
-    /// `--use-raw`.
-    pub use_raw: bool,
-    /// `--exclude`.
-    pub exclude: Option<String>,
+    /// Version, model (`"scld"`) and data source.
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// Where the conditions came from (`obs` key or `leiden`).
     pub condition_key: String,
     /// Leiden resolution when the conditions are Leiden clusters of the training cells.
@@ -567,12 +558,7 @@ pub fn fit(
     seconds.insert("diffusion".into(), t2.elapsed().as_secs_f64().into());
     history.extend(h2);
     let config = ScldConfig {
-        celldiff_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: "scld".into(),
-        data: source.path.clone(),
-        layer: source.layer.clone(),
-        use_raw: source.use_raw,
-        exclude: source.exclude.clone(),
+        header: RunHeader::new("scld", source),
         condition_key: condition_key.to_string(),
         leiden_resolution,
         n_cells: n,

@@ -1,5 +1,6 @@
 //! Saving and loading SCLD run directories (`config.json`, weights, `conditions.json`,
-//! `latent.json`, `library_size.json`), checked on load through [`crate::run`].
+//! `latent.json`, `library_size.json`) through [`RunFiles`], the one run-directory format of
+//! [`crate::run_dir`].
 
 use super::*;
 
@@ -11,51 +12,51 @@ impl ScldRun {
     pub fn schedule(&self) -> Result<NoiseSchedule> {
         NoiseSchedule::new(&self.config.schedule)
     }
+}
 
-    /// Writes the run directory atomically (temporary sibling + rename), with `genes.json`
-    /// and `SHA256SUMS` ([`crate::run`]).
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`] if `dir` exists and `force` is false; [`Error::Io`] on write
-    /// failures (the temporary directory is removed).
-    pub fn save(&self, dir: &Path, force: bool) -> Result<()> {
-        save_run_dir(dir, force, &self.config, &self.genes, |tmp| {
-            write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
-            write_json(&tmp.join("latent.json"), &self.latent)?;
-            write_json(&tmp.join("conditions.json"), &self.conditions)?;
-            if let Some(o) = &self.observation {
-                write_json(&tmp.join("observation.json"), o)?;
-            }
-            if let Some(l) = &self.library {
-                write_json(&tmp.join(crate::run::LIBRARY_JSON), l)?;
-            }
-            match &self.latent_model {
-                LatentModel::Ae(a) => save_module(a, &tmp.join("ae.bpk"))?,
-                LatentModel::Vae(v) => save_module(v, &tmp.join("vae.bpk"))?,
-            }
-            save_module(&self.denoiser, &tmp.join("denoiser.bpk"))?;
-            save_module(&self.denoiser_ema, &tmp.join("denoiser_ema.bpk"))?;
-            if let Some(s) = &self.scorer {
-                save_module(s, &tmp.join("scorer.bpk"))?;
-            }
-            write_history(tmp, &self.history)
-        })
+impl RunFiles for ScldRun {
+    const MODEL: &'static str = "scld";
+    const WHAT: &'static str = "run directory";
+    type Config = ScldConfig;
+
+    fn config(&self) -> &ScldConfig {
+        &self.config
     }
 
-    /// Loads and checks an SCLD run directory, as [`crate::run::Run::load`] does (version,
-    /// checksums, ranges and lengths), plus the conditions and the Scorer.
-    ///
-    /// # Errors
-    /// [`Error::Io`] for a missing directory or file; [`Error::Format`] naming the file and
-    /// field for a run of another model, a newer celldiff version, a checksum mismatch,
-    /// unreadable JSON, a value out of range or of the wrong length, inconsistent
-    /// genes/conditions, or corrupt weights.
-    pub fn load(dir: &Path, device: &Device) -> Result<ScldRun> {
-        let rd = RunDir::open(dir, "run directory", "scld", |model| {
-            format!("expected an SCLD run (model \"scld\"), found \"{model}\"")
-        })?;
+    fn genes(&self) -> &[String] {
+        &self.genes
+    }
+
+    fn write_files(&self, tmp: &Path) -> Result<()> {
+        write_json(&tmp.join("preprocess.json"), &self.preprocess)?;
+        write_json(&tmp.join("latent.json"), &self.latent)?;
+        write_json(&tmp.join("conditions.json"), &self.conditions)?;
+        if let Some(o) = &self.observation {
+            write_json(&tmp.join("observation.json"), o)?;
+        }
+        if let Some(l) = &self.library {
+            write_json(&tmp.join(crate::run_dir::LIBRARY_JSON), l)?;
+        }
+        match &self.latent_model {
+            LatentModel::Ae(a) => save_module(a, &tmp.join("ae.bpk"))?,
+            LatentModel::Vae(v) => save_module(v, &tmp.join("vae.bpk"))?,
+        }
+        save_module(&self.denoiser, &tmp.join("denoiser.bpk"))?;
+        save_module(&self.denoiser_ema, &tmp.join("denoiser_ema.bpk"))?;
+        if let Some(s) = &self.scorer {
+            save_module(s, &tmp.join("scorer.bpk"))?;
+        }
+        write_history(tmp, &self.history)
+    }
+
+    fn wrong_model(model: &str) -> String {
+        format!("expected an SCLD run (model \"scld\"), found \"{model}\"")
+    }
+
+    /// Checks ranges and lengths as scVAEDer's run does, plus the conditions (one per
+    /// cluster, their genes) and the Scorer, then loads the weights.
+    fn read(rd: &RunDir, config: ScldConfig, device: &Device) -> Result<ScldRun> {
         let cp = rd.path("config.json");
-        let config: ScldConfig = rd.config()?;
         config.check(&cp)?;
         let (genes, _) = rd.genes(
             config.denoiser.n_cond,

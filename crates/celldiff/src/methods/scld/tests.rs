@@ -223,5 +223,5 @@ fn guided_generation_produces_the_requested_programme_and_reproduces() {
         generate(&back, &o, &device, &mut |_, _| {}).unwrap()
     };
     assert_eq!(a.x.to_dense(), a3.x.to_dense());
-    assert!(crate::run::Run::load(&p, &device).is_err());
+    assert!(<crate::scvaeder::Run as crate::RunFiles>::load(&p, &device).is_err());
 }

@@ -8,6 +8,7 @@
 //! together the way `celldiff train` / `celldiff generate` use them.
 
 pub mod analysis;
+pub mod run;
 pub mod stream;
 
 use std::time::Instant;
@@ -30,8 +31,7 @@ use crate::pipeline::sample_latents;
 use crate::pipeline::{SamplerKind, build_sampler, clip_range, clip_range_extended};
 use crate::pp::FittedPreprocess;
 use crate::pp::{PreprocessConfig, fit_transform};
-use crate::run::DataSource;
-use crate::run::{Run, RunConfig};
+use crate::run_dir::{DataSource, RunHeader};
 use crate::schedulers::{ClipRange, NoiseSchedule, ScheduleConfig};
 use crate::scvaeder::stream::{RowSubset, StreamedCells};
 use crate::train::{
@@ -39,6 +39,7 @@ use crate::train::{
     encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
 };
 use crate::train::{auto_diffusion_epochs, auto_vae_epochs};
+pub use run::{Run, RunConfig};
 
 /// Everything `celldiff train` needs besides the data.
 #[derive(Debug, Clone)]
@@ -343,12 +344,7 @@ fn fit_cells(
     seconds.insert("diffusion".into(), t2.elapsed().as_secs_f64().into());
     history.extend(h2);
     let config = RunConfig {
-        celldiff_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: "scvaeder".into(),
-        data: source.path.clone(),
-        layer: source.layer.clone(),
-        use_raw: source.use_raw,
-        exclude: source.exclude.clone(),
+        header: RunHeader::new("scvaeder", source),
         labels_key: spec.labels_key.clone(),
         labels,
         n_cells: n,
@@ -535,7 +531,7 @@ pub fn generate(
     );
     out.set_obsm("X_celldiff", latents);
     let mut meta = serde_json::Map::new();
-    meta.insert("model".into(), run.config.model.clone().into());
+    meta.insert("model".into(), run.config.header.model.clone().into());
     meta.insert(
         "generate".into(),
         serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?,

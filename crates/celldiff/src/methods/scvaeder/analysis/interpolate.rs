@@ -35,7 +35,7 @@ use crate::anndata::{AnnData, Column, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::metrics::{pearson, spearman};
 use crate::pipeline::SamplerKind;
-use crate::run::Run;
+use crate::scvaeder::Run;
 use crate::tl::pca::Pca;
 use crate::train::to_host;
 
@@ -350,7 +350,7 @@ pub fn interpolate(
     out.set_obs("corr_to", Column::Numeric(corr_to.clone()));
     out.set_obsm("X_celldiff", latents);
     let mut meta = serde_json::Map::new();
-    meta.insert("model".into(), run.config.model.clone().into());
+    meta.insert("model".into(), run.config.header.model.clone().into());
     meta.insert(
         "params".into(),
         serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?,

@@ -24,8 +24,8 @@ use crate::anndata::{AnnData, DenseMatrix, Matrix};
 use crate::error::{Error, Result};
 use crate::pipeline::{SamplerKind, clip_range};
 use crate::pipeline::{ddim_invert, denoise_from};
-use crate::run::Run;
 use crate::schedulers::{ClipRange, DdimScheduler, DdpmScheduler, Scheduler};
+use crate::scvaeder::Run;
 use crate::train::{decode, encode_mean, to_tensor};
 
 /// How clean latents z₀ are mapped to the diffusion prior at timestep K.

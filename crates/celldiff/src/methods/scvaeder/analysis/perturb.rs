@@ -35,7 +35,7 @@ use crate::anndata::{AnnData, Column, DenseMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::pearson;
 use crate::pipeline::SamplerKind;
-use crate::run::Run;
+use crate::scvaeder::Run;
 use crate::scvaeder::analysis::de::rank_genes;
 use crate::train::to_host;
 
