@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use celldiff::RunFiles;
 use celldiff::anndata::AnnData;
 use celldiff::backend::{self, DeviceChoice};
+use celldiff::counts::LibraryModelKind;
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{EvalMetrics, EvalOptions};
-use celldiff::models::Likelihood;
+use celldiff::models::{Activation, HiddenNorm, Likelihood};
 use celldiff::observation::Observation;
 use celldiff::pipeline::SamplerKind;
 use celldiff::pp::{HvgFlavor, PreprocessConfig};
@@ -20,22 +21,31 @@ use celldiff::run_dir::DataSource;
 use celldiff::schedulers::BetaSchedule;
 use celldiff::scvaeder::Run;
 use celldiff::scvaeder::{self, CountsOutput, GenerateOptions, Prior, TrainSpec};
+use celldiff::train::Objective;
 
 use crate::progress::Bars;
+use crate::protocols::{bench, demo, scld_bench};
 
-mod bench;
 mod classify;
 mod cluster;
-mod demo;
 mod evaluate;
-mod flags;
+pub(crate) mod flags;
 mod graph;
 mod identify;
 mod interpolate;
 mod perturb;
-mod scld;
-mod scld_bench;
+pub(crate) mod scld;
 mod simulate;
+
+/// The method `--model` trains: scVAEDer (VAE + latent DDPM) or SCLD (autoencoder +
+/// conditional latent diffusion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// scVAEDer (Sadria & Layton, Genome Biology 2025).
+    Scvaeder,
+    /// SCLD (Wang et al., arXiv 2312.14220).
+    Scld,
+}
 
 /// The top-level `--help`: the subcommands grouped by what they are for (clap lists them in
 /// one flat block). A unit test checks that every subcommand is listed here.
@@ -200,7 +210,7 @@ pub struct PreprocessFlags {
     pub n_top_genes: Option<usize>,
     /// HVG flavor: seurat (on log data) or seurat_v3 (on counts).
     #[arg(long, default_value = "seurat")]
-    pub flavor: String,
+    pub flavor: HvgFlavor,
     /// scale each gene to zero mean and unit variance.
     #[arg(long)]
     pub scale: bool,
@@ -214,11 +224,7 @@ pub struct PreprocessFlags {
 
 impl PreprocessFlags {
     pub fn config(&self, default_n_top: Option<usize>, subset: bool) -> Result<PreprocessConfig> {
-        let flavor: HvgFlavor = match self.flavor.as_str() {
-            "seurat" => HvgFlavor::Seurat,
-            "seurat_v3" => HvgFlavor::SeuratV3,
-            f => bail!("--flavor: unknown HVG flavor `{f}` (expected seurat or seurat_v3)"),
-        };
+        let flavor = self.flavor;
         let log1p = if self.log1p {
             Some(true)
         } else if self.no_log1p {
@@ -334,8 +340,8 @@ pub struct ModelArgs {
     pub pp: PreprocessFlags,
     /// Model family: scvaeder (VAE + latent DDPM) or scld (autoencoder + conditional latent
     /// diffusion with pre- and post-guidance; `train` only).
-    #[arg(long, default_value = "scvaeder", value_parser = ["scvaeder", "scld"])]
-    pub model: String,
+    #[arg(long, value_enum, default_value_t = ModelKind::Scvaeder)]
+    pub model: ModelKind,
     /// VAE epochs (default: ~150k cell passes, 30–300, with early stopping on a 10% validation
     /// split; trains each shared dataset in well under 5 minutes on 2 cores).
     #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_EPOCHS))]
@@ -423,41 +429,40 @@ pub struct ModelArgs {
     /// with --no-observation. Applies to scVAEDer's VAE and to both SCLD latent models
     /// (--latent-model ae|vae), whose default stays gaussian (with the NB autoencoder SCLD's
     /// guided cells were less realistic; docs/RESULTS.md).
-    #[arg(long, value_parser = ["nb", "zinb", "gaussian"])]
-    pub likelihood: Option<String>,
+    #[arg(long)]
+    pub likelihood: Option<Likelihood>,
     /// How a count-likelihood run's generated cells get their library size: cluster (the
     /// generated latent's nearest training cluster, a normal of ln l and ln s fitted there,
     /// as CFGen) or joint (the diffusion model diffuses [z, ln l, ln s] standardised, so the
     /// denoiser draws the size with the cell; the interpolation and perturbation analyses then
     /// refuse the run). scVAEDer only. See docs/RESULTS.md for the comparison.
-    #[arg(long, default_value = "cluster", value_parser = ["cluster", "joint"])]
-    pub library_model: String,
+    #[arg(long, default_value = "cluster")]
+    pub library_model: LibraryModelKind,
     /// Normalisation of the VAE's hidden layers: batch (BatchNorm, the paper's) or none
     /// (Linear → activation → Dropout, the block of SCLD's autoencoder). scVAEDer only. See
     /// docs/RESULTS.md, "VAE hidden block".
-    #[arg(long, default_value = "batch", value_parser = ["batch", "none"])]
-    pub vae_norm: String,
+    #[arg(long, default_value = "batch")]
+    pub vae_norm: HiddenNorm,
     /// Activation of the VAE's hidden layers: relu (the paper's) or silu. scVAEDer only.
-    #[arg(long, default_value = "relu", value_parser = ["relu", "silu"])]
-    pub vae_activation: String,
+    #[arg(long, default_value = "relu")]
+    pub vae_activation: Activation,
     /// The latent prior: diffusion (DDPM noise prediction, the papers' model) or flow
     /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
     /// 2023, on the same denoiser network; generate then integrates its ODE with Euler steps:
     /// --sampler ddpm = T steps, ddim = --steps, default 50). Flow runs cannot be used by
     /// interpolate/perturb (they need the diffusion's forward process).
-    #[arg(long = "prior", default_value = "diffusion", value_parser = ["diffusion", "flow"])]
-    pub latent_prior: String,
+    #[arg(long = "prior", default_value = "diffusion")]
+    pub latent_prior: Objective,
 }
 
 impl ModelArgs {
     /// The [`TrainSpec`] these flags describe.
     pub fn spec(&self, labels_key: Option<String>, seed: u64) -> Result<TrainSpec> {
-        match self.model.as_str() {
-            "scvaeder" => self.spec_unchecked(labels_key, seed),
-            "scld" => bail!(
+        match self.model {
+            ModelKind::Scvaeder => self.spec_unchecked(labels_key, seed),
+            ModelKind::Scld => bail!(
                 "--model scld: this command only handles scvaeder; use `celldiff train --model scld`"
             ),
-            m => bail!("--model: unknown model `{m}` (expected scvaeder or scld)"),
         }
     }
 
@@ -476,24 +481,11 @@ impl ModelArgs {
             labels_key,
             seed,
             fit_observation: !self.no_observation,
-            likelihood: self
-                .likelihood
-                .as_deref()
-                .map(parse_likelihood)
-                .transpose()?,
+            likelihood: self.likelihood,
             decoder_dropout: self.dropout_decoder,
-            vae_norm: match self.vae_norm.as_str() {
-                "none" => celldiff::models::HiddenNorm::None,
-                _ => celldiff::models::HiddenNorm::Batch,
-            },
-            vae_activation: match self.vae_activation.as_str() {
-                "silu" => celldiff::models::Activation::Silu,
-                _ => celldiff::models::Activation::Relu,
-            },
-            library_model: match self.library_model.as_str() {
-                "joint" => celldiff::counts::LibraryModelKind::Joint,
-                _ => celldiff::counts::LibraryModelKind::Cluster,
-            },
+            vae_norm: self.vae_norm,
+            vae_activation: self.vae_activation,
+            library_model: self.library_model,
             ..TrainSpec::default()
         };
         spec.vae_train.batch_size = self.batch_size_vae;
@@ -505,10 +497,7 @@ impl ModelArgs {
         spec.diffusion_train.learning_rate = self.lr_diffusion;
         spec.diffusion_train.ema_decay = self.ema_decay;
         spec.diffusion_train.patience = self.patience_diffusion;
-        spec.diffusion_train.objective = match self.latent_prior.as_str() {
-            "flow" => celldiff::train::Objective::Velocity,
-            _ => celldiff::train::Objective::Epsilon,
-        };
+        spec.diffusion_train.objective = self.latent_prior;
         spec.schedule.num_train_timesteps = self.timesteps;
         spec.schedule.beta_schedule = self.beta_schedule;
         spec.schedule.beta_start = self.beta_start;
@@ -571,8 +560,8 @@ pub struct GenerateArgs {
     #[arg(short = 'n', long, default_value_t = 1000, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_CELLS))]
     pub n: usize,
     /// Sampler: ddpm (ancestral, T steps) or ddim.
-    #[arg(long, default_value = "ddpm", value_parser = ["ddpm", "ddim"])]
-    pub sampler: String,
+    #[arg(long, default_value = "ddpm")]
+    pub sampler: SamplerKind,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
     #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_STEPS))]
     pub steps: Option<usize>,
@@ -581,7 +570,7 @@ pub struct GenerateArgs {
     pub eta: f64,
     /// Latent source: diffusion (scVAEDer) or vae (z ~ N(0, I), the baseline).
     #[arg(long, default_value = "diffusion")]
-    pub prior: String,
+    pub prior: Prior,
     /// Do not clip x̂₀ to the training latents' range during sampling.
     #[arg(long)]
     pub no_clip: bool,
@@ -591,14 +580,14 @@ pub struct GenerateArgs {
     /// How decoded latents become cells: counts (sample UMI counts through the run's count
     /// observation model: sparse, discrete cells like real data) or mean (the decoder mean, as
     /// scVAEDer publishes; smooth and not sparse).
-    #[arg(long, default_value = "counts", value_parser = ["counts", "mean"])]
-    pub observation: String,
+    #[arg(long, default_value = "counts")]
+    pub observation: Observation,
     /// What X holds for a run (scVAEDer or SCLD) trained with --likelihood nb/zinb: counts (integer counts as
     /// CSR float32, like the user's input; the model's log1p-normalised space goes to
     /// layers['log1p_norm']) or log1p (the model's space in X, the counts in
     /// layers['counts']). Both write obs['n_counts'].
-    #[arg(long, default_value = "counts", value_parser = ["counts", "log1p"])]
-    pub output: String,
+    #[arg(long, default_value = "counts")]
+    pub output: CountsOutput,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -612,23 +601,9 @@ pub struct GenerateArgs {
     pub force: bool,
 }
 
-/// Parses `--sampler`.
-pub fn parse_sampler(s: &str) -> Result<SamplerKind> {
-    match s {
-        "ddpm" => Ok(SamplerKind::Ddpm),
-        "ddim" => Ok(SamplerKind::Ddim),
-        s => bail!("--sampler: unknown sampler `{s}` (expected ddpm or ddim)"),
-    }
-}
-
 impl GenerateArgs {
     pub fn options(&self) -> Result<GenerateOptions> {
-        let sampler = parse_sampler(&self.sampler)?;
-        let prior = match self.prior.as_str() {
-            "diffusion" => Prior::Diffusion,
-            "vae" => Prior::Vae,
-            s => bail!("--prior: unknown prior `{s}` (expected diffusion or vae)"),
-        };
+        let (sampler, prior) = (self.sampler, self.prior);
         Ok(GenerateOptions {
             n: self.n,
             prior,
@@ -638,37 +613,9 @@ impl GenerateArgs {
             seed: self.seed,
             clip_x0: !self.no_clip,
             use_ema: !self.no_ema,
-            observation: parse_observation(&self.observation)?,
-            output: parse_output(&self.output)?,
+            observation: self.observation,
+            output: self.output,
         })
-    }
-}
-
-/// Parses `--output`.
-pub fn parse_output(s: &str) -> Result<CountsOutput> {
-    match s {
-        "counts" => Ok(CountsOutput::Counts),
-        "log1p" => Ok(CountsOutput::Log1p),
-        o => bail!("--output: unknown value `{o}` (expected counts or log1p)"),
-    }
-}
-
-/// Parses `--likelihood`.
-pub fn parse_likelihood(s: &str) -> Result<Likelihood> {
-    match s {
-        "nb" => Ok(Likelihood::Nb),
-        "zinb" => Ok(Likelihood::Zinb),
-        "gaussian" => Ok(Likelihood::Gaussian),
-        o => bail!("--likelihood: unknown value `{o}` (expected nb, zinb or gaussian)"),
-    }
-}
-
-/// Parses `--observation`.
-pub fn parse_observation(s: &str) -> Result<Observation> {
-    match s {
-        "counts" => Ok(Observation::Counts),
-        "mean" => Ok(Observation::Mean),
-        o => bail!("--observation: unknown value `{o}` (expected counts or mean)"),
     }
 }
 
@@ -744,7 +691,7 @@ fn run_command(cli: Cli, threads: usize) -> Result<()> {
 }
 
 fn train(a: TrainArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Result<()> {
-    if a.model.model == "scld" {
+    if a.model.model == ModelKind::Scld {
         if a.stream || a.shuffle_block.is_some() || a.shuffle_buffer.is_some() {
             bail!(
                 "--stream / --shuffle-block / --shuffle-buffer: only --model scvaeder streams \

@@ -6,6 +6,7 @@
 mod commands;
 mod plot;
 mod progress;
+mod protocols;
 mod warnings;
 
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use burn::tensor::Device;
 use crate::error::{Error, Result};
 
 /// Which device to run on.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     /// CUDA if compiled in, else the CPU backend.
@@ -24,21 +25,8 @@ pub enum DeviceChoice {
     /// The compiled-in CPU backend.
     Cpu,
     /// NVIDIA GPU 0 (needs the `cuda` feature).
+    #[cfg_attr(feature = "clap", value(alias = "gpu"))]
     Cuda,
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda),
-            _ => Err(Error::Param(format!(
-                "unknown device `{s}` (expected auto, cpu or cuda)"
-            ))),
-        }
-    }
 }
 
 /// The CPU device of the compiled-in CPU backend.

@@ -179,6 +179,7 @@ pub struct JointLibrary {
 }
 
 /// How a count-likelihood run draws generated cells' library sizes (`--library-model`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LibraryModelKind {

@@ -18,6 +18,7 @@ use crate::train::{Observer, TrainCells, to_host, to_tensor};
 pub const THETA_FIT_CELLS: usize = 2000;
 
 /// What a count-likelihood run writes to `X` (`--output`); the other form goes to a layer.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CountsOutput {

@@ -424,6 +424,7 @@ impl CountObservation {
 }
 
 /// How decoded latents become cells.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Observation {

@@ -119,6 +119,7 @@ pub fn ddim_invert(
 }
 
 /// Reverse-process sampler.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SamplerKind {

@@ -33,7 +33,7 @@ pub struct ClusterArgs {
     pub resolution: f64,
     /// Algorithm: leiden or louvain.
     #[arg(long, default_value = "leiden")]
-    pub flavor: String,
+    pub flavor: ClusterFlavor,
     /// Leiden iterations (scanpy n_iterations; 0 = until the partition is stable).
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = super::flags::count(0, 100_000))]
     pub n_iterations: usize,
@@ -67,7 +67,7 @@ pub struct ClusterArgs {
 
 pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     super::check_out(&a.out, a.force, &[&a.data.data])?;
-    let flavor: ClusterFlavor = a.flavor.parse().context("--flavor")?;
+    let flavor = a.flavor;
     if !(a.resolution.is_finite() && a.resolution > 0.0) {
         return Err(celldiff::Error::Param(format!(
             "--resolution must be a positive number, got {}",

@@ -191,6 +191,14 @@ pub fn target_sum() -> Check<f64> {
     })
 }
 
+/// The command-line name of a [`clap::ValueEnum`] value (`SamplerKind::Ddim` → `"ddim"`), as
+/// written into messages and JSON outputs.
+pub fn name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

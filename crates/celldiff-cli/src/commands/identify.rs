@@ -16,9 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use celldiff::backend::DeviceChoice;
-use celldiff::diffvae::identify::{
-    self, BenchOptions, ClusterSpace, Clustering, DbscanEps, IdentifyOptions,
-};
+use celldiff::diffvae::identify::{self, ClusterSpace, Clustering, DbscanEps, IdentifyOptions};
 use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
 use celldiff::io;
 use celldiff::tl::dbscan::DEFAULT_EPS_QUANTILE;
@@ -27,6 +25,7 @@ use celldiff::tl::tsne::TsneOptions;
 use super::interpolate::sibling;
 use super::{DataArgs, Written, device, write_atomic};
 use crate::progress::Bars;
+use crate::protocols::identify_bench::{BenchOptions, identify_bench};
 
 /// The two DiffVAE subcommands (flattened into the top-level command list).
 #[derive(Subcommand, Debug)]
@@ -129,8 +128,8 @@ pub struct IdentifyArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Latent model: diffvae, vae (Gaussian VAE), ae (plain autoencoder) or pca.
-    #[arg(long, default_value = "diffvae")]
-    pub latent_model: String,
+    #[arg(long, default_value = "diffvae", ignore_case = true)]
+    pub latent_model: LatentModelKind,
     /// Latent dimension m.
     #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent: usize,
@@ -157,7 +156,7 @@ pub struct IdentifyArgs {
     pub eps_quantile: Option<f64>,
     /// Cluster the latent means (latent) or their 2-D t-SNE (tsne).
     #[arg(long, default_value = "latent")]
-    pub on: String,
+    pub on: ClusterSpace,
     /// Top latent dimensions reported per cluster.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub top_dimensions: usize,
@@ -192,8 +191,13 @@ pub struct IdentifyBenchArgs {
     #[arg(long, default_value = "20,50,100", value_delimiter = ',', allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_LATENT))]
     pub latent_sizes: Vec<usize>,
     /// Models, comma-separated (diffvae, vae, ae, pca).
-    #[arg(long, default_value = "diffvae,vae,ae,pca", value_delimiter = ',')]
-    pub models: Vec<String>,
+    #[arg(
+        long,
+        default_value = "diffvae,vae,ae,pca",
+        value_delimiter = ',',
+        ignore_case = true
+    )]
+    pub models: Vec<LatentModelKind>,
     #[command(flatten)]
     pub train: TrainFlags,
     /// DBSCAN's minimum neighbourhood size.
@@ -221,15 +225,11 @@ pub fn run(c: IdentifyCommand, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
 }
 
-fn parse_model(s: &str) -> Result<LatentModelKind> {
-    s.parse::<LatentModelKind>().context("--latent-model")
-}
-
 /// The options of `identify`, all checked before any data are read.
 fn options(a: &IdentifyArgs) -> Result<IdentifyOptions> {
-    let kind = parse_model(&a.latent_model)?;
+    let kind = a.latent_model;
     let latent = a.train.latent(kind, a.latent, a.seed)?;
-    let space: ClusterSpace = a.on.parse().context("--on")?;
+    let space = a.on;
     if (a.dbscan_min_samples.is_some() || a.eps_quantile.is_some()) && a.dbscan_eps.is_none() {
         bail!(
             "--dbscan-min-samples / --eps-quantile need --dbscan-eps (DBSCAN); k-means is the \
@@ -391,11 +391,7 @@ fn run_bench(a: IdentifyBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     for p in &outputs {
         super::check_out(p, a.force, &[&a.data.data])?;
     }
-    let models = a
-        .models
-        .iter()
-        .map(|m| m.parse::<LatentModelKind>().context("--models"))
-        .collect::<Result<Vec<_>>>()?;
+    let models = a.models.clone();
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
@@ -432,7 +428,7 @@ fn run_bench(a: IdentifyBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
             }
             lines.push(l.to_string());
         };
-        identify::identify_bench(&adata, &opts, &device, &mut bars, &mut progress)
+        identify_bench(&adata, &opts, &device, &mut bars, &mut progress)
             .with_context(|| format!("identify-bench on {}", a.data.data.display()))?
     };
     let md = res.markdown();

@@ -12,10 +12,14 @@ use celldiff::anndata::{Column, DenseMatrix};
 use celldiff::backend::DeviceChoice;
 use celldiff::io::output::{self, OutputKind};
 use celldiff::io::{self, ReadOptions};
-use celldiff::scvaeder::analysis::interpolate::{self, InterpolateOptions, Interpolation};
+use celldiff::pipeline::SamplerKind;
+use celldiff::scvaeder::analysis::Encoding;
+use celldiff::scvaeder::analysis::interpolate::{
+    self, InterpolateOptions, Interpolation, Method, PathKind,
+};
 use celldiff::scvaeder::analysis::velocity::{self, Direction, VelocityOptions};
 
-use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, select_where, write_atomic};
 use crate::progress::Bars;
 
 #[derive(Args, Debug)]
@@ -41,7 +45,7 @@ pub struct InterpolateArgs {
     /// prior (approach 1: interpolate group means in the diffusion prior at K, the paper's
     /// default) or latent (approach 2: interpolate VAE latents, noise to K, reverse).
     #[arg(long, default_value = "prior")]
-    pub method: String,
+    pub method: Method,
     /// K, the timestep interpolated at (1..=T; default T, the full prior). Smaller K = finer
     /// interpolation (the paper's "number of diffusion steps before interpolation").
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
@@ -52,7 +56,7 @@ pub struct InterpolateArgs {
     /// Reverse sampler: ddim (deterministic, 50 steps: seconds) or ddpm (the paper's
     /// ancestral sampler over all T steps, with the same noise for every λ).
     #[arg(long, default_value = "ddim")]
-    pub sampler: String,
+    pub sampler: SamplerKind,
     /// Sampler steps over 0..T (default: 50 for ddim, T for ddpm).
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
@@ -62,10 +66,10 @@ pub struct InterpolateArgs {
     /// How cells reach timestep K in approach 1: forward (stochastic q(z_K|z_0), the paper)
     /// or ddim (deterministic DDIM inversion).
     #[arg(long, default_value = "forward")]
-    pub encode: String,
+    pub encode: Encoding,
     /// Path between the end points: linear or slerp (spherical; keeps the norm of noise).
     #[arg(long, default_value = "linear")]
-    pub path: String,
+    pub path: PathKind,
     /// Genes whose expression along λ is plotted (default: the 10 that change most).
     #[arg(long, value_delimiter = ',')]
     pub genes: Vec<String>,
@@ -110,14 +114,14 @@ pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Re
         key: a.key.clone(),
         from: a.from.clone(),
         to: a.to.clone(),
-        method: a.method.parse()?,
+        method: a.method,
         t_start: a.t_start,
         n_steps: a.n_steps,
-        sampler: parse_sampler(&a.sampler)?,
+        sampler: a.sampler,
         steps: a.steps,
         eta: a.eta,
-        encoding: a.encode.parse()?,
-        path: a.path.parse()?,
+        encoding: a.encode,
+        path: a.path,
         clip_x0: !a.no_clip,
         n_pcs: a.n_pcs,
         noise_draws: a.noise_draws,
@@ -294,7 +298,7 @@ pub struct VelocityArgs {
     /// Ranking: abs (|velocity|, the paper), up (largest positive, the published code) or
     /// down (most negative).
     #[arg(long, default_value = "abs")]
-    pub direction: String,
+    pub direction: Direction,
     /// Genes kept per step.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 1_000_000))]
     pub top_k: usize,
@@ -333,7 +337,7 @@ pub fn run_velocity(a: VelocityArgs, quiet: bool) -> Result<()> {
     output::check_output(&a.out, a.force, VELOCITY_OUTPUT, &[&a.input])?;
     let opts = VelocityOptions {
         window: a.window,
-        direction: a.direction.parse::<Direction>()?,
+        direction: a.direction,
         top_k: a.top_k,
         first_steps: a.first_steps,
         diff_step: a.diff_step,
@@ -421,7 +425,11 @@ pub fn run_velocity(a: VelocityArgs, quiet: bool) -> Result<()> {
                 .collect();
             plot::line_plot(
                 &tmp.join("trajectories.png"),
-                &format!("top {} genes by velocity ({})", series.len(), a.direction),
+                &format!(
+                    "top {} genes by velocity ({})",
+                    series.len(),
+                    super::flags::name(&a.direction)
+                ),
                 "λ",
                 "expression",
                 &lam,
@@ -451,7 +459,7 @@ pub fn run_velocity(a: VelocityArgs, quiet: bool) -> Result<()> {
             "{} steps × {} genes: top genes by {} velocity: {}",
             x.n_rows,
             x.n_cols,
-            a.direction,
+            super::flags::name(&a.direction),
             top.join(", ")
         );
         eprintln!(

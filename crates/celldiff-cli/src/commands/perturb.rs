@@ -11,10 +11,12 @@ use crate::plot;
 use celldiff::anndata::{AnnData, DenseMatrix};
 use celldiff::backend::DeviceChoice;
 use celldiff::io;
+use celldiff::pipeline::SamplerKind;
+use celldiff::scvaeder::analysis::Encoding;
 use celldiff::scvaeder::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
 
 use super::interpolate::sibling;
-use super::{DataArgs, Written, device, load_run, parse_sampler, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, select_where, write_atomic};
 use crate::progress::Bars;
 
 /// Genes of the paper's Fig. 4c.
@@ -48,16 +50,16 @@ pub struct PerturbArgs {
     pub predict: String,
     /// vae (scGen: δ in the VAE latent) or diffusion (scVAEDer: δ in the diffusion prior).
     #[arg(long, default_value = "diffusion")]
-    pub space: String,
+    pub space: Space,
     /// K of the diffusion space (1..=T; default T).
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub t_start: Option<usize>,
     /// How cells reach K: ddim (deterministic inversion) or forward (stochastic q(z_K|z_0)).
     #[arg(long, default_value = "ddim")]
-    pub encode: String,
+    pub encode: Encoding,
     /// Reverse sampler of the diffusion space: ddim or ddpm.
     #[arg(long, default_value = "ddim")]
-    pub sampler: String,
+    pub sampler: SamplerKind,
     /// Sampler steps (default: 50 for ddim, T for ddpm).
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub steps: Option<usize>,
@@ -93,7 +95,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     for p in [&a.out, &metrics_json, &violin_png] {
         super::check_out(p, a.force, &[&a.run, &a.data.data])?;
     }
-    let space: Space = a.space.parse()?;
+    let space = a.space;
     let opts = PerturbOptions {
         condition_key: a.condition_key.clone(),
         control: a.control.clone(),
@@ -102,8 +104,8 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
         predict: a.predict.clone(),
         space,
         t_start: a.t_start,
-        encoding: a.encode.parse()?,
-        sampler: parse_sampler(&a.sampler)?,
+        encoding: a.encode,
+        sampler: a.sampler,
         steps: a.steps,
         eta: 0.0,
         clip_x0: !a.no_clip,
@@ -168,7 +170,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
                     "{}: control / real {} / predicted ({}{})",
                     a.predict,
                     a.stimulated,
-                    a.space,
+                    super::flags::name(&a.space),
                     pred.timestep
                         .map(|t| format!(", from t = {t}"))
                         .unwrap_or_default()
@@ -187,7 +189,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
         let mut json = serde_json::to_value(m)?;
         if let serde_json::Value::Object(o) = &mut json {
             o.insert("cell_type".into(), a.predict.clone().into());
-            o.insert("space".into(), a.space.clone().into());
+            o.insert("space".into(), super::flags::name(&a.space).into());
             o.insert("seconds".into(), secs.into());
             o.insert("n_control".into(), pred.control.n_rows.into());
             o.insert(
@@ -210,7 +212,7 @@ pub fn run_perturb(a: PerturbArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
         pred.adata.n_obs(),
         a.stimulated,
         a.predict,
-        a.space,
+        super::flags::name(&a.space),
         pred.timestep
             .map(|t| format!(" at timestep {t}"))
             .unwrap_or_default(),

@@ -19,15 +19,16 @@ use celldiff::scld::{
 };
 use celldiff::tl::leiden::{ClusterOptions, cluster_pipeline};
 
-use super::{GenerateArgs, ModelArgs, TrainArgs, device, parse_sampler};
+use super::{GenerateArgs, ModelArgs, TrainArgs, device};
 use crate::progress::Bars;
+use celldiff::scvaeder::{CountsOutput, Prior};
 
 /// SCLD flags of `celldiff train` (used with `--model scld`).
 #[derive(Args, Debug, Clone)]
 pub struct ScldTrainArgs {
     /// SCLD latent model: ae (SCLD's autoencoder, Eq. 3–6) or vae (scVAEDer's VAE).
-    #[arg(long, default_value = "ae", value_parser = ["ae", "vae"])]
-    pub latent_model: String,
+    #[arg(long, default_value = "ae")]
+    pub latent_model: LatentKind,
     /// obs column whose categories are the conditions (e.g. bulk_labels, cell_type).
     #[arg(long, conflicts_with = "leiden_resolution")]
     pub condition_key: Option<String>,
@@ -36,11 +37,11 @@ pub struct ScldTrainArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::positive())]
     pub leiden_resolution: Option<f64>,
     /// Condition fusion: add (SCLD's best), concat or attention.
-    #[arg(long, default_value = "add", value_parser = ["add", "concat", "attention"])]
-    pub fusion: String,
+    #[arg(long, default_value = "add")]
+    pub fusion: Fusion,
     /// Denoiser body: mlp or unet (residual U-Net over the feature width).
-    #[arg(long, default_value = "mlp", value_parser = ["mlp", "unet"])]
-    pub denoiser: String,
+    #[arg(long, default_value = "mlp")]
+    pub denoiser: Architecture,
     /// Probability p of training on the holistic condition (classifier-free guidance).
     #[arg(long, default_value_t = 0.15, allow_negative_numbers = true, value_parser = super::flags::probability())]
     pub cond_drop: f64,
@@ -48,8 +49,8 @@ pub struct ScldTrainArgs {
     #[arg(long)]
     pub no_scorer: bool,
     /// What the Scorer looks at: genes (generated cells as returned, count-sampled) or latent.
-    #[arg(long, default_value = "genes", value_parser = ["genes", "latent"])]
-    pub scorer_space: String,
+    #[arg(long, default_value = "genes")]
+    pub scorer_space: celldiff::scld::ScorerSpace,
     /// Guidance ω of the generated cells the Scorer learns to reject.
     #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite())]
     pub scorer_guidance: f64,
@@ -57,22 +58,8 @@ pub struct ScldTrainArgs {
 
 /// The [`ScldSpec`] of the shared model flags plus the SCLD flags.
 pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
-    let latent_model: LatentKind = s
-        .latent_model
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--latent-model: {e}"))?;
-    let fusion: Fusion = s
-        .fusion
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--fusion: {e}"))?;
-    let architecture: Architecture = s
-        .denoiser
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--denoiser: {e}"))?;
-    let scorer_space: celldiff::scld::ScorerSpace = s
-        .scorer_space
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--scorer-space: {e}"))?;
+    let (latent_model, fusion, architecture, scorer_space) =
+        (s.latent_model, s.fusion, s.denoiser, s.scorer_space);
     if !(0.0..=1.0).contains(&s.cond_drop) {
         bail!("--cond-drop must be in [0, 1], got {}", s.cond_drop);
     }
@@ -260,11 +247,8 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    if a.prior != "diffusion" {
-        bail!(
-            "--prior {}: SCLD runs only sample from the diffusion prior",
-            a.prior
-        );
+    if a.prior != Prior::Diffusion {
+        bail!("--prior vae: SCLD runs only sample from the diffusion prior");
     }
     let condition = match &s.condition {
         Some(c) => {
@@ -282,7 +266,7 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
         condition,
         sample: SampleOptions {
             guidance,
-            sampler: parse_sampler(&a.sampler)?,
+            sampler: a.sampler,
             steps: a.steps,
             eta: a.eta,
             seed: a.seed,
@@ -291,8 +275,8 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
         },
         post_guidance: post,
         keep: s.keep,
-        observation: super::parse_observation(&a.observation)?,
-        output: super::parse_output(&a.output)?,
+        observation: a.observation,
+        output: a.output,
     })
 }
 
@@ -302,11 +286,10 @@ pub fn generate(a: GenerateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let device = device(dev)?;
     let run = ScldRun::load(&a.run, &device)
         .with_context(|| format!("loading run {}", a.run.display()))?;
-    if run.library.is_none() && a.output != "counts" {
+    if run.library.is_none() && a.output != CountsOutput::Counts {
         bail!(
-            "--output {}: this SCLD run has a Gaussian decoder and writes the model's space to \
-             X; --output only applies to runs trained with --likelihood nb/zinb",
-            a.output
+            "--output log1p: this SCLD run has a Gaussian decoder and writes the model's space to \
+             X; --output only applies to runs trained with --likelihood nb/zinb"
         );
     }
     let opts = generate_options(&a, &run)?;

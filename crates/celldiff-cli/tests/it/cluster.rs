@@ -178,7 +178,10 @@ fn cluster_rejects_bad_resolution_flavor_and_missing_file() {
         "--flavor",
         "kmeans",
     ]);
-    assert_bad_input(&o, &["kmeans", "leiden or louvain"]);
+    assert_bad_input(
+        &o,
+        &["--flavor", "kmeans", "possible values: leiden, louvain"],
+    );
     let missing = dir.join("nope.h5ad");
     let o = celldiff([
         "cluster",

@@ -9,6 +9,7 @@ use crate::anndata::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
 
 /// The HVG method (scanpy's `flavor`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum HvgFlavor {
@@ -16,6 +17,7 @@ pub enum HvgFlavor {
     #[default]
     Seurat,
     /// `flavor='seurat_v3'`: loess-standardised variance, on raw counts.
+    #[cfg_attr(feature = "clap", value(name = "seurat_v3"))]
     SeuratV3,
 }
 

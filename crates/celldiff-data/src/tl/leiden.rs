@@ -37,6 +37,7 @@ use crate::tl::umap::{self, UmapOptions};
 const MAX_STABLE_ITERATIONS: usize = 50;
 
 /// Community-detection algorithm.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterFlavor {
@@ -54,24 +55,6 @@ impl ClusterFlavor {
         match self {
             ClusterFlavor::Leiden => "leiden",
             ClusterFlavor::Louvain => "louvain",
-        }
-    }
-}
-
-impl std::str::FromStr for ClusterFlavor {
-    type Err = Error;
-
-    /// Parses `"leiden"` or `"louvain"`.
-    ///
-    /// # Errors
-    /// [`Error::Param`] for any other string.
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "leiden" => Ok(ClusterFlavor::Leiden),
-            "louvain" => Ok(ClusterFlavor::Louvain),
-            other => Err(Error::Param(format!(
-                "unknown clustering flavor `{other}` (expected leiden or louvain)"
-            ))),
         }
     }
 }
@@ -547,11 +530,6 @@ mod tests {
             cluster_graph(&neg, &CommunityOptions::default()),
             Err(Error::InvalidInput(_))
         ));
-        assert!("leidn".parse::<ClusterFlavor>().is_err());
-        assert_eq!(
-            "louvain".parse::<ClusterFlavor>().unwrap(),
-            ClusterFlavor::Louvain
-        );
     }
 
     /// The fixture's scanpy 1.11.5 pipeline on the 10x mouse-brain subset (HVG seurat 200,

@@ -26,8 +26,6 @@
 //! A residual block is `h + W₂ SiLU(W₁ SiLU(h) + P e)`, with `e` the embedding and `P` a
 //! per-block projection (Ho et al. 2020's ResNet block without normalisation).
 
-use std::str::FromStr;
-
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -37,6 +35,7 @@ use super::denoiser::timestep_embedding_tensor;
 use super::layers::{Activation, Dense, DenseConfig};
 
 /// How the condition embedding enters the denoiser (SCLD Table 4).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Fusion {
@@ -49,21 +48,8 @@ pub enum Fusion {
     Attention,
 }
 
-impl FromStr for Fusion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "add" => Ok(Self::Add),
-            "concat" => Ok(Self::Concat),
-            "attention" => Ok(Self::Attention),
-            _ => Err(format!(
-                "unknown fusion `{s}` (expected add, concat or attention)"
-            )),
-        }
-    }
-}
-
 /// The network body.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
@@ -72,17 +58,6 @@ pub enum Architecture {
     Mlp,
     /// Residual U-Net over the feature width with skip connections.
     Unet,
-}
-
-impl FromStr for Architecture {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mlp" => Ok(Self::Mlp),
-            "unet" => Ok(Self::Unet),
-            _ => Err(format!("unknown denoiser `{s}` (expected mlp or unet)")),
-        }
-    }
 }
 
 /// Configuration of a [`CondDenoiser`].
@@ -389,7 +364,5 @@ mod tests {
                 check(f, a);
             }
         }
-        assert!("bogus".parse::<Fusion>().is_err());
-        assert_eq!("unet".parse::<Architecture>(), Ok(Architecture::Unet));
     }
 }

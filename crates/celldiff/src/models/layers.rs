@@ -112,16 +112,19 @@ pub fn silu_inference(x: Tensor<2>) -> Tensor<2> {
 }
 
 /// Activation applied after the affine map.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Activation {
     /// Identity (linear output).
     #[default]
+    #[cfg_attr(feature = "clap", value(skip))]
     None,
     /// max(0, x).
     Relu,
     /// x · sigmoid(x) (Swish; Elfwing et al. 2018).
     Silu,
     /// 1 / (1 + e^{−x}).
+    #[cfg_attr(feature = "clap", value(skip))]
     Sigmoid,
 }
 

@@ -32,6 +32,7 @@ use burn::prelude::*;
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
 /// How a decoder's output is scored against a cell.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Likelihood {

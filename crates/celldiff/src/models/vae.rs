@@ -60,6 +60,7 @@ pub struct VaeConfig {
 }
 
 /// Normalisation after the affine map of each hidden layer of the [`Vae`].
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HiddenNorm {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 pub const MIN_ALPHA_CUMPROD: f64 = 4.8973451890853435e-08;
 
 /// Shape of β_t over timesteps.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BetaSchedule {
@@ -36,21 +37,6 @@ pub enum BetaSchedule {
     /// Nichol & Dhariwal 2021, Eq. 17: `ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2)`, s = 0.008,
     /// β clipped at 0.999 (diffusers `squaredcos_cap_v2`; ignores β₁/β_T).
     Cosine,
-}
-
-impl std::str::FromStr for BetaSchedule {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "linear" => Ok(Self::Linear),
-            "quadratic" => Ok(Self::Quadratic),
-            "sigmoid" => Ok(Self::Sigmoid),
-            "cosine" => Ok(Self::Cosine),
-            _ => Err(Error::Param(format!(
-                "unknown beta schedule `{s}` (expected linear, quadratic, sigmoid or cosine)"
-            ))),
-        }
-    }
 }
 
 /// Parameters of a noise schedule (stored in the run's `config.json`).

@@ -202,16 +202,19 @@ pub struct DiffusionTrainConfig {
 }
 
 /// The latent prior's training objective.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Objective {
     /// DDPM noise prediction, L_simple = ‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t)‖² (Ho et al. 2020,
     /// Eq. 14).
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "diffusion"))]
     Epsilon,
     /// Conditional flow matching with the linear path x_k = (1 − s_k) z₀ + s_k ε,
     /// s_k = (k + 1)/T, target v = ε − z₀ (Lipman et al. 2023, Eq. 23 with σ_min = 0;
     /// [`crate::schedulers::flow`]).
+    #[cfg_attr(feature = "clap", value(name = "flow"))]
     Velocity,
 }
 

@@ -42,7 +42,6 @@
 //! Written and checked on load like scVAEDer runs ([`crate::run_dir`]).
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -99,6 +98,7 @@ pub const DEFAULT_GUIDANCE: f64 = 1.0;
 pub const HOLISTIC: &str = "holistic";
 
 /// What the post-guidance [`Scorer`] looks at (`--scorer-space`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScorerSpace {
@@ -118,20 +118,8 @@ impl ScorerSpace {
     }
 }
 
-impl FromStr for ScorerSpace {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "latent" => Ok(Self::Latent),
-            "genes" => Ok(Self::Genes),
-            _ => Err(format!(
-                "unknown scorer space `{s}` (expected latent or genes)"
-            )),
-        }
-    }
-}
-
 /// Which latent model SCLD diffuses in (`--latent-model`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LatentKind {
@@ -140,17 +128,6 @@ pub enum LatentKind {
     Ae,
     /// The scVAEDer VAE (posterior means).
     Vae,
-}
-
-impl FromStr for LatentKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "ae" => Ok(Self::Ae),
-            "vae" => Ok(Self::Vae),
-            _ => Err(format!("unknown latent model `{s}` (expected ae or vae)")),
-        }
-    }
 }
 
 /// The trained latent model.

@@ -374,6 +374,7 @@ fn fit_cells(
 }
 
 /// Where generated latents come from.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prior {

@@ -40,6 +40,7 @@ use crate::tl::pca::Pca;
 use crate::train::to_host;
 
 /// Where the interpolation happens.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -49,20 +50,8 @@ pub enum Method {
     Latent,
 }
 
-impl std::str::FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "prior" => Ok(Method::Prior),
-            "latent" => Ok(Method::Latent),
-            _ => Err(Error::Param(format!(
-                "--method must be prior or latent, got `{s}`"
-            ))),
-        }
-    }
-}
-
 /// Path between the two end points.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
@@ -70,19 +59,6 @@ pub enum PathKind {
     Linear,
     /// Spherical: sin((1 − λ)θ)/sin θ · a + sin(λθ)/sin θ · b, θ = ∠(a, b) (Shoemake 1985).
     Slerp,
-}
-
-impl std::str::FromStr for PathKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "linear" => Ok(PathKind::Linear),
-            "slerp" => Ok(PathKind::Slerp),
-            _ => Err(Error::Param(format!(
-                "--path must be linear or slerp, got `{s}`"
-            ))),
-        }
-    }
 }
 
 /// Options of [`interpolate`].

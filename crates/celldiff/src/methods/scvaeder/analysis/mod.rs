@@ -29,6 +29,7 @@ use crate::scvaeder::Run;
 use crate::train::{decode, encode_mean, to_tensor};
 
 /// How clean latents z₀ are mapped to the diffusion prior at timestep K.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
@@ -38,19 +39,6 @@ pub enum Encoding {
     /// Deterministic DDIM inversion (Song et al. 2021, Eq. 12 run backwards with η = 0),
     /// through the same timesteps the reverse sampler visits.
     Ddim,
-}
-
-impl std::str::FromStr for Encoding {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "forward" => Ok(Encoding::Forward),
-            "ddim" | "inversion" => Ok(Encoding::Ddim),
-            _ => Err(Error::Param(format!(
-                "encoding must be forward or ddim, got `{s}`"
-            ))),
-        }
-    }
 }
 
 /// The noise of the reverse process.

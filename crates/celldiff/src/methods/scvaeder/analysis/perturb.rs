@@ -40,6 +40,7 @@ use crate::scvaeder::analysis::de::rank_genes;
 use crate::train::to_host;
 
 /// Where δ is added.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Space {
@@ -47,19 +48,6 @@ pub enum Space {
     Vae,
     /// Diffusion prior at timestep K (scVAEDer).
     Diffusion,
-}
-
-impl std::str::FromStr for Space {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "vae" => Ok(Space::Vae),
-            "diffusion" => Ok(Space::Diffusion),
-            _ => Err(Error::Param(format!(
-                "--space must be vae or diffusion, got `{s}`"
-            ))),
-        }
-    }
 }
 
 /// Options of [`predict`].

@@ -18,6 +18,7 @@ use crate::anndata::DenseMatrix;
 use crate::error::{Error, Result};
 
 /// Which velocities rank first.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -27,20 +28,6 @@ pub enum Direction {
     Up,
     /// Most negative v.
     Down,
-}
-
-impl std::str::FromStr for Direction {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "abs" => Ok(Direction::Abs),
-            "up" => Ok(Direction::Up),
-            "down" => Ok(Direction::Down),
-            _ => Err(Error::Param(format!(
-                "--direction must be abs, up or down, got `{s}`"
-            ))),
-        }
-    }
 }
 
 impl Direction {

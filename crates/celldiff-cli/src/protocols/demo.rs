@@ -17,12 +17,13 @@ use celldiff::RunFiles;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
+use celldiff::observation::Observation;
 use celldiff::pipeline::SamplerKind;
 use celldiff::run_dir::DataSource;
 use celldiff::scvaeder::{self, GenerateOptions, Prior};
 use celldiff::train::Observer;
 
-use super::{device, eval_options, print_table, write_atomic};
+use crate::commands::{device, eval_options, print_table, write_atomic};
 use crate::progress::Bars;
 
 /// The embedded demo dataset (data/demo/SOURCE.md).
@@ -45,9 +46,9 @@ pub struct DemoArgs {
     pub labels_key: Option<String>,
     /// How decoded latents become cells: counts (default) or mean (see `generate --help`).
     #[arg(long, default_value = "counts")]
-    pub observation: String,
+    pub observation: Observation,
     /// Fraction of cells held out for the evaluation.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = crate::commands::flags::open_fraction())]
     pub holdout: f64,
     /// Write DIR/metrics.json, the trained run (DIR/run), the generated cells
     /// (DIR/generated_ddpm.h5ad) and the split (DIR/split.json: the input rows of the
@@ -59,7 +60,7 @@ pub struct DemoArgs {
     pub seed: u64,
     /// Preprocessing, model, training and schedule flags (as for `celldiff train`).
     #[command(flatten)]
-    pub model: super::ModelArgs,
+    pub model: crate::commands::ModelArgs,
     /// Replace an existing output directory's files.
     #[arg(long)]
     pub force: bool,
@@ -69,10 +70,10 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     let total = Instant::now();
     if let Some(o) = &a.out {
         let inputs: Vec<&std::path::Path> = a.data.iter().map(|p| p.as_path()).collect();
-        super::check_out(&o.join("metrics.json"), a.force, &inputs)?;
-        super::check_out(&o.join("generated_ddpm.h5ad"), a.force, &inputs)?;
-        super::check_out(&o.join("split.json"), a.force, &inputs)?;
-        super::check_run_out(&o.join("run"), a.force, &inputs)?;
+        crate::commands::check_out(&o.join("metrics.json"), a.force, &inputs)?;
+        crate::commands::check_out(&o.join("generated_ddpm.h5ad"), a.force, &inputs)?;
+        crate::commands::check_out(&o.join("split.json"), a.force, &inputs)?;
+        crate::commands::check_run_out(&o.join("run"), a.force, &inputs)?;
     }
     if !(a.holdout > 0.0 && a.holdout < 1.0) {
         bail!("--holdout must be in (0, 1), got {}", a.holdout);
@@ -161,7 +162,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
         ),
         ("vae-prior", Prior::Vae, SamplerKind::Ddpm, None),
     ];
-    let observation = super::parse_observation(&a.observation)?;
+    let observation = a.observation;
     let real_library = library_logs(&test_pp);
     let mut ks = serde_json::Map::new();
     // The decoder's ceiling: held-out cells encoded, decoded and sampled like generated ones.
@@ -252,9 +253,9 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             "seconds": seconds,
         });
         run.save(&o.join("run"), a.force)
-            .map_err(super::appeared_meanwhile)?;
+            .map_err(crate::commands::appeared_meanwhile)?;
         if let Some(c) = &ddpm_cells {
-            super::write_h5ad_out(&o.join("generated_ddpm.h5ad"), a.force, c)?;
+            crate::commands::write_h5ad_out(&o.join("generated_ddpm.h5ad"), a.force, c)?;
         }
         let split = json!({
             "seed": a.seed,

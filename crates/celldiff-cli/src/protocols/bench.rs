@@ -7,7 +7,7 @@ use clap::Args;
 use celldiff::backend::{self, DeviceChoice};
 use celldiff::bench::{self, BenchConfig, BenchResult};
 
-use super::device;
+use crate::commands::device;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -15,13 +15,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Cells in the synthetic VAE training matrix.
-    #[arg(long, default_value_t = 16_384, allow_negative_numbers = true, value_parser = super::flags::count(2, super::flags::MAX_CELLS))]
+    #[arg(long, default_value_t = 16_384, allow_negative_numbers = true, value_parser = crate::commands::flags::count(2, crate::commands::flags::MAX_CELLS))]
     pub vae_cells: usize,
     /// Timed denoiser steps.
-    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_STEPS))]
     pub denoiser_steps: usize,
     /// Latents to sample (the key names say 10k; this is 10,000 by default).
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_CELLS))]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_CELLS))]
     pub sample_cells: usize,
     /// Skip the DDPM-1000 / DDIM-50 sampling measurements (reported as 0).
     #[arg(long)]

@@ -35,6 +35,8 @@ use crate::plot::{PointStyle, ScatterGroup, ScatterPanel, scatter_panels};
 use celldiff::anndata::DenseMatrix;
 use celldiff::backend::DeviceChoice;
 use celldiff::metrics::{self, EvalMetrics};
+use celldiff::observation::Observation;
+use celldiff::pipeline::SamplerKind;
 use celldiff::run_dir::DataSource;
 use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LabelClassifier, SampleOptions, ScldGenerateOptions,
@@ -44,8 +46,8 @@ use celldiff::tl::neighbors;
 use celldiff::tl::pca::Pca;
 use celldiff::tl::umap::{UmapOptions, umap_layout};
 
-use super::scld::ScldTrainArgs;
-use super::{DataArgs, ModelArgs, Written, device, eval_options, parse_sampler, write_atomic};
+use crate::commands::scld::ScldTrainArgs;
+use crate::commands::{DataArgs, ModelArgs, Written, device, eval_options, write_atomic};
 use crate::progress::Bars;
 
 #[derive(Args, Debug)]
@@ -57,10 +59,10 @@ pub struct ScldBenchArgs {
     #[command(flatten)]
     pub scld: ScldTrainArgs,
     /// Fraction of cells held out for evaluation.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = super::flags::open_fraction())]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = crate::commands::flags::open_fraction())]
     pub holdout: f64,
     /// ω of the pre-guidance rows (and of the UMAP's guided panel).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = super::flags::finite())]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = crate::commands::flags::finite())]
     pub guidance: f64,
     /// ω values of the per-cluster sweep.
     #[arg(
@@ -68,20 +70,20 @@ pub struct ScldBenchArgs {
         value_delimiter = ',',
         default_value = "-1,0,1,2",
         allow_hyphen_values = true,
-        value_parser = super::flags::finite()
+        value_parser = crate::commands::flags::finite()
     )]
     pub guidance_values: Vec<f64>,
     /// Sampler of every generation (ddpm or ddim).
     #[arg(long, default_value = "ddpm")]
-    pub sampler: String,
+    pub sampler: SamplerKind,
     /// Sampling steps (default: T for ddpm, 50 for ddim).
-    #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// Observation of generated cells: counts or mean.
     #[arg(long, default_value = "counts")]
-    pub observation: String,
+    pub observation: Observation,
     /// Clusters with fewer held-out cells are left out of the per-cluster table.
-    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = super::flags::count(1, usize::MAX))]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, usize::MAX))]
     pub min_cluster_cells: usize,
     /// Skip the scVAEDer baseline.
     #[arg(long)]
@@ -114,7 +116,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
     let outputs = ["results.json", "tables.md", "umap.png"].map(|f| a.out.join(f));
     for p in &outputs {
-        super::check_out(p, a.force, &[&a.data.data])?;
+        crate::commands::check_out(p, a.force, &[&a.data.data])?;
     }
     let device = device(dev)?;
     let mut bars = Bars::new(quiet);
@@ -140,8 +142,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         path: a.data.data.display().to_string(),
         ..Default::default()
     };
-    let sampler = parse_sampler(&a.sampler)?;
-    let observation = super::parse_observation(&a.observation)?;
+    let (sampler, observation) = (a.sampler, a.observation);
     let mut seconds = serde_json::Map::new();
     let opts = eval_options(a.seed);
     let mut holistic: Vec<(String, EvalMetrics)> = Vec::new();
@@ -177,7 +178,7 @@ pub fn run(a: ScldBenchArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     }
 
     // SCLD.
-    let spec = super::scld::spec(&a.model, &a.scld, a.seed)?;
+    let spec = crate::commands::scld::spec(&a.model, &a.scld, a.seed)?;
     let t = Instant::now();
     let run = scld::fit(&train, &key, None, &spec, &source, &device, &mut bars)?;
     seconds.insert("train_scld".into(), json!(t.elapsed().as_secs_f64()));
