@@ -13,9 +13,15 @@
 //! - [`tl`]: scanpy-style tools: [`tl::pca`], [`tl::neighbors`] (UMAP connectivities),
 //!   [`tl::leiden`] (Leiden/Louvain clustering) and [`tl::umap`].
 //! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
+//! - [`simulate`]: seeded negative-binomial count simulator written to `.h5ad` in chunks
+//!   (scale tests).
 //! - [`error`]: the one error type of celldiff ([`Error`]), with `is_bad_input` for exit code 2.
 
-#[cfg(test)]
+/// The path of a file under the shared datasets folder beside the repository
+/// (`../shared/data/<rel>`, relative to the calling crate's manifest), asserting that it
+/// exists: for the tests of celldiff's crates (all live at `crates/<name>`).
+#[doc(hidden)]
+#[macro_export]
 macro_rules! shared_data {
     ($rel:literal) => {{
         let p = std::path::Path::new(concat!(
@@ -37,6 +43,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod pp;
+pub mod simulate;
 pub mod tl;
 
 pub use anndata::{AnnData, Column, DenseMatrix, Matrix};

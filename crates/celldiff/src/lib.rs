@@ -26,25 +26,8 @@
 //!   trained on, saved atomically, checked on load).
 //! - [`backend`]: device selection (cargo features `flex`, `ndarray`, `cuda`) and threads.
 //! - [`bench`](mod@bench): throughput benchmarks (`celldiff bench`).
-//! - [`simulate`]: seeded NB count simulator written in chunks (scale tests).
-
-/// The path of a file under the shared datasets folder beside the repository (tests only).
-#[cfg(test)]
-macro_rules! shared_data {
-    ($rel:literal) => {{
-        let p = std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/",
-            $rel
-        ));
-        assert!(
-            p.exists(),
-            "shared dataset missing: {} (expected the `shared/` folder beside the repository)",
-            p.display()
-        );
-        p
-    }};
-}
+//! - [`simulate`]: seeded NB count simulator written in chunks (scale tests; from
+//!   `celldiff-data`).
 
 pub mod backend;
 pub mod bench;
@@ -57,13 +40,12 @@ pub mod optim;
 pub mod pipeline;
 pub mod run_dir;
 pub mod schedulers;
-pub mod simulate;
 pub mod train;
 
 pub use burn::tensor::Device;
 pub use celldiff_data::{AnnData, Column, DenseMatrix, Matrix};
 pub use celldiff_data::{Error, Result};
-pub use celldiff_data::{anndata, error, io, metrics, pp, tl};
+pub use celldiff_data::{anndata, error, io, metrics, pp, simulate, tl};
 pub use methods::{diffvae, scld, scvaeder};
 pub use run_dir::RunFiles;
 

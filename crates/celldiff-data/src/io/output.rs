@@ -538,6 +538,22 @@ pub fn write_dir(
     Ok(())
 }
 
+/// Checks an output path before any work ([`check_output`] without input paths): an existing
+/// directory is checked as a run directory ([`OutputKind::RunDir`]), anything else as a file.
+/// Commands that read inputs should call [`check_output`] with them.
+///
+/// # Errors
+/// [`Error::AlreadyExists`] if `path` exists and `force` is false; [`Error::Refused`] for `.`,
+/// `..`, links, FIFOs, devices and folders celldiff did not write.
+pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
+    let kind = if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        OutputKind::RunDir
+    } else {
+        OutputKind::File
+    };
+    check_output(path, force, kind, &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -269,21 +269,7 @@ pub(crate) fn read_history(dir: &Path) -> Vec<EpochRecord> {
         .unwrap_or_default()
 }
 
-/// Checks an output path before any work ([`crate::io::output::check_output`] without input
-/// paths): an existing directory is checked as a run directory ([`OutputKind::RunDir`]),
-/// anything else as a file. Commands that read inputs should call `check_output` with them.
-///
-/// # Errors
-/// [`Error::AlreadyExists`] if `path` exists and `force` is false; [`Error::Refused`] for `.`,
-/// `..`, links, FIFOs, devices and folders celldiff did not write.
-pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
-    let kind = if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        OutputKind::RunDir
-    } else {
-        OutputKind::File
-    };
-    crate::io::output::check_output(path, force, kind, &[])
-}
+pub use crate::io::output::check_overwrite;
 
 /// The library-size model of a count-likelihood run ([`LibrarySizeModel`](crate::counts::LibrarySizeModel)).
 pub const LIBRARY_JSON: &str = "library_size.json";

@@ -382,3 +382,5 @@ type Attrs = std::collections::HashMap<String, AttrValue>;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_write;

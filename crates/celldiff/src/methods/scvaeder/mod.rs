@@ -669,7 +669,7 @@ mod tests {
     #[test]
     fn streamed_training_equals_in_memory_training() {
         let _rng = crate::test_rng_lock();
-        let path = shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
+        let path = celldiff_data::shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
         let adata = crate::io::read(path, &ReadOptions::default()).unwrap();
         let dev = Device::default();
         let src = DataSource::default();

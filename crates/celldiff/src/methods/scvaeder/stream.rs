@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn streamed_rows_and_batches_equal_the_in_memory_ones() {
-        let path = shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
+        let path = celldiff_data::shared_data!("pbmc68k_reduced/pbmc68k_reduced_counts.h5ad");
         let adata = crate::io::read(path, &ReadOptions::default()).unwrap();
         let (pp, fitted) = fit_transform(&adata, &PreprocessConfig::default()).unwrap();
         // Every third cell, as --exclude would leave.

@@ -36,7 +36,7 @@ use sprs::CsMat;
 
 use crate::anndata::{AnnData, Column, Matrix};
 use crate::error::{Error, Result};
-use crate::run_dir::check_overwrite;
+use crate::io::output::check_overwrite;
 
 /// Parameters of [`simulate_h5ad`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
