@@ -69,6 +69,9 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
+            for hint in commands::flags::hints(&format!("{err:#}")) {
+                eprintln!("hint: {hint}");
+            }
             let bad_input = err
                 .chain()
                 .find_map(|e| e.downcast_ref::<celldiff::Error>())

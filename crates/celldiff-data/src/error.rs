@@ -34,7 +34,7 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// An output would overwrite something that exists and `--force` was not given.
-    #[error("{path} already exists (use --force to overwrite)")]
+    #[error("{path} already exists (replacing it needs force)")]
     AlreadyExists {
         /// The existing path.
         path: PathBuf,

@@ -69,7 +69,8 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
             #[cfg(not(feature = "cuda"))]
             {
                 Err(Error::Param(
-                    "--device cuda needs a build with `--features cuda` (see README)".into(),
+                    "the CUDA device needs a build with the cargo feature `cuda` (see README)"
+                        .into(),
                 ))
             }
         }

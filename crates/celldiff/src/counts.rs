@@ -122,7 +122,7 @@ pub fn recover_counts(x: &DenseMatrix) -> CountRows {
 /// have a count lattice) can give counts for a count likelihood.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] naming the fraction found and suggesting `--likelihood gaussian`.
+/// [`Error::InvalidInput`] naming the fraction found and suggesting the gaussian likelihood.
 pub fn check_lattice(on_lattice: usize, n_cells: usize) -> Result<()> {
     if n_cells > 0 && (on_lattice as f64) >= MIN_LATTICE_FRACTION * n_cells as f64 {
         return Ok(());
@@ -130,7 +130,7 @@ pub fn check_lattice(on_lattice: usize, n_cells: usize) -> Result<()> {
     Err(Error::InvalidInput(format!(
         "the count likelihood needs counts, but only {on_lattice} of {n_cells} cells lie on a \
          count lattice (expected raw counts or log1p(normalize_total(counts)) in X for at least \
-         {:.0} % of the cells); train with --likelihood gaussian for other data",
+         {:.0} % of the cells); train with the gaussian likelihood for other data",
         MIN_LATTICE_FRACTION * 100.0
     )))
 }
@@ -669,7 +669,7 @@ mod tests {
         assert_eq!(got.n_on_lattice(), 2);
         assert!(check_lattice(2, 2).is_ok());
         let err = check_lattice(1, 2).unwrap_err().to_string();
-        assert!(err.contains("--likelihood gaussian"), "{err}");
+        assert!(err.contains("gaussian likelihood"), "{err}");
     }
 
     #[test]

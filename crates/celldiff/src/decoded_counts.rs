@@ -60,8 +60,8 @@ pub fn resolve_likelihood(
     }
     if !space_ok {
         return Err(Error::InvalidInput(format!(
-            "--likelihood {} needs log1p-normalised counts, but the model's space is scaled \
-             (--scale/--minmax); train with --likelihood gaussian",
+            "the {} likelihood needs log1p-normalised counts, but the model's space is scaled \
+             (scale or min-max preprocessing); train with the gaussian likelihood",
             wanted.name()
         )));
     }

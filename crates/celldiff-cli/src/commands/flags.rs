@@ -199,9 +199,108 @@ pub fn name<T: clap::ValueEnum>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// The library names its parameters as its API and its config files do (`t_start`,
+/// `vae_train.learning_rate`), never this command line's flags: `(text in a message, the
+/// hint that names the flag)`.
+const FLAG_HINTS: &[(&str, &str)] = &[
+    (
+        "vae_train.learning_rate",
+        "--lr-vae sets vae_train.learning_rate",
+    ),
+    (
+        "diffusion_train.learning_rate",
+        "--lr-diffusion sets diffusion_train.learning_rate",
+    ),
+    ("t_start", "--t-start sets t_start"),
+    ("n_steps", "--n-steps sets n_steps"),
+    ("diff_step", "--diff-step sets diff_step"),
+    ("window and top_k", "--window and --top-k set them"),
+    (
+        "library_model joint",
+        "the run was trained with --library-model joint",
+    ),
+    (
+        "library_model cluster",
+        "train with --library-model cluster",
+    ),
+    ("library_model", "--library-model sets library_model"),
+    (
+        "objective velocity",
+        "the run was trained with --prior flow; train with --prior diffusion",
+    ),
+    (
+        "this is a scld run",
+        "the run was trained with --model scld",
+    ),
+    (
+        "this is a scvaeder run",
+        "the run was trained with --model scvaeder",
+    ),
+    (
+        "shuffle block_cells",
+        "--shuffle-block sets the shuffle block",
+    ),
+    ("n_top_genes", "--n-top-genes sets n_top_genes"),
+    ("hidden widths", "--hidden sets the hidden widths"),
+    ("gaussian likelihood", "--likelihood gaussian chooses it"),
+    ("log1p setting", "--log1p / --no-log1p set it"),
+    ("keep must be", "--keep sets keep"),
+    (
+        "trained without one",
+        "the run was trained with --no-scorer",
+    ),
+    (
+        "cargo feature `cuda`",
+        "use --device cpu, or a build with --features cuda",
+    ),
+    (
+        "replacing it needs force",
+        "--force replaces an earlier celldiff output",
+    ),
+    ("min_genes", "--min-genes sets min_genes"),
+    ("min_cells", "--min-cells sets min_cells"),
+    ("scale and minmax", "--scale and --minmax set them"),
+    ("max_value", "--max-value sets max_value"),
+    ("log1p was requested", "leave out --log1p"),
+    ("log1p = false", "--no-log1p keeps it as is"),
+    (
+        "request log1p",
+        "--log1p requests it; --n-top-genes 0 keeps every gene",
+    ),
+    ("flavor seurat", "--flavor sets the HVG flavor"),
+    ("not streamed", "leave out --stream"),
+    ("request post-guidance", "--post-guidance on requests it"),
+];
+
+/// The hints of [`FLAG_HINTS`] whose text occurs in the error message `msg` (the whole
+/// chain), printed after it.
+pub fn hints(msg: &str) -> Vec<&'static str> {
+    FLAG_HINTS
+        .iter()
+        .filter(|(needle, _)| msg.contains(needle))
+        .map(|(_, hint)| *hint)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The library's parameter names come back as this command line's flags, and a message
+    /// without one gets no hint.
+    #[test]
+    fn hints_name_the_flags_of_library_parameters() {
+        let msg = "VAE loss became non-finite at epoch 3 with learning rate 1e30: lower the \
+                   learning rate (vae_train.learning_rate)";
+        assert_eq!(hints(msg), ["--lr-vae sets vae_train.learning_rate"]);
+        assert_eq!(
+            hints("t_start must be in 1..=1000"),
+            ["--t-start sets t_start"]
+        );
+        assert!(hints("cannot read X").is_empty());
+        assert_eq!(name(&celldiff::pipeline::SamplerKind::Ddim), "ddim");
+        assert_eq!(name(&celldiff::pp::HvgFlavor::SeuratV3), "seurat_v3");
+    }
 
     #[test]
     fn counts_are_range_checked() {

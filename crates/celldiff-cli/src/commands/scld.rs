@@ -246,6 +246,9 @@ pub fn generate_options(a: &GenerateArgs, run: &ScldRun) -> Result<ScldGenerateO
     let (post, warning) = scld::decide_post_guidance(run, requested);
     if let Some(w) = warning {
         eprintln!("warning: {w}");
+        for hint in super::flags::hints(&w) {
+            eprintln!("hint: {hint}");
+        }
     }
     if a.prior != Prior::Diffusion {
         bail!("--prior vae: SCLD runs only sample from the diffusion prior");

@@ -450,6 +450,6 @@ with h5py.File(sys.argv[1], "w") as f:
         "--out",
         run.to_str().unwrap(),
     ]);
-    assert_bad_input(&o, &["soft_link.h5ad", "soft link", "without --stream"]);
+    assert_bad_input(&o, &["soft_link.h5ad", "soft link", "leave out --stream"]);
     assert!(!run.exists());
 }

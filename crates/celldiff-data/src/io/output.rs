@@ -207,7 +207,7 @@ fn replaceable(
             .into()),
         OutputKind::File => Ok(()),
         OutputKind::RunDir if ft.is_file() => Err("is a file, not a celldiff run directory; \
-                                                   --force replaces only a run celldiff wrote"
+                                                   force replaces only a run celldiff wrote"
             .into()),
         OutputKind::RunDir if is_celldiff_run(target) || is_empty_dir(target) => Ok(()),
         OutputKind::RunDir => Err("is a folder celldiff did not write (no config.json with \
@@ -236,7 +236,7 @@ fn replaceable(
             } else {
                 Err(format!(
                     "is a folder celldiff did not write (it holds {}; celldiff writes only {}); \
-                     --force replaces only its own output: choose a new name",
+                     force replaces only its own output: choose a new name",
                     foreign.join(", "),
                     names.join(", ")
                 ))

@@ -423,19 +423,19 @@ pub fn fit_transform(
 pub(crate) fn validate_config(cfg: &PreprocessConfig) -> Result<()> {
     if cfg.scale && cfg.minmax {
         return Err(Error::Param(
-            "preprocess: --scale and --minmax are mutually exclusive".into(),
+            "preprocess: scale and minmax are mutually exclusive".into(),
         ));
     }
     if cfg.n_top_genes == Some(0) {
         return Err(Error::Param(
-            "preprocess: --n-top-genes must be > 0 (0 on the command line keeps every gene)".into(),
+            "preprocess: n_top_genes must be > 0 (none keeps every gene)".into(),
         ));
     }
     if let Some(m) = cfg.max_value
         && (m.is_nan() || m <= 0.0)
     {
         return Err(Error::Param(format!(
-            "preprocess: --max-value must be > 0, got {m}"
+            "preprocess: max_value must be > 0, got {m}"
         )));
     }
     Ok(())
@@ -509,14 +509,14 @@ impl FitPlan {
             (DataKind::Counts, _) => (true, true),
             (DataKind::LogNormalized, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "--log1p was given, but the input already looks log1p-normalised ({}); drop \
-                     --log1p",
+                    "log1p was requested, but the input already looks log1p-normalised ({}); \
+                     do not request it",
                     report.message
                 )));
             }
             (DataKind::Scaled, Some(true)) => {
                 return Err(Error::InvalidInput(format!(
-                    "--log1p was given, but the input has negative values ({}); drop --log1p",
+                    "log1p was requested, but the input has negative values ({}); do not request it",
                     report.message
                 )));
             }
@@ -538,7 +538,7 @@ impl FitPlan {
             (DataKind::LogNormalized, ..) => "input looks log1p-normalised: used as is".to_string(),
             (DataKind::Scaled, ..) => "input has negative values (scaled): used as is".to_string(),
             (DataKind::Other, _, true) if report.normalized_not_logged && cfg.log1p.is_none() => {
-                "input looks normalised but not log-transformed: log1p applied (--no-log1p \
+                "input looks normalised but not log-transformed: log1p applied (log1p = false \
                  keeps it as is)"
                     .to_string()
             }
@@ -549,16 +549,16 @@ impl FitPlan {
             match cfg.flavor {
                 HvgFlavor::SeuratV3 if kind != DataKind::Counts => {
                     return Err(Error::InvalidInput(format!(
-                        "--flavor seurat_v3 needs raw counts, but the input looks like {kind} \
-                         ({}); use --flavor seurat",
+                        "flavor seurat_v3 needs raw counts, but the input looks like {kind} \
+                         ({}); use flavor seurat",
                         report.message
                     )));
                 }
                 HvgFlavor::Seurat if !(do_log || kind == DataKind::LogNormalized) => {
                     return Err(Error::InvalidInput(format!(
-                        "--flavor seurat needs log1p-normalised data, but the input looks like \
-                         {kind} ({}) and log1p is off: give --log1p, or --n-top-genes 0 to \
-                         keep every gene",
+                        "flavor seurat needs log1p-normalised data, but the input looks like \
+                         {kind} ({}) and log1p is off: request log1p, or no highly variable \
+                         gene selection (n_top_genes none) to keep every gene",
                         report.message
                     )));
                 }

@@ -81,7 +81,7 @@ impl DiffusionTrainConfig {
 }
 
 /// Checks that the VAE described by `model` is buildable: dropout in [0, 1), every width and
-/// the latent ≥ 1, and at most [`MAX_WEIGHTS`] weights (a `--hidden` of 10⁸ would otherwise
+/// the latent ≥ 1, and at most [`MAX_WEIGHTS`] weights (a hidden width of 10⁸ would otherwise
 /// abort on allocation).
 ///
 /// # Errors
@@ -109,7 +109,7 @@ pub fn check_vae_config(model: &VaeConfig) -> Result<()> {
         return Err(Error::Param(format!(
             "a VAE with {} genes and hidden widths {:?} has {weights} weights, more than the \
              {MAX_WEIGHTS} celldiff allows (about {} GB with the optimiser's state): use \
-             smaller --hidden widths or fewer genes (--n-top-genes)",
+             smaller hidden widths or fewer genes (n_top_genes)",
             model.n_genes,
             model.hidden,
             MAX_WEIGHTS as u64 * 16 / 1_000_000_000
@@ -330,10 +330,12 @@ mod tests {
         // 30,000 genes × a 10⁸-wide layer: refused before allocating.
         let e =
             check_vae_config(&VaeConfig::new(30_000).with_hidden(vec![100_000_000])).unwrap_err();
-        assert!(e.to_string().contains("--hidden"), "{e}");
+        assert!(e.to_string().contains("smaller hidden widths"), "{e}");
         // A diverging loss is the user's error (exit 2), with the epoch and the advice.
-        let e = non_finite_loss("VAE", 7, 0.5, "--lr-vae");
+        let e = non_finite_loss("VAE", 7, 0.5, "vae_train.learning_rate");
         assert!(e.is_bad_input());
-        assert!(e.to_string().contains("epoch 7") && e.to_string().contains("--lr-vae"));
+        assert!(
+            e.to_string().contains("epoch 7") && e.to_string().contains("vae_train.learning_rate")
+        );
     }
 }

@@ -172,7 +172,7 @@ fn denoiser_options(
             patience,
             keep_latest_through: 0,
         }),
-        lr_flag: "--lr-diffusion".into(),
+        lr_field: "diffusion_train.learning_rate".into(),
         ..FitOptions::new("diffusion", cfg.epochs, cfg.learning_rate)
     }
 }

@@ -157,9 +157,9 @@ pub struct FitOptions {
     pub ema_decay: Option<f64>,
     /// Early stopping, used when the step returns validation losses.
     pub early_stop: Option<EarlyStop>,
-    /// The flag that sets the learning rate, named in the non-finite-loss advice (empty when
-    /// none).
-    pub lr_flag: String,
+    /// The configuration field of the learning rate (`vae_train.learning_rate`, ...), named in
+    /// the non-finite-loss advice (empty when none).
+    pub lr_field: String,
 }
 
 impl FitOptions {
@@ -175,7 +175,7 @@ impl FitOptions {
             adam_epsilon: 1e-8,
             ema_decay: None,
             early_stop: None,
-            lr_flag: String::new(),
+            lr_field: String::new(),
         }
     }
 }
@@ -266,7 +266,7 @@ pub fn fit<M: Module, S: TrainStep<M> + ?Sized>(
                 &opts.label,
                 epoch,
                 opts.learning_rate,
-                &opts.lr_flag,
+                &opts.lr_field,
             ));
         }
         let val_loss = match &ema {
@@ -375,18 +375,18 @@ impl<M: Module, F: FnMut(&M, &[usize]) -> Tensor<1>> TrainStep<M> for ShuffledMi
 
 /// The error of a training loop whose loss became NaN or infinite: bad input to the run (a
 /// learning rate too high for the data, or extreme input values), so [`Error::InvalidInput`]
-/// (the CLI exits 2), naming the stage, the epoch (1-based) and the advice. `flag` is the CLI
-/// flag of the learning rate (empty when there is none).
-pub(crate) fn non_finite_loss(stage: &str, epoch: usize, learning_rate: f64, flag: &str) -> Error {
-    let flag = if flag.is_empty() {
+/// (the CLI exits 2), naming the stage, the epoch (1-based) and the advice. `field` is the
+/// configuration field of the learning rate (empty when there is none).
+pub(crate) fn non_finite_loss(stage: &str, epoch: usize, learning_rate: f64, field: &str) -> Error {
+    let flag = if field.is_empty() {
         String::new()
     } else {
-        format!(" with {flag}")
+        format!(" ({field})")
     };
     Error::InvalidInput(format!(
         "{stage} loss became non-finite (NaN or infinite) at epoch {epoch} with learning rate \
          {learning_rate:e}: lower the learning rate{flag} (e.g. 10 times), and check the input \
-         for extreme values (counts read as log data: see --log1p / --no-log1p)"
+         for extreme values (counts read as log data: see the preprocessing's log1p setting)"
     ))
 }
 

@@ -101,7 +101,7 @@ pub fn train_vae_cells(
             patience: cfg.patience,
             keep_latest_through: cfg.kl_warmup_epochs,
         }),
-        lr_flag: "--lr-vae".into(),
+        lr_field: "vae_train.learning_rate".into(),
         ..FitOptions::new("vae", cfg.epochs, cfg.learning_rate)
     };
     let fitted = fit(&mut step, vae, &opts, &mut rng, observer)?;
@@ -309,7 +309,7 @@ pub fn train_autoencoder(
             patience: cfg.patience,
             keep_latest_through: 0,
         }),
-        lr_flag: "--lr-vae".into(),
+        lr_field: "vae_train.learning_rate".into(),
         ..FitOptions::new("ae", cfg.epochs, cfg.learning_rate)
     };
     let fitted = fit(&mut step, net, &opts, &mut rng, observer)?;

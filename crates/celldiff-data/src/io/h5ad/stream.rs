@@ -117,8 +117,8 @@ impl H5adStream {
                     path,
                     field,
                     message: format!(
-                        "{message}. If it is an HDF5 soft link (h5py.SoftLink), read without \
-                         --stream: streamed reads do not follow links"
+                        "{message}. If it is an HDF5 soft link (h5py.SoftLink), read it in memory \
+                         (not streamed): streamed reads do not follow links"
                     ),
                 },
                 other => other,
@@ -300,7 +300,7 @@ fn open_layout(r: &Reader<'_>, field: &str) -> Result<(Layout, usize, usize)> {
                         "is a csc_matrix: streaming reads blocks of rows (cells), which a CSC \
                          matrix does not store together; expected a csr_matrix or a dense \
                          array (in Python: `adata.X = adata.X.tocsr(); adata.write_h5ad(path)`), \
-                         or train without --stream",
+                         or train in memory (not streamed)",
                     ));
                 }
                 other => {

@@ -322,7 +322,7 @@ pub(crate) fn filter_cells_removed_all(
     min_genes: Option<usize>,
 ) -> Error {
     Error::InvalidInput(format!(
-        "filter_cells({}) removed all {n} cells: lower --min-genes",
+        "filter_cells({}) removed all {n} cells: lower min_genes",
         describe_thresholds(&[
             ("min_counts", min_counts),
             ("min_genes", min_genes.map(|m| m as f64))
@@ -337,7 +337,7 @@ pub(crate) fn filter_genes_removed_all(
     min_cells: Option<usize>,
 ) -> Error {
     Error::InvalidInput(format!(
-        "filter_genes({}) removed all {n} genes: lower --min-cells",
+        "filter_genes({}) removed all {n} genes: lower min_cells",
         describe_thresholds(&[
             ("min_counts", min_counts),
             ("min_cells", min_cells.map(|m| m as f64))

@@ -381,7 +381,7 @@ fn weinreb_normalised_not_logged() {
         },
     );
     assert!(
-        msg.contains("--flavor seurat needs log1p-normalised") && msg.contains("--log1p"),
+        msg.contains("flavor seurat needs log1p-normalised") && msg.contains("request log1p"),
         "{msg}"
     );
 }

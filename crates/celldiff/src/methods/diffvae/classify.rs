@@ -451,10 +451,7 @@ impl RunFiles for Classifier {
     }
 
     fn wrong_model(model: &str) -> String {
-        format!(
-            "this is a --model {model} run; expected a directory written by `celldiff classify \
-             train`"
-        )
+        format!("this is a {model} run; expected a classifier directory (model \"classifier\")")
     }
 
     /// Checks the network's dimensions against the categories and the genes, the
@@ -630,6 +627,6 @@ mod tests {
         assert_eq!(a.class, b.class);
         std::fs::write(p.join("config.json"), r#"{"model": "scvaeder"}"#).unwrap();
         let err = Classifier::load(&p, &dev).unwrap_err().to_string();
-        assert!(err.contains("classify train"), "{err}");
+        assert!(err.contains("expected a classifier directory"), "{err}");
     }
 }

@@ -223,7 +223,7 @@ pub fn decide_post_guidance(run: &ScldRun, requested: Option<bool>) -> (bool, Op
             false,
             Some(format!(
                 "post-guidance off: the run's Scorer is at chance on its held-out split \
-                 (accuracy {acc:.3} < {MIN_SCORER_ACCURACY}); give --post-guidance on to use it \
+                 (accuracy {acc:.3} < {MIN_SCORER_ACCURACY}); request post-guidance to use it \
                  anyway"
             )),
         ),
@@ -312,13 +312,13 @@ pub fn generate_conditions(
     }
     if !(opts.keep > 0.0 && opts.keep <= 1.0) {
         return Err(Error::Param(format!(
-            "--keep must be in (0, 1], got {}",
+            "keep must be in (0, 1], got {}",
             opts.keep
         )));
     }
     if opts.post_guidance && run.scorer.is_none() {
         return Err(Error::Param(
-            "post-guidance needs a Scorer, and this run has none (trained with --no-scorer)".into(),
+            "post-guidance needs a Scorer, and this run was trained without one".into(),
         ));
     }
     let holistic_label = opts.sample.guidance == -1.0;

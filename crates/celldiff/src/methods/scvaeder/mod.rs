@@ -257,7 +257,7 @@ fn fit_cells(
     )?;
     if spec.library_model == LibraryModelKind::Joint && libraries.is_none() {
         return Err(Error::Param(format!(
-            "--library-model joint needs a count likelihood (nb or zinb), but this run's is {}",
+            "library_model joint needs a count likelihood (nb or zinb), but this run's is {}",
             likelihood.name()
         )));
     }

@@ -117,9 +117,7 @@ impl RunFiles for Run {
     }
 
     fn wrong_model(model: &str) -> String {
-        format!(
-            "this run was trained with --model {model}; this command needs a --model scvaeder run"
-        )
+        format!("this is a {model} run; expected a scvaeder run (model \"scvaeder\")")
     }
 
     /// Checks every parameter's range and length against the config (dimensions, training

@@ -169,7 +169,9 @@ impl StreamedCells {
             ));
         }
         if block_cells == 0 {
-            return Err(Error::InvalidInput("--shuffle-block must be > 0".into()));
+            return Err(Error::InvalidInput(
+                "shuffle block_cells must be > 0".into(),
+            ));
         }
         let n_genes = fitted.genes.len();
         let transform = Transform {

@@ -229,13 +229,13 @@ pub fn interpolate(
 ) -> Result<Interpolation> {
     if opts.n_steps < 2 {
         return Err(Error::Param(format!(
-            "--n-steps must be at least 2, got {}",
+            "n_steps must be at least 2, got {}",
             opts.n_steps
         )));
     }
     if opts.from == opts.to {
         return Err(Error::Param(format!(
-            "--from and --to are the same state `{}`",
+            "from and to are the same state `{}`",
             opts.from
         )));
     }

@@ -83,17 +83,17 @@ impl<'a> PriorSpace<'a> {
     ) -> Result<Self> {
         if run.config.diffusion_train.objective != crate::train::Objective::Epsilon {
             return Err(Error::Param(
-                "this run's latent prior is a flow-matching model (trained with --prior flow); \
-                 the diffusion analyses (forward noising, DDIM inversion) need a run trained \
-                 with --prior diffusion"
+                "this run's latent prior is a flow-matching model (objective velocity); the \
+                 diffusion analyses (forward noising, DDIM inversion) need a run trained with \
+                 the diffusion prior (objective epsilon)"
                     .into(),
             ));
         }
         if run.config.denoiser.n_latent != run.config.vae.n_latent {
             return Err(Error::Param(format!(
-                "this run's denoiser diffuses the library size with the latent (trained with \
-                 --library-model joint, {} dimensions for a {}-dimensional latent); the diffusion \
-                 analyses need a run trained with --library-model cluster",
+                "this run's denoiser diffuses the library size with the latent (library_model \
+                 joint, {} dimensions for a {}-dimensional latent); the diffusion analyses need \
+                 a run with library_model cluster",
                 run.config.denoiser.n_latent, run.config.vae.n_latent
             )));
         }
@@ -102,7 +102,7 @@ impl<'a> PriorSpace<'a> {
         let k = t_start.unwrap_or(t_max);
         if k == 0 || k > t_max {
             return Err(Error::Param(format!(
-                "--t-start must be in 1..={t_max} (T of the run), got {k}"
+                "t_start must be in 1..={t_max} (T of the run), got {k}"
             )));
         }
         let n_steps = match sampler {
@@ -117,7 +117,7 @@ impl<'a> PriorSpace<'a> {
         let ts = sched.timesteps();
         let start = ts.iter().position(|&t| t < k).ok_or_else(|| {
             Error::Param(format!(
-                "--t-start {k} is below the sampler's smallest timestep {}",
+                "t_start {k} is below the sampler's smallest timestep {}",
                 ts[ts.len() - 1] + 1
             ))
         })?;

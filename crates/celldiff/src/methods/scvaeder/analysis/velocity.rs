@@ -107,9 +107,7 @@ pub fn velocity(x: &DenseMatrix, opts: &VelocityOptions) -> Result<Velocity> {
     let (n, g) = (x.n_rows, x.n_cols);
     let w = opts.window;
     if w == 0 || opts.top_k == 0 {
-        return Err(Error::Param(
-            "--window and --top-k must be at least 1".into(),
-        ));
+        return Err(Error::Param("window and top_k must be at least 1".into()));
     }
     if n < w + 1 {
         return Err(Error::Param(format!(
@@ -120,7 +118,7 @@ pub fn velocity(x: &DenseMatrix, opts: &VelocityOptions) -> Result<Velocity> {
     let m = opts.diff_step.unwrap_or(n - 1);
     if m >= n || m == 0 {
         return Err(Error::Param(format!(
-            "--diff-step must be in 1..{n} (number of steps), got {m}"
+            "diff_step must be in 1..{n} (number of steps), got {m}"
         )));
     }
     let n_win = (n - 1) / w;
