@@ -25,7 +25,7 @@ use celldiff::diffvae::shift::{self, ShiftOptions};
 use celldiff::diffvae::{self, LatentModelKind};
 use celldiff::{AnnData, DenseMatrix, pp};
 
-use super::identify::TrainFlags;
+use super::TrainFlags;
 use super::{DataArgs, Written, device, write_atomic};
 use crate::progress::Bars;
 

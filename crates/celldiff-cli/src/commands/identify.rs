@@ -16,14 +16,12 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use celldiff::backend::DeviceChoice;
+use celldiff::diffvae::LatentModelKind;
 use celldiff::diffvae::identify::{self, ClusterSpace, Clustering, DbscanEps, IdentifyOptions};
-use celldiff::diffvae::{LatentModelConfig, LatentModelKind};
 use celldiff::io;
 use celldiff::tl::dbscan::DEFAULT_EPS_QUANTILE;
-use celldiff::tl::tsne::TsneOptions;
 
-use super::interpolate::sibling;
-use super::{DataArgs, Written, device, write_atomic};
+use super::{DataArgs, TrainFlags, Written, device, sibling, write_atomic};
 use crate::progress::Bars;
 use crate::protocols::identify_bench::{BenchOptions, identify_bench};
 
@@ -36,91 +34,6 @@ pub enum IdentifyCommand {
     /// DiffVAE's clustering benchmark (Table 2): ARI of DiffVAE, VAE, AE and PCA × latent
     /// sizes × {k-means, DBSCAN} × {latent, t-SNE} over several seeds.
     IdentifyBench(Box<IdentifyBenchArgs>),
-}
-
-/// Training and t-SNE flags shared by `identify` and `identify-bench`.
-#[derive(Args, Debug, Clone)]
-pub struct TrainFlags {
-    /// Highly variable genes (seurat flavor) the model sees (0 = all genes).
-    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = super::flags::count(0, usize::MAX))]
-    pub n_top_genes: usize,
-    /// Encoder hidden widths h2,h1, outer first (decoder mirrored; the paper: 512,256).
-    #[arg(long, default_value = "512,256", value_delimiter = ',', allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_WIDTH))]
-    pub hidden: Vec<usize>,
-    /// ReLU on the μ and log σ² heads, as the paper (then σ ≥ 1 and μ ≥ 0 for every cell).
-    #[arg(long)]
-    pub relu_heads: bool,
-    /// λ, the weight of DiffVAE's MMD term (the published code: 1).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative())]
-    pub mmd_weight: f64,
-    /// β, the weight of the VAE baseline's KL term.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::flags::non_negative())]
-    pub kl_weight: f64,
-    /// Training epochs over all cells.
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
-    pub epochs: usize,
-    /// Minibatch size (cells).
-    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_BATCH))]
-    pub batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::flags::positive())]
-    pub lr: f64,
-    /// t-SNE perplexity (lowered to (n_cells − 1)/3 for few cells).
-    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = super::flags::positive())]
-    pub perplexity: f64,
-    /// t-SNE epochs.
-    #[arg(long, default_value_t = 1000, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_EPOCHS))]
-    pub tsne_epochs: usize,
-    /// k-means restarts (best inertia kept).
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::flags::count(1, 10_000))]
-    pub kmeans_n_init: usize,
-}
-
-impl TrainFlags {
-    /// The latent-model configuration (kind and size from the caller).
-    pub(crate) fn latent(
-        &self,
-        kind: LatentModelKind,
-        n_latent: usize,
-        seed: u64,
-    ) -> Result<LatentModelConfig> {
-        let [h2, h1] = self.hidden[..] else {
-            bail!(
-                "--hidden: expected two widths h2,h1 (e.g. 512,256), got {:?}",
-                self.hidden
-            );
-        };
-        let cfg = LatentModelConfig {
-            kind,
-            n_latent,
-            h1,
-            h2,
-            relu_heads: self.relu_heads,
-            mmd_weight: self.mmd_weight,
-            kl_weight: self.kl_weight,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            learning_rate: self.lr,
-            seed,
-        };
-        cfg.validate().context("model flags")?;
-        Ok(cfg)
-    }
-
-    fn tsne(&self, seed: u64) -> Result<TsneOptions> {
-        let t = TsneOptions {
-            perplexity: self.perplexity,
-            epochs: self.tsne_epochs,
-            seed,
-            ..TsneOptions::default()
-        };
-        t.validate().context("--perplexity / --tsne-epochs")?;
-        Ok(t)
-    }
-
-    fn n_top_genes(&self) -> Option<usize> {
-        (self.n_top_genes > 0).then_some(self.n_top_genes)
-    }
 }
 
 #[derive(Args, Debug)]

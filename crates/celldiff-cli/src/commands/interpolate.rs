@@ -19,7 +19,7 @@ use celldiff::scvaeder::analysis::interpolate::{
 };
 use celldiff::scvaeder::analysis::velocity::{self, Direction, VelocityOptions};
 
-use super::{DataArgs, Written, device, load_run, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, select_where, sibling, write_atomic};
 use crate::progress::Bars;
 
 #[derive(Args, Debug)]
@@ -93,15 +93,6 @@ pub struct InterpolateArgs {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
-}
-
-/// `<dir>/<stem><suffix>` for an output path `<dir>/<stem>.h5ad`.
-pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let stem = out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    out.with_file_name(format!("{stem}{suffix}"))
 }
 
 pub fn run_interpolate(a: InterpolateArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {

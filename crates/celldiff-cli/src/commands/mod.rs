@@ -378,6 +378,15 @@ pub fn appeared_meanwhile(e: celldiff::Error) -> celldiff::Error {
     }
 }
 
+/// `<dir>/<stem><suffix>` for an output path `<dir>/<stem>.h5ad`.
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
 #[cfg(test)]
 mod cli_tests {
     use clap::CommandFactory;

@@ -15,8 +15,7 @@ use celldiff::pipeline::SamplerKind;
 use celldiff::scvaeder::analysis::Encoding;
 use celldiff::scvaeder::analysis::perturb::{self, PerturbOptions, PerturbationMetrics, Space};
 
-use super::interpolate::sibling;
-use super::{DataArgs, Written, device, load_run, select_where, write_atomic};
+use super::{DataArgs, Written, device, load_run, select_where, sibling, write_atomic};
 use crate::progress::Bars;
 
 /// Genes of the paper's Fig. 4c.
