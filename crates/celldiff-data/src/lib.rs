@@ -13,6 +13,8 @@
 //! - [`tl`]: scanpy-style tools: [`tl::pca`], [`tl::neighbors`] (UMAP connectivities),
 //!   [`tl::leiden`] (Leiden/Louvain clustering) and [`tl::umap`].
 //! - [`metrics`]: real-vs-generated evaluation (RF/kNN AUC, MMD, correlations).
+//! - [`observation`]: the count observation model of decoded cells (size factors, one
+//!   dispersion φ, counts drawn from a decoded mean).
 //! - [`simulate`]: seeded negative-binomial count simulator written to `.h5ad` in chunks
 //!   (scale tests).
 //! - [`error`]: the one error type of celldiff ([`Error`]), with `is_bad_input` for exit code 2.
@@ -42,6 +44,7 @@ pub mod anndata;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod observation;
 pub mod pp;
 pub mod simulate;
 pub mod tl;
