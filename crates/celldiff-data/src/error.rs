@@ -55,12 +55,17 @@ pub enum Error {
     /// A failure inside the numerical code that is not the user's fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller asked the work to stop (Ctrl-C in a Python session, checked between
+    /// minibatches by celldiff's training loop through its observer);
+    /// nothing was written.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
     /// Whether the error is caused by bad input (files, fields, parameters): the CLI exits 2.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Internal(_))
+        !matches!(self, Error::Internal(_) | Error::Interrupted(_))
     }
 
     /// Builds an [`Error::Format`] error.

@@ -15,6 +15,8 @@
 //! - [`observation`]: count observation model (decoded mean → sparse, discrete cells).
 //! - [`counts`], [`decoded_counts`]: counts recovered from log1p data, the library-size
 //!   model and NB sampling; counts out of a trained count decoder (θ re-fit, reconstruction).
+//! - [`evaluation`]: real cells brought into generated cells' space for the metrics
+//!   (`celldiff evaluate`, Python `celldiff.evaluate`).
 //! - [`pipeline`]: the one denoising loop and DDIM inversion.
 //! - [`train`]: the one hand-written training loop ([`train::fit()`] over a
 //!   [`train::TrainStep`]) and the steps of the shared networks.
@@ -33,6 +35,7 @@ pub mod backend;
 pub mod bench;
 pub mod counts;
 pub mod decoded_counts;
+pub mod evaluation;
 pub mod methods;
 pub mod models;
 pub mod observation;

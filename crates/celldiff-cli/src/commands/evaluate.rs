@@ -2,13 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use celldiff::anndata::{AnnData, DenseMatrix};
+use celldiff::evaluation::{align, recorded_preprocess};
 use celldiff::io::{self, ReadOptions};
 use celldiff::metrics::{self, EvalMetrics};
-use celldiff::pp::FittedPreprocess;
 
 use super::{eval_options, print_table, write_atomic};
 
@@ -49,71 +48,6 @@ pub struct EvaluateArgs {
     pub force: bool,
 }
 
-/// The preprocessing recorded in `uns['celldiff']['preprocess']` of a generated file (a
-/// dict; a JSON string in files of older versions), if any.
-pub fn recorded_preprocess(
-    g: &AnnData,
-    path: &std::path::Path,
-) -> Result<Option<FittedPreprocess>> {
-    let Some(meta) = g.uns.get("celldiff") else {
-        return Ok(None);
-    };
-    let Some(pp) = meta.get("preprocess") else {
-        return Ok(None);
-    };
-    let parsed: FittedPreprocess = match pp {
-        serde_json::Value::String(s) => serde_json::from_str(s),
-        v => serde_json::from_value(v.clone()),
-    }
-    .with_context(|| {
-        format!(
-            "{}: uns['celldiff']['preprocess'] is not a celldiff preprocessing record",
-            path.display()
-        )
-    })?;
-    Ok(Some(parsed))
-}
-
-/// Brings `real` into the generated cells' space (recorded preprocessing, then the generated
-/// file's gene order) and returns both as dense matrices.
-pub fn align(
-    real: &AnnData,
-    generated: &AnnData,
-    pp: Option<&FittedPreprocess>,
-) -> Result<(DenseMatrix, DenseMatrix)> {
-    let real = match pp {
-        Some(pp) => pp.transform(real).context(
-            "cannot apply the generated cells' preprocessing to the real cells (are they the same kind of data, e.g. raw counts?)",
-        )?,
-        None => real.clone(),
-    };
-    let pos: std::collections::HashMap<&str, usize> = real
-        .var_names
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (g.as_str(), i))
-        .collect();
-    let mut idx = Vec::with_capacity(generated.n_vars());
-    let mut missing = Vec::new();
-    for g in &generated.var_names {
-        match pos.get(g.as_str()) {
-            Some(&i) => idx.push(i),
-            None => missing.push(g.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "{} of the generated cells' {} genes are missing from the real cells (first: {:?})",
-            missing.len(),
-            generated.n_vars(),
-            &missing[..missing.len().min(10)]
-        );
-    }
-    let r = real.select_vars(&idx).x.to_dense();
-    // Count output keeps the model's space in layers['log1p_norm'] (X holds the counts).
-    Ok((r, celldiff::scvaeder::model_space(generated)))
-}
-
 pub fn run(a: EvaluateArgs, dev: celldiff::backend::DeviceChoice, quiet: bool) -> Result<()> {
     if let Some(o) = &a.out {
         let mut inputs = vec![a.real.as_path(), a.generated.as_path()];
@@ -128,7 +62,7 @@ pub fn run(a: EvaluateArgs, dev: celldiff::backend::DeviceChoice, quiet: bool) -
             use_raw: a.use_raw,
         },
     )?;
-    let pp = recorded_preprocess(&g, &a.generated)?;
+    let pp = recorded_preprocess(&g, &a.generated.display().to_string())?;
     if pp.is_none() && !quiet {
         eprintln!(
             "note: {} records no preprocessing; comparing the files' X as they are",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use celldiff::RunFiles;
-use celldiff::anndata::{AnnData, Column};
+use celldiff::anndata::AnnData;
 use celldiff::backend::DeviceChoice;
 use celldiff::models::{Architecture, Fusion};
 use celldiff::run_dir::DataSource;
@@ -17,7 +17,6 @@ use celldiff::scld::{
     self, ConditionChoice, DEFAULT_GUIDANCE, LatentKind, SampleOptions, ScldGenerateOptions,
     ScldRun, ScldSpec,
 };
-use celldiff::tl::leiden::{ClusterOptions, cluster_pipeline};
 
 use super::{GenerateArgs, ModelArgs, TrainArgs, device};
 use crate::progress::Bars;
@@ -120,25 +119,13 @@ pub fn conditions_key(
             Ok(k.clone())
         }
         (None, Some(r)) => {
-            let mut opts = ClusterOptions::default();
-            opts.community.resolution = r;
-            opts.community.seed = seed;
             let t = Instant::now();
-            let res = cluster_pipeline(adata, &opts).context("--leiden-resolution")?;
+            let k = scld::add_leiden_conditions(adata, r, seed).context("--leiden-resolution")?;
             bars.println(format!(
-                "leiden (resolution {r}): {} clusters on {} cells in {:.1}s",
-                res.n_clusters(),
+                "leiden (resolution {r}): {k} clusters on {} cells in {:.1}s",
                 adata.n_obs(),
                 t.elapsed().as_secs_f64()
             ));
-            let categories: Vec<String> = (0..res.n_clusters()).map(|c| c.to_string()).collect();
-            adata.set_obs(
-                "leiden",
-                Column::Categorical {
-                    codes: res.labels.iter().map(|&l| l as i32).collect(),
-                    categories,
-                },
-            );
             Ok("leiden".into())
         }
         (None, None) => bail!(

@@ -13,6 +13,7 @@ mod golden;
 mod graph;
 mod h5ad_read;
 mod identify;
+mod python_package;
 mod runs;
 mod safety;
 mod scanpy_compat;

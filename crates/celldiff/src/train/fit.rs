@@ -257,6 +257,13 @@ pub fn fit<M: Module, S: TrainStep<M> + ?Sized>(
             }
             nb += 1;
             k += 1;
+            if observer.cancelled() {
+                step.end_epoch()?;
+                return Err(Error::Interrupted(format!(
+                    "{} stopped in epoch {epoch} after {k} minibatches",
+                    opts.label
+                )));
+            }
         }
         step.end_epoch()?;
         let nbf = nb.max(1) as f64;

@@ -182,3 +182,26 @@ impl Conditions {
         Ok(())
     }
 }
+
+/// SCLD's conditions from Leiden clusters of the cells (`--leiden-resolution`): the scanpy
+/// workflow of [`crate::tl::leiden::cluster_pipeline`] (HVG 2000, scale, PCA 50, 15
+/// neighbours, Leiden at `resolution` with `seed`) on `adata`, stored as the categorical
+/// `obs['leiden']` (categories `"0"`, `"1"`, …). Returns the number of clusters.
+///
+/// # Errors
+/// Whatever the clustering pipeline returns (too few cells or genes, bad values).
+pub fn add_leiden_conditions(adata: &mut AnnData, resolution: f64, seed: u64) -> Result<usize> {
+    let mut opts = crate::tl::leiden::ClusterOptions::default();
+    opts.community.resolution = resolution;
+    opts.community.seed = seed;
+    let res = crate::tl::leiden::cluster_pipeline(adata, &opts)?;
+    let categories: Vec<String> = (0..res.n_clusters()).map(|c| c.to_string()).collect();
+    adata.set_obs(
+        "leiden",
+        Column::Categorical {
+            codes: res.labels.iter().map(|&l| l as i32).collect(),
+            categories,
+        },
+    );
+    Ok(res.n_clusters())
+}

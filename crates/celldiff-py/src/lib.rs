@@ -1,0 +1,143 @@
+//! # `celldiff._core`: the Python extension module of celldiff
+//!
+//! The package `celldiff` (`python/celldiff/`) wraps these classes and functions into
+//! scvi-tools–style models (`celldiff.ScVAEDer`, `celldiff.SCLD`, `celldiff.evaluate`);
+//! users import `celldiff`, not `_core`. Everything here calls the library crate (no CLI code),
+//! so a model trained from Python and one trained by `celldiff train` on the same cells and seed
+//! have the same weights, and their run directories are interchangeable.
+//!
+//! What crosses the boundary:
+//! - matrices as dicts built by `python/celldiff/_convert.py`: `{"kind": "dense", "data":
+//!   ndarray [n_obs, n_vars]}` or `{"kind": "csr", "data", "indices", "indptr", "shape"}`,
+//!   any float or integer dtype, C or Fortran order; copied once into celldiff's `f32` rows
+//!   (the layout the `.h5ad` reader produces), checked finite ([`convert`]);
+//! - `obs` columns the model needs as pandas categorical codes + categories;
+//! - options as JSON text (`serde` with unknown keys refused), history and `uns` back as JSON;
+//! - results as numpy arrays (dense `float32`, CSR parts) that Python assembles into an
+//!   `anndata.AnnData`.
+//!
+//! Training and sampling run on celldiff's rayon pool with the GIL released ([`runner`]); the
+//! calling thread checks for Ctrl-C every 20 ms and asks the training loop to stop between
+//! minibatches (`KeyboardInterrupt`, nothing written). Errors become Python exceptions
+//! ([`to_py_err`]); a panic becomes `RuntimeError`, never an abort.
+//!
+//! Why our own code: PyO3 and rust-numpy are the binding libraries; this crate is only the
+//! mapping between them and celldiff's types.
+
+mod convert;
+mod params;
+mod runner;
+mod scld;
+mod scvaeder;
+
+use pyo3::exceptions::{
+    PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError,
+    PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A celldiff error as the Python exception a scanpy user expects, with the CLI's message:
+/// missing file → `FileNotFoundError`, other I/O → `OSError`, an existing output without
+/// `overwrite=True` → `FileExistsError`, Ctrl-C → `KeyboardInterrupt`, a bug → `RuntimeError`,
+/// anything the caller can fix (bad values, fields, parameters, refused paths) → `ValueError`.
+pub(crate) fn to_py_err(e: celldiff::Error) -> PyErr {
+    use celldiff::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(msg)
+        }
+        E::Io { .. } => PyOSError::new_err(msg),
+        E::AlreadyExists { .. } => PyFileExistsError::new_err(format!(
+            "{msg}; pass overwrite=True to replace an earlier celldiff output"
+        )),
+        E::Interrupted(_) => PyKeyboardInterrupt::new_err(msg),
+        E::Internal(_) => PyRuntimeError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// Options JSON → `T`, unknown keys refused; the error names the option (`sampler: unknown
+/// variant ...`).
+pub(crate) fn parse_options<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> PyResult<T> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| option_error(what, e))
+}
+
+/// A deserialisation error with the option's path in front.
+pub(crate) fn option_error<E: std::fmt::Display>(
+    what: &str,
+    e: serde_path_to_error::Error<E>,
+) -> PyErr {
+    let path = e.path().to_string();
+    if path == "." {
+        PyValueError::new_err(format!("{what}: {}", e.inner()))
+    } else {
+        PyValueError::new_err(format!("{what}: {path}: {}", e.inner()))
+    }
+}
+
+/// Scores generated cells against real ones (`celldiff evaluate`): the real cells go through
+/// the preprocessing recorded in the generated cells' `uns['celldiff']['preprocess']` and
+/// their gene order, then scDiffusion's random-forest protocol and the distribution metrics
+/// ([`celldiff::metrics::evaluate`]).
+///
+/// `real`/`generated`: `{"x": matrix dict, "var_names": [..], "uns": JSON text}`. Returns the
+/// metrics as JSON text (the keys of `celldiff evaluate -o metrics.json`).
+///
+/// # Errors
+/// `ValueError` for missing genes, data of another kind than the run's, too few cells.
+#[pyfunction]
+#[pyo3(signature = (real, generated, seed = 0, max_cells = None))]
+fn evaluate(
+    py: Python<'_>,
+    real: &Bound<'_, PyDict>,
+    generated: &Bound<'_, PyDict>,
+    seed: u64,
+    max_cells: Option<usize>,
+) -> PyResult<String> {
+    let real = convert::anndata_from_py(real, "real")?;
+    let generated = convert::anndata_from_py(generated, "generated")?;
+    runner::run(py, None, move |_| {
+        let pp = celldiff::evaluation::recorded_preprocess(&generated, "generated")?;
+        let (r, g) = celldiff::evaluation::align(&real, &generated, pp.as_ref())?;
+        let opts = celldiff::metrics::EvalOptions {
+            seed,
+            max_cells,
+            ..Default::default()
+        };
+        let m = celldiff::metrics::evaluate(&r, &g, &opts)?;
+        serde_json::to_string(&m).map_err(|e| celldiff::Error::Internal(e.to_string()))
+    })
+}
+
+/// Checks training options without training: parses the JSON (unknown keys refused),
+/// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
+/// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
+///
+/// # Errors
+/// `ValueError` naming the option.
+#[pyfunction]
+fn check_options(options: &str, model: &str) -> PyResult<()> {
+    let p = params::TrainParams::parse(options)?;
+    match model {
+        "scvaeder" => p.scvaeder_spec(None).map(|_| ()),
+        "scld" => p.scld_spec().map(|_| ()),
+        other => Err(PyValueError::new_err(format!(
+            "unknown model `{other}` (expected scvaeder or scld)"
+        ))),
+    }
+}
+
+/// The module `celldiff._core`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("backend", celldiff::backend::cpu_backend_name())?;
+    m.add_class::<scvaeder::ScvaederModel>()?;
+    m.add_class::<scld::ScldModel>()?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(check_options, m)?)?;
+    Ok(())
+}
