@@ -65,6 +65,30 @@ pub(crate) fn parse_options<T: serde::de::DeserializeOwned>(json: &str, what: &s
     serde_path_to_error::deserialize(&mut de).map_err(|e| option_error(what, e))
 }
 
+/// Options JSON over `T::default()`: the keys given replace the defaults, an unknown key is
+/// refused with the known ones listed, and a bad value names its option.
+pub(crate) fn merge_options<T>(json: &str, what: &str) -> PyResult<T>
+where
+    T: Default + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut base = serde_json::to_value(T::default())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let given: serde_json::Map<String, serde_json::Value> = parse_options(json, what)?;
+    let Some(obj) = base.as_object_mut() else {
+        return Err(PyValueError::new_err(format!("{what}: not an options object")));
+    };
+    for (k, v) in given {
+        if !obj.contains_key(&k) {
+            return Err(PyValueError::new_err(format!(
+                "{what}: unknown option `{k}` (expected one of {:?})",
+                obj.keys().collect::<Vec<_>>()
+            )));
+        }
+        obj.insert(k, v);
+    }
+    serde_path_to_error::deserialize(base).map_err(|e| option_error(what, e))
+}
+
 /// A deserialisation error with the option's path in front.
 pub(crate) fn option_error<E: std::fmt::Display>(
     what: &str,
@@ -112,6 +136,34 @@ fn evaluate(
     })
 }
 
+/// Gene velocities along an interpolation (scVAEDer's "gene velocity"; see
+/// [`celldiff::scvaeder::analysis::velocity`]): `x` `[n_steps, n_genes]` in λ order,
+/// `options` JSON of `VelocityOptions` (`window`, `direction`, `top_k`, `first_steps`,
+/// `diff_step`). Returns `(velocity [n_windows, n_genes] float32, JSON of {ranking: [[gene,
+/// mean score, mean velocity]], top_per_step, union, diff, diff_step})`.
+///
+/// # Errors
+/// `ValueError` for a window of 0, too few rows, bad options.
+#[pyfunction]
+fn velocity<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyDict>,
+    options: &str,
+) -> PyResult<(Bound<'py, PyAny>, String)> {
+    use celldiff::scvaeder::analysis::velocity::{VelocityOptions, velocity as vel};
+    let opts: VelocityOptions = merge_options(options, "velocity options")?;
+    let x = convert::matrix_from_py(x, "X")?.to_dense();
+    let v = vel(&x, &opts).map_err(to_py_err)?;
+    let summary = serde_json::json!({
+        "ranking": v.ranking,
+        "top_per_step": v.top_per_step,
+        "union": v.union,
+        "diff": v.diff,
+        "diff_step": v.diff_step,
+    });
+    Ok((convert::dense_to_py(py, v.velocity)?, summary.to_string()))
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -139,5 +191,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<scld::ScldModel>()?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(check_options, m)?)?;
+    m.add_function(wrap_pyfunction!(velocity, m)?)?;
     Ok(())
 }

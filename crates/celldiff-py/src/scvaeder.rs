@@ -13,7 +13,7 @@ use pyo3::types::PyDict;
 
 use crate::convert::{anndata_from_py, anndata_to_py, dense_to_py};
 use crate::params::TrainParams;
-use crate::{parse_options, runner};
+use crate::{merge_options, runner};
 
 /// A trained scVAEDer model: the run directory's content (`config.json`, genes, fitted
 /// preprocessing, VAE, denoiser and its EMA, count model, history) in memory.
@@ -31,27 +31,6 @@ impl ScvaederModel {
             .map(|r| r.clone())
             .map_err(|_| PyValueError::new_err("the model is in use by another thread"))
     }
-}
-
-/// Samples `options` JSON over [`GenerateOptions::default`] (unknown keys refused).
-fn generate_options(json: &str) -> PyResult<GenerateOptions> {
-    let mut base = serde_json::to_value(GenerateOptions::default())
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let given: serde_json::Map<String, serde_json::Value> =
-        parse_options(json, "generate options")?;
-    let obj = base
-        .as_object_mut()
-        .expect("GenerateOptions is a JSON object");
-    for (k, v) in given {
-        if !obj.contains_key(&k) {
-            return Err(PyValueError::new_err(format!(
-                "generate options: unknown option `{k}` (expected one of {:?})",
-                obj.keys().collect::<Vec<_>>()
-            )));
-        }
-        obj.insert(k, v);
-    }
-    serde_path_to_error::deserialize(base).map_err(|e| crate::option_error("generate options", e))
 }
 
 #[pymethods]
@@ -133,7 +112,7 @@ impl ScvaederModel {
         options: &str,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let opts = generate_options(options)?;
+        let opts: GenerateOptions = merge_options(options, "generate options")?;
         let run = self.run()?;
         let out = runner::run(py, progress.as_ref(), move |chan| {
             scvaeder::generate(
@@ -162,6 +141,89 @@ impl ScvaederModel {
             scvaeder::embed(&run, &ad, &celldiff::backend::cpu_device())
         })?;
         dense_to_py(py, z)
+    }
+
+    /// Predicts the stimulated response of one cell type from its control cells by latent
+    /// arithmetic (scGen's δ in the VAE latent, or scVAEDer's δ in the diffusion prior):
+    /// [`celldiff::scvaeder::analysis::perturb::predict`]. `adata`: parts dict with the
+    /// condition and cell-type columns; `options`: JSON of `PerturbOptions`. Returns the parts
+    /// of the predicted cells (`[n_control, n_genes]`, the model's log1p space) with
+    /// `uns['celldiff_perturbation']`, which also holds scGen's R² metrics when `adata` has
+    /// at least two real stimulated cells of the type.
+    ///
+    /// # Errors
+    /// `ValueError` for unknown keys or values, a type without control cells.
+    #[pyo3(signature = (adata, options, progress = None))]
+    fn perturb<'py>(
+        &self,
+        py: Python<'py>,
+        adata: &Bound<'py, PyDict>,
+        options: &str,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        use celldiff::scvaeder::analysis::perturb::{self, PerturbOptions};
+        let opts: PerturbOptions = merge_options(options, "perturbation options")?;
+        let n_top = 100;
+        let ad = anndata_from_py(adata, "adata")?;
+        let run = self.run()?;
+        let out = runner::run(py, progress.as_ref(), move |_| {
+            let device = celldiff::backend::cpu_device();
+            let mut pred = perturb::predict(&run, &ad, &opts, &device)?;
+            if pred.real_stimulated.n_rows >= 2 {
+                let m = perturb::evaluate_perturbation(
+                    &pred.control,
+                    &pred.real_stimulated,
+                    &pred.adata.x.to_dense(),
+                    &pred.adata.var_names,
+                    n_top,
+                )?;
+                if let Some(serde_json::Value::Object(u)) =
+                    pred.adata.uns.get_mut("celldiff_perturbation")
+                {
+                    u.insert(
+                        "metrics".into(),
+                        serde_json::to_value(&m)
+                            .map_err(|e| celldiff::Error::Internal(e.to_string()))?,
+                    );
+                }
+            }
+            Ok(pred.adata)
+        })?;
+        anndata_to_py(py, out)
+    }
+
+    /// Interpolates between two states of `obs[key]` (scVAEDer's approaches 1 and 2:
+    /// [`celldiff::scvaeder::analysis::interpolate::interpolate`]). `options`: JSON of
+    /// `InterpolateOptions` (`key`, `from`, `to`, `method`, `n_steps`, `t_start`, `sampler`,
+    /// `steps`, `encoding`, `path`, ...). Returns the parts of the path `[n_steps, n_genes]`
+    /// with `obs['lambda']` and `uns['celldiff_interpolation']` (correlations, Spearman ρ,
+    /// manifold check).
+    ///
+    /// # Errors
+    /// `ValueError` for an unknown key or state, too few cells, bad options.
+    #[pyo3(signature = (adata, options, progress = None))]
+    fn interpolate<'py>(
+        &self,
+        py: Python<'py>,
+        adata: &Bound<'py, PyDict>,
+        options: &str,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        use celldiff::scvaeder::analysis::interpolate::{InterpolateOptions, interpolate};
+        let opts: InterpolateOptions = merge_options(options, "interpolation options")?;
+        let ad = anndata_from_py(adata, "adata")?;
+        let run = self.run()?;
+        let out = runner::run(py, progress.as_ref(), move |chan| {
+            let res = interpolate(
+                &run,
+                &ad,
+                &opts,
+                &celldiff::backend::cpu_device(),
+                &mut |i, n| chan.on_step(i, n),
+            )?;
+            Ok(res.adata)
+        })?;
+        anndata_to_py(py, out)
     }
 
     /// `config.json` as JSON text.

@@ -1,0 +1,203 @@
+"""``celldiff.tl``: scVAEDer's analyses as scanpy-style functions (the CLI's ``interpolate``,
+``velocity`` and ``perturb``). Each says which ``obs``/``layers``/``uns`` keys it writes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anndata
+import numpy as np
+import pandas as pd
+
+from . import _core
+from ._convert import anndata_from_parts, anndata_parts, matrix_parts
+from ._progress import Progress
+
+
+def _options(**kw: Any) -> str:
+    return json.dumps({k: v for k, v in kw.items() if v is not None})
+
+
+def interpolate(
+    model,
+    adata: anndata.AnnData,
+    key: str,
+    from_: str,
+    to: str,
+    n_steps: int = 2000,
+    method: str = "prior",
+    t_start: int | None = None,
+    sampler: str = "ddim",
+    steps: int | None = None,
+    encoding: str = "forward",
+    path: str = "linear",
+    noise_draws: int | None = None,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> anndata.AnnData:
+    """Interpolates between two cell states (scVAEDer, Sadria & Layton 2025, approaches 1
+    and 2; ``celldiff interpolate``).
+
+    Parameters
+    ----------
+    model
+        A trained :class:`celldiff.ScVAEDer`.
+    adata
+        Cells in the model's input space (e.g. raw counts) with the states in ``obs[key]``.
+    key, from_, to
+        The ``obs`` column and its two states (λ = 0 and λ = 1).
+    n_steps
+        Interpolation points (≥ 2).
+    method
+        "prior" (approach 1: interpolate the group means in the diffusion prior at timestep
+        K) or "latent" (approach 2: interpolate VAE latents, noise to K and reverse).
+    t_start
+        K in 1..T (None = T).
+    sampler, steps, encoding, path, noise_draws, seed
+        Reverse sampler ("ddim" | "ddpm") and its steps, z₀ → z_K map of approach 1
+        ("forward": q(z_K | z₀) draws, averaged over ``noise_draws`` (16); "ddim":
+        deterministic inversion), "linear" or "slerp" path, seed. The defaults are
+        ``celldiff interpolate``'s.
+
+    Returns
+    -------
+    AnnData ``[n_steps, n_genes]`` (log1p-normalised model genes) in λ order with
+    ``obs['lambda']`` and ``uns['celldiff_interpolation']`` (correlations with both states,
+    Spearman ρ, the manifold check).
+    """
+    setup = adata.uns.get("_celldiff_setup", {})
+    parts = anndata_parts(adata, layer=setup.get("layer"), obs_keys=[key])
+    opts = _options(
+        key=key, **{"from": from_, "to": to}, n_steps=int(n_steps), method=method,
+        t_start=t_start, sampler=sampler, steps=steps, encoding=encoding, path=path,
+        noise_draws=noise_draws, seed=int(seed),
+    )
+    progress = Progress(progress_bar)
+    try:
+        out = model._require_trained().interpolate(parts, opts, progress=progress)
+    finally:
+        progress.close()
+    return anndata_from_parts(out)
+
+
+def velocity(
+    adata: anndata.AnnData,
+    window: int = 1,
+    direction: str = "abs",
+    top_k: int = 10,
+    first_steps: int = 40,
+    diff_step: int | None = None,
+    key_added: str = "celldiff_velocity",
+) -> pd.DataFrame:
+    """Gene velocities along an interpolation (scVAEDer's master-regulator ranking;
+    ``celldiff velocity``): first differences of X over windows of ``window`` λ steps.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`interpolate` (rows in λ order; sorted by ``obs['lambda']`` here).
+    window
+        Window w (1 = plain first differences).
+    direction
+        Rank by "abs", "up" or "down" velocity.
+    top_k, first_steps
+        Genes kept per step, and steps whose top genes form the union (paper: 10 and 40).
+    diff_step
+        Step m of ``|x_m − x_0|`` (None = the last).
+    key_added
+        Writes ``uns[key_added]`` (``velocity`` ``[n_windows, n_genes]`` in expression units
+        per λ step, ``union``, ``diff_step``) and ``var[key_added + '_score']``,
+        ``var[key_added + '_rank']`` (1 = strongest), ``var[key_added + '_mean']``.
+
+    Returns
+    -------
+    DataFrame of genes by decreasing mean score (``gene``, ``score``, ``mean_velocity``,
+    ``diff``).
+    """
+    order = np.argsort(adata.obs["lambda"].to_numpy(), kind="stable") if "lambda" in adata.obs else None
+    x = adata.X if order is None else adata.X[order]
+    opts = _options(window=int(window), direction=direction, top_k=int(top_k),
+                    first_steps=int(first_steps), diff_step=diff_step)
+    v, summary = _core.velocity(matrix_parts(x, "X"), opts)
+    s = json.loads(summary)
+    genes = np.asarray(adata.var_names)
+    diff = {g: d for g, d in s["diff"]}
+    table = pd.DataFrame(
+        {
+            "gene": [genes[g] for g, _, _ in s["ranking"]],
+            "score": [sc for _, sc, _ in s["ranking"]],
+            "mean_velocity": [mv for _, _, mv in s["ranking"]],
+            "diff": [diff.get(g, np.nan) for g, _, _ in s["ranking"]],
+        }
+    )
+    score = np.full(adata.n_vars, np.nan)
+    rank = np.zeros(adata.n_vars, dtype=np.int64)
+    mean = np.full(adata.n_vars, np.nan)
+    for r, (g, sc, mv) in enumerate(s["ranking"], start=1):
+        score[g], rank[g], mean[g] = sc, r, mv
+    adata.var[f"{key_added}_score"] = score
+    adata.var[f"{key_added}_rank"] = rank
+    adata.var[f"{key_added}_mean"] = mean
+    adata.uns[key_added] = {
+        "velocity": v,
+        "union": np.asarray([genes[g] for g in s["union"]], dtype=object),
+        "diff_step": int(s["diff_step"]),
+        "params": {"window": int(window), "direction": direction, "top_k": int(top_k),
+                   "first_steps": int(first_steps)},
+    }
+    return table
+
+
+def perturb(
+    model,
+    adata: anndata.AnnData,
+    predict: str,
+    condition_key: str = "condition",
+    control: str = "control",
+    stimulated: str = "stimulated",
+    celltype_key: str = "cell_type",
+    space: str = "diffusion",
+    t_start: int | None = None,
+    encoding: str = "ddim",
+    sampler: str = "ddim",
+    steps: int | None = None,
+    max_delta_cells: int | None = None,
+    seed: int = 0,
+) -> anndata.AnnData:
+    """Predicts a cell type's response to a stimulus from its control cells by latent
+    arithmetic (scGen's δ in the VAE latent, or scVAEDer's δ in the diffusion prior;
+    ``celldiff perturb``). Train the model without the type's stimulated cells
+    (``adata[~((adata.obs.cell_type == "CD4T") & (adata.obs.condition == "stimulated"))]``).
+
+    Parameters
+    ----------
+    model
+        A trained :class:`celldiff.ScVAEDer`.
+    adata
+        Cells in the model's input space with ``obs[condition_key]`` and
+        ``obs[celltype_key]``; the type's real stimulated cells, when present, are only used
+        to score the prediction.
+    predict
+        The cell type to predict.
+    space
+        "vae" (scGen) or "diffusion" (scVAEDer).
+    t_start, encoding, sampler, steps, max_delta_cells, seed
+        As ``celldiff perturb``.
+
+    Returns
+    -------
+    AnnData of predicted stimulated cells ``[n_control, n_genes]`` (log1p-normalised) with
+    ``uns['celldiff_perturbation']`` (δ, the settings and, with real stimulated cells,
+    ``metrics``: scGen's R² of means and variances over all and the top DEGs).
+    """
+    setup = adata.uns.get("_celldiff_setup", {})
+    parts = anndata_parts(adata, layer=setup.get("layer"), obs_keys=[condition_key, celltype_key])
+    opts = _options(
+        condition_key=condition_key, control=control, stimulated=stimulated,
+        celltype_key=celltype_key, predict=predict, space=space, t_start=t_start,
+        encoding=encoding, sampler=sampler, steps=steps, max_delta_cells=max_delta_cells,
+        seed=int(seed),
+    )
+    out = model._require_trained().perturb(parts, opts)
+    return anndata_from_parts(out)
