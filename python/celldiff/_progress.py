@@ -22,7 +22,9 @@ class Progress:
     def _tqdm(self, **kw):
         from tqdm.auto import tqdm
 
-        return tqdm(**kw)
+        # At most one redraw per second: a notebook without ipywidgets keeps every redraw as
+        # text in the cell's output.
+        return tqdm(mininterval=1.0, **kw)
 
     def __call__(self, kind: str, payload: str) -> None:
         data = json.loads(payload)
@@ -48,8 +50,7 @@ class Progress:
             if self.sampling is None:
                 self.sampling = self._tqdm(total=total, desc="sampling steps", leave=False)
             self.sampling.total = total
-            self.sampling.n = done
-            self.sampling.refresh()
+            self.sampling.update(done - self.sampling.n)
 
     def close(self) -> None:
         """Closes any open bar (called at the end of a run, also after an error)."""
