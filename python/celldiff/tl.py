@@ -201,3 +201,120 @@ def perturb(
     )
     out = model._require_trained().perturb(parts, opts)
     return anndata_from_parts(out)
+
+
+def identify(
+    adata: anndata.AnnData,
+    n_clusters: int | None = None,
+    labels_key: str | None = None,
+    dbscan_eps: float | str | None = None,
+    dbscan_min_samples: int = 5,
+    eps_quantile: float | None = None,
+    on: str = "latent",
+    latent_model: str = "diffvae",
+    n_latent: int = 50,
+    n_hidden: tuple[int, int] = (512, 256),
+    mmd_weight: float = 1.0,
+    kl_weight: float = 1.0,
+    max_epochs: int = 100,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    n_top_genes: int = 2000,
+    perplexity: float = 30.0,
+    tsne_epochs: int = 1000,
+    kmeans_n_init: int = 10,
+    top_dimensions: int = 10,
+    top_genes: int = 20,
+    seed: int = 0,
+    layer: str | None = None,
+    key_added: str = "celldiff_cluster",
+    progress_bar: bool = True,
+) -> dict:
+    """DiffVAE cell-type identification (Bica et al., Sci. Rep. 2020; ``celldiff identify``):
+    an MMD-VAE on the highly variable genes → t-SNE → k-means or DBSCAN → the latent
+    dimensions that drive each cluster and their high-weight genes.
+
+    Parameters
+    ----------
+    adata
+        Raw counts or log1p-normalised cells ``[n_obs, n_vars]`` (X, or ``layers[layer]``; the
+        layer registered with ``setup_anndata`` by default).
+    n_clusters
+        k-means with this k (default: the number of labels in ``labels_key``).
+    labels_key
+        ``obs`` column of reference labels: the ARI against it is reported.
+    dbscan_eps
+        DBSCAN instead of k-means with this radius, or "auto" (a quantile, ``eps_quantile``,
+        of the distances to the ``dbscan_min_samples``-th nearest cell).
+    on
+        Cluster the latent means ("latent") or their t-SNE ("tsne").
+    latent_model
+        "diffvae" (MMD-VAE), "vae", "ae" or "pca".
+    n_latent, n_hidden, mmd_weight, kl_weight, max_epochs, batch_size, lr
+        The latent model (``n_hidden`` = (h2, h1), the paper's 512, 256).
+    n_top_genes
+        Highly variable genes (0 = all).
+    perplexity, tsne_epochs, kmeans_n_init, top_dimensions, top_genes, seed
+        As ``celldiff identify``.
+    key_added
+        ``obs`` key of the clusters.
+
+    Returns
+    -------
+    dict with ``n_clusters``, ``ari`` (or None), ``dimensions`` and ``genes`` (DataFrames of
+    the top dimensions per cluster and of their high-weight genes). Writes
+    ``obs[key_added]`` (categorical; ``noise`` for DBSCAN outliers), ``obsm['X_celldiff']``
+    (latent means), ``obsm['X_tsne']`` and ``uns['celldiff_identify']``.
+    """
+    import io
+
+    if layer is None:
+        layer = adata.uns.get("_celldiff_setup", {}).get("layer")
+    h2, h1 = n_hidden
+    if dbscan_eps is None:
+        clustering = {"k_means": {"k": n_clusters, "n_init": int(kmeans_n_init)}}
+    else:
+        if isinstance(dbscan_eps, str):
+            if dbscan_eps != "auto":
+                raise ValueError(f"dbscan_eps must be a number or 'auto', got {dbscan_eps!r}")
+            eps = {"auto": {"quantile": 0.8 if eps_quantile is None else float(eps_quantile)}}
+        else:
+            eps = {"fixed": float(dbscan_eps)}
+        clustering = {"dbscan": {"eps": eps, "min_samples": int(dbscan_min_samples)}}
+    opts = json.dumps(
+        {
+            "latent": {
+                "kind": latent_model, "n_latent": int(n_latent), "h1": int(h1), "h2": int(h2),
+                "mmd_weight": float(mmd_weight), "kl_weight": float(kl_weight),
+                "epochs": int(max_epochs), "batch_size": int(batch_size),
+                "learning_rate": float(lr), "seed": int(seed),
+            },
+            "n_top_genes": int(n_top_genes) if n_top_genes else None,
+            "clustering": clustering,
+            "space": on,
+            "tsne": {"perplexity": float(perplexity), "epochs": int(tsne_epochs), "seed": int(seed)},
+            "n_top_dimensions": int(top_dimensions),
+            "n_top_weight_genes": int(top_genes),
+            "labels_key": labels_key,
+        }
+    )
+    parts = anndata_parts(adata, layer=layer, obs_keys=[labels_key] if labels_key else [])
+    progress = Progress(progress_bar)
+    try:
+        res = _core.diffvae_identify(parts, opts, progress=progress)
+    finally:
+        progress.close()
+    col = res["cluster"]
+    adata.obs[key_added] = pd.Categorical.from_codes(col["codes"], categories=col["categories"])
+    adata.obsm["X_celldiff"] = res["latent"]
+    adata.obsm["X_tsne"] = res["tsne"]
+    from ._convert import uns_from_json
+
+    uns = json.loads(res["uns"])
+    adata.uns["celldiff_identify"] = uns_from_json(uns)
+    return {
+        "n_clusters": len([c for c in col["categories"] if c != "noise"]),
+        "ari": uns.get("ari"),
+        "dimensions": pd.read_csv(io.StringIO(res["dimensions_tsv"]), sep="\t"),
+        "genes": pd.read_csv(io.StringIO(res["genes_tsv"]), sep="\t"),
+    }

@@ -71,3 +71,23 @@ def test_interpolation_matches_the_cli_and_velocity_ranks_genes(kang_model, cli)
     assert v.shape == (29, path.n_vars)
     np.testing.assert_allclose(v[0], _x(path)[1] - _x(path)[0], rtol=1e-5, atol=1e-6)
     assert path.var["celldiff_velocity_rank"].min() == 1
+
+
+def test_diffvae_identify_matches_the_cli(pbmc_path, cli, tmp_path):
+    adata = anndata.read_h5ad(pbmc_path)
+    celldiff.DiffVAE.setup_anndata(adata, labels_key="bulk_labels")
+    model = celldiff.DiffVAE(adata, n_latent=10, max_epochs=5)
+    res = model.identify(tsne_epochs=250, progress_bar=False)
+    k = adata.obs["bulk_labels"].nunique()
+    assert res["n_clusters"] == k and 0.0 < res["ari"] <= 1.0
+    assert adata.obsm["X_celldiff"].shape == (adata.n_obs, 10)
+    assert adata.obsm["X_tsne"].shape == (adata.n_obs, 2)
+    assert set(res["dimensions"]["cluster"]) == set(range(k))
+    run_cli(cli, "identify", "--data", pbmc_path, "--labels-key", "bulk_labels", "--latent",
+            "10", "--epochs", "5", "--tsne-epochs", "250", "-o", tmp_path / "id.h5ad")
+    ref = anndata.read_h5ad(tmp_path / "id.h5ad")
+    np.testing.assert_array_equal(ref.obsm["X_celldiff"], adata.obsm["X_celldiff"])
+    np.testing.assert_array_equal(ref.obs["celldiff_cluster"].to_numpy(),
+                                  adata.obs["celldiff_cluster"].to_numpy())
+    with pytest.raises(ValueError, match="unknown DiffVAE options"):
+        celldiff.DiffVAE(adata, fusion="add")

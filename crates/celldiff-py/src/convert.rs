@@ -299,6 +299,32 @@ pub(crate) fn dense_to_py<'py>(py: Python<'py>, m: DenseMatrix) -> PyResult<Boun
     Ok(a.into_pyarray(py).into_any())
 }
 
+/// An `obs` column as `{"kind": "categorical", "codes", "categories"}` (or `string`,
+/// `numeric`, `bool` with `values`).
+pub(crate) fn column_to_py<'py>(py: Python<'py>, col: Column) -> PyResult<Bound<'py, PyDict>> {
+    let c = PyDict::new(py);
+    match col {
+        Column::Categorical { codes, categories } => {
+            c.set_item("kind", "categorical")?;
+            c.set_item("codes", codes.into_pyarray(py))?;
+            c.set_item("categories", categories)?;
+        }
+        Column::String(v) => {
+            c.set_item("kind", "string")?;
+            c.set_item("values", v)?;
+        }
+        Column::Numeric(v) => {
+            c.set_item("kind", "numeric")?;
+            c.set_item("values", v.into_pyarray(py))?;
+        }
+        Column::Bool(v) => {
+            c.set_item("kind", "bool")?;
+            c.set_item("values", v)?;
+        }
+    }
+    Ok(c)
+}
+
 /// A celldiff [`AnnData`] as a dict of parts that `python/celldiff/_convert.py` assembles:
 /// `X`, `obs_names`, `var_names`, `obs` (`{name: {"kind", ...}}`), `obsm`, `layers`, `uns`
 /// (JSON text; JSON null is Python's None, anndata's null).
@@ -309,27 +335,7 @@ pub(crate) fn anndata_to_py<'py>(py: Python<'py>, ad: AnnData) -> PyResult<Bound
     d.set_item("var_names", PyList::new(py, &ad.var_names)?)?;
     let obs = PyDict::new(py);
     for (name, col) in ad.obs {
-        let c = PyDict::new(py);
-        match col {
-            Column::Categorical { codes, categories } => {
-                c.set_item("kind", "categorical")?;
-                c.set_item("codes", codes.into_pyarray(py))?;
-                c.set_item("categories", categories)?;
-            }
-            Column::String(v) => {
-                c.set_item("kind", "string")?;
-                c.set_item("values", v)?;
-            }
-            Column::Numeric(v) => {
-                c.set_item("kind", "numeric")?;
-                c.set_item("values", v.into_pyarray(py))?;
-            }
-            Column::Bool(v) => {
-                c.set_item("kind", "bool")?;
-                c.set_item("values", v)?;
-            }
-        }
-        obs.set_item(name, c)?;
+        obs.set_item(name, column_to_py(py, col)?)?;
     }
     d.set_item("obs", obs)?;
     let obsm = PyDict::new(py);

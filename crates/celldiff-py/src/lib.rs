@@ -78,15 +78,32 @@ where
         return Err(PyValueError::new_err(format!("{what}: not an options object")));
     };
     for (k, v) in given {
-        if !obj.contains_key(&k) {
+        let Some(slot) = obj.get_mut(&k) else {
             return Err(PyValueError::new_err(format!(
                 "{what}: unknown option `{k}` (expected one of {:?})",
                 obj.keys().collect::<Vec<_>>()
             )));
-        }
-        obj.insert(k, v);
+        };
+        deep_merge(slot, v);
     }
     serde_path_to_error::deserialize(base).map_err(|e| option_error(what, e))
+}
+
+/// `given` over `base`: nested objects whose keys `base` all has are merged key by key (a
+/// partial `latent={"n_latent": 10}` keeps the other defaults); anything else (a value, an
+/// enum given as another variant such as `{"dbscan": ...}` over `{"k_means": ...}`) replaces.
+fn deep_merge(base: &mut serde_json::Value, given: serde_json::Value) {
+    use serde_json::Value;
+    match (base, given) {
+        (Value::Object(b), Value::Object(g)) if g.keys().all(|k| b.contains_key(k)) => {
+            for (k, v) in g {
+                if let Some(slot) = b.get_mut(&k) {
+                    deep_merge(slot, v);
+                }
+            }
+        }
+        (b, g) => *b = g,
+    }
 }
 
 /// A deserialisation error with the option's path in front.
@@ -164,6 +181,45 @@ fn velocity<'py>(
     Ok((convert::dense_to_py(py, v.velocity)?, summary.to_string()))
 }
 
+/// DiffVAE cell-type identification (Bica et al., Sci. Rep. 2020;
+/// [`celldiff::diffvae::identify::identify`]): latent model → t-SNE → k-means or DBSCAN → top
+/// latent dimensions and high-weight genes per cluster. `adata`: parts dict (with the
+/// `labels_key` column when one is given); `options`: JSON over `IdentifyOptions` (nested
+/// objects merged over the defaults). Returns `{"cluster": obs column dict, "latent":
+/// [n_obs, n_latent], "tsne": [n_obs, 2], "uns": JSON text, "dimensions_tsv", "genes_tsv"}`.
+///
+/// # Errors
+/// `ValueError` for bad options, a missing labels column, k-means without a k.
+#[pyfunction]
+#[pyo3(signature = (adata, options, progress = None))]
+fn diffvae_identify<'py>(
+    py: Python<'py>,
+    adata: &Bound<'py, PyDict>,
+    options: &str,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use celldiff::diffvae::identify::{IdentifyOptions, identify};
+    let opts: IdentifyOptions = merge_options(options, "identify options")?;
+    let ad = convert::anndata_from_py(adata, "adata")?;
+    let (res, opts) = runner::run(py, progress.as_ref(), move |chan| {
+        let res = identify(
+            &ad,
+            &opts,
+            &celldiff::backend::cpu_device(),
+            &mut chan.observer(),
+        )?;
+        Ok((res, opts))
+    })?;
+    let out = PyDict::new(py);
+    out.set_item("cluster", convert::column_to_py(py, res.obs_column())?)?;
+    out.set_item("latent", convert::dense_to_py(py, res.fit.latent.clone())?)?;
+    out.set_item("tsne", convert::dense_to_py(py, res.tsne.clone())?)?;
+    out.set_item("uns", res.uns(&opts).to_string())?;
+    out.set_item("dimensions_tsv", res.dimensions_tsv())?;
+    out.set_item("genes_tsv", res.genes_tsv())?;
+    Ok(out)
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -192,5 +248,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(check_options, m)?)?;
     m.add_function(wrap_pyfunction!(velocity, m)?)?;
+    m.add_function(wrap_pyfunction!(diffvae_identify, m)?)?;
     Ok(())
 }
