@@ -318,3 +318,70 @@ def identify(
         "dimensions": pd.read_csv(io.StringIO(res["dimensions_tsv"]), sep="\t"),
         "genes": pd.read_csv(io.StringIO(res["genes_tsv"]), sep="\t"),
     }
+
+
+def cluster(
+    adata: anndata.AnnData,
+    resolution: float = 1.0,
+    flavor: str = "leiden",
+    n_iterations: int = 2,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_top_genes: int = 2000,
+    umap: bool = False,
+    seed: int = 0,
+    key_added: str | None = None,
+    neighbors_key: str | None = None,
+    layer: str | None = None,
+) -> int:
+    """Clusters the cells as scanpy's workflow does (``celldiff cluster``): ``normalize_total``
+    + ``log1p`` on counts, highly variable genes (seurat), scale, PCA, kNN graph (UMAP
+    connectivities), Leiden (or Louvain), optionally UMAP.
+
+    Parameters
+    ----------
+    adata
+        Raw counts or log1p-normalised cells (X, or ``layers[layer]``).
+    resolution, flavor, n_iterations
+        Modularity resolution (> 0), "leiden" or "louvain", Leiden iterations (0 = until
+        stable).
+    n_neighbors, n_pcs, n_top_genes
+        Neighbours per cell (the cell included), principal components, highly variable genes
+        (0 = all).
+    umap
+        Also compute a UMAP layout (``obsm['X_umap']``).
+    seed
+        Seed of the clustering and the layout.
+    key_added
+        ``obs`` key of the labels (default: the flavor).
+    neighbors_key
+        As ``sc.pp.neighbors(key_added=...)``.
+
+    Returns
+    -------
+    The number of clusters. Writes ``obs[key_added]``, ``obsm['X_pca']``
+    (``obsm['X_umap']``), ``obsp['connectivities']``/``obsp['distances']`` (or
+    ``{neighbors_key}_…``), ``uns['neighbors']`` (or ``uns[neighbors_key]``, the layout scanpy's
+    ``tl.umap``/``tl.paga`` read), ``uns['pca']`` and ``uns[key_added]`` (parameters, sizes).
+    """
+    if layer is None:
+        layer = adata.uns.get("_celldiff_setup", {}).get("layer")
+    ann = _core.cluster(
+        anndata_parts(adata, layer=layer), resolution=float(resolution), flavor=flavor,
+        n_iterations=int(n_iterations), n_neighbors=int(n_neighbors), n_pcs=int(n_pcs),
+        n_top_genes=int(n_top_genes), umap=bool(umap), seed=int(seed), key_added=key_added,
+        neighbors_key=neighbors_key,
+    )
+    from ._convert import _matrix, uns_from_json
+
+    n = 0
+    for k, col in ann["obs"].items():
+        adata.obs[k] = pd.Categorical.from_codes(col["codes"], categories=col["categories"])
+        n = len(col["categories"])
+    for k, m in ann["obsm"].items():
+        adata.obsm[k] = m
+    for k, m in ann["obsp"].items():
+        adata.obsp[k] = _matrix(m)
+    for k, v in uns_from_json(json.loads(ann["uns"])).items():
+        adata.uns[k] = v
+    return n

@@ -91,3 +91,20 @@ def test_diffvae_identify_matches_the_cli(pbmc_path, cli, tmp_path):
                                   adata.obs["celldiff_cluster"].to_numpy())
     with pytest.raises(ValueError, match="unknown DiffVAE options"):
         celldiff.DiffVAE(adata, fusion="add")
+
+
+def test_cluster_matches_the_cli_and_feeds_scanpy(pbmc_path, cli, tmp_path):
+    sc = pytest.importorskip("scanpy")
+    adata = anndata.read_h5ad(pbmc_path)
+    n = celldiff.tl.cluster(adata, resolution=1.0, seed=0)
+    assert n == adata.obs["leiden"].nunique() >= 2
+    run_cli(cli, "cluster", "--data", pbmc_path, "--resolution", "1", "--seed", "0",
+            "-o", tmp_path / "cl.h5ad")
+    ref = anndata.read_h5ad(tmp_path / "cl.h5ad")
+    np.testing.assert_array_equal(ref.obs["leiden"].to_numpy(), adata.obs["leiden"].to_numpy())
+    np.testing.assert_array_equal(ref.obsm["X_pca"], adata.obsm["X_pca"])
+    assert (ref.obsp["connectivities"] != adata.obsp["connectivities"]).nnz == 0
+    sc.tl.umap(adata)  # scanpy reads uns['neighbors'] and obsp as written
+    assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
+    with pytest.raises(ValueError, match="resolution"):
+        celldiff.tl.cluster(adata, resolution=0.0)

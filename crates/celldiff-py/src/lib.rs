@@ -220,6 +220,101 @@ fn diffvae_identify<'py>(
     Ok(out)
 }
 
+/// Clustering as scanpy's workflow (`celldiff cluster`; [`celldiff::tl::leiden::cluster_pipeline`]):
+/// highly variable genes, scale, PCA, kNN graph, Leiden or Louvain, optionally UMAP. Returns
+/// the annotations to write: `{"obs": {key: column}, "obsm": {...}, "obsp": {key: CSR parts},
+/// "uns": JSON text}` ([`celldiff::tl::leiden::cluster_annotations`]).
+///
+/// # Errors
+/// `ValueError` for a non-positive resolution, bad values, too few cells or genes.
+#[pyfunction]
+#[pyo3(signature = (adata, resolution = 1.0, flavor = "leiden", n_iterations = 2, n_neighbors = 15, n_pcs = 50, n_top_genes = 2000, umap = false, seed = 0, key_added = None, neighbors_key = None))]
+#[allow(clippy::too_many_arguments)]
+fn cluster<'py>(
+    py: Python<'py>,
+    adata: &Bound<'py, PyDict>,
+    resolution: f64,
+    flavor: &str,
+    n_iterations: usize,
+    n_neighbors: usize,
+    n_pcs: usize,
+    n_top_genes: usize,
+    umap: bool,
+    seed: u64,
+    key_added: Option<String>,
+    neighbors_key: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use celldiff::tl::leiden::{
+        ClusterFlavor, ClusterOptions, CommunityOptions, cluster_annotations, cluster_pipeline,
+    };
+    let flavor = match flavor {
+        "leiden" => ClusterFlavor::Leiden,
+        "louvain" => ClusterFlavor::Louvain,
+        o => {
+            return Err(PyValueError::new_err(format!(
+                "flavor must be leiden or louvain, got `{o}`"
+            )));
+        }
+    };
+    if !(resolution.is_finite() && resolution > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "resolution must be a positive number, got {resolution}"
+        )));
+    }
+    if n_neighbors == 0 || n_pcs == 0 {
+        return Err(PyValueError::new_err("n_neighbors and n_pcs must be at least 1"));
+    }
+    for (what, k) in [("key_added", &key_added), ("neighbors_key", &neighbors_key)] {
+        if let Some(k) = k
+            && (k.is_empty() || k.contains('/') || k == ".")
+        {
+            return Err(PyValueError::new_err(format!(
+                "{what} `{k}` must be a non-empty name without `/`"
+            )));
+        }
+    }
+    let key = key_added.unwrap_or_else(|| flavor.name().to_string());
+    let mut opts = ClusterOptions {
+        n_pcs,
+        n_neighbors,
+        community: CommunityOptions {
+            flavor,
+            resolution,
+            n_iterations,
+            seed,
+        },
+        umap: umap.then(|| celldiff::tl::umap::UmapOptions {
+            seed,
+            ..Default::default()
+        }),
+        ..ClusterOptions::default()
+    };
+    opts.preprocess.n_top_genes = (n_top_genes > 0).then_some(n_top_genes);
+    let ad = convert::anndata_from_py(adata, "adata")?;
+    let ann = runner::run(py, None, move |_| {
+        let res = cluster_pipeline(&ad, &opts)?;
+        Ok(cluster_annotations(&res, &opts, &key, neighbors_key.as_deref(), n_top_genes))
+    })?;
+    let out = PyDict::new(py);
+    let obs = PyDict::new(py);
+    for (k, c) in ann.obs {
+        obs.set_item(k, convert::column_to_py(py, c)?)?;
+    }
+    out.set_item("obs", obs)?;
+    let obsm = PyDict::new(py);
+    for (k, m) in ann.obsm {
+        obsm.set_item(k, convert::dense_to_py(py, m)?)?;
+    }
+    out.set_item("obsm", obsm)?;
+    let obsp = PyDict::new(py);
+    for (k, m) in ann.obsp {
+        obsp.set_item(k, convert::matrix_to_py(py, celldiff::Matrix::Csr(m))?)?;
+    }
+    out.set_item("obsp", obsp)?;
+    out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
+    Ok(out)
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -249,5 +344,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_options, m)?)?;
     m.add_function(wrap_pyfunction!(velocity, m)?)?;
     m.add_function(wrap_pyfunction!(diffvae_identify, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster, m)?)?;
     Ok(())
 }

@@ -11,9 +11,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use celldiff::anndata::Column;
-use celldiff::io;
-use celldiff::tl::leiden::{ClusterFlavor, ClusterOptions, CommunityOptions, cluster_pipeline};
+use celldiff::tl::leiden::{
+    ClusterFlavor, ClusterOptions, CommunityOptions, cluster_annotations, cluster_pipeline,
+};
 use celldiff::tl::umap::UmapOptions;
 
 use super::DataArgs;
@@ -124,53 +124,20 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     drop(adata);
     // An annotated copy of the input (X, var, layers, raw, ... kept as stored, also with
     // --use-raw/--layer, which only choose what is read).
-    let mut ann = io::h5ad::Annotations::default();
-    ann.set_obs(
+    let ann = cluster_annotations(
+        &res,
+        &opts,
         &key,
-        Column::Categorical {
-            codes: res.labels.iter().map(|&l| l as i32).collect(),
-            categories: (0..n_clusters).map(|c| c.to_string()).collect(),
-        },
+        a.neighbors_key.as_deref(),
+        a.n_top_genes,
     );
-    ann.set_obsm("X_pca", res.pca.clone());
-    if let Some(u) = &res.umap {
-        ann.set_obsm("X_umap", u.clone());
-    }
-    // The neighbourhood graph exactly as `sc.pp.neighbors(adata, n_neighbors, use_rep="X_pca",
-    // key_added=...)` stores it, so that sc.tl.umap / paga / leiden run on the output.
+    let n_genes_used = res.preprocess.genes.len();
+    // The keys the graph went to (for the message).
     let nb = celldiff::tl::neighbors::scanpy_neighbors_uns(
         a.neighbors_key.as_deref(),
         a.n_neighbors,
         "X_pca",
         res.n_pcs,
-    );
-    ann.set_obsp(&nb.connectivities_key, res.neighbors.connectivities.clone());
-    ann.set_obsp(&nb.distances_key, res.neighbors.knn.distance_matrix());
-    ann.uns.insert(nb.key.clone(), nb.uns.clone());
-    ann.uns.insert(
-        "pca".into(),
-        serde_json::json!({ "variance_ratio": res.explained_variance_ratio }),
-    );
-    let n_genes_used = res.preprocess.genes.len();
-    ann.uns.insert(
-        key.clone(),
-        serde_json::json!({
-            "params": {
-                "flavor": flavor.name(),
-                "resolution": a.resolution,
-                "n_iterations": a.n_iterations,
-                "n_neighbors": a.n_neighbors,
-                "n_pcs": res.n_pcs,
-                "n_top_genes": a.n_top_genes,
-                "n_genes_used": n_genes_used,
-                "neighbors_key": nb.key,
-                "random_state": a.seed,
-                "seed": a.seed,
-                "umap": a.umap,
-            },
-            "n_clusters": n_clusters,
-            "cluster_sizes": res.sizes,
-        }),
     );
     // A temporary file renamed into place, never over anything that appeared meanwhile.
     super::write_annotated_out(&a.out, a.force, &a.data.data, &ann)?;

@@ -381,6 +381,67 @@ pub fn cluster_pipeline(adata: &AnnData, opts: &ClusterOptions) -> Result<Cluste
     })
 }
 
+/// What `celldiff cluster` (and Python's `celldiff.tl.cluster`) writes for a
+/// [`cluster_pipeline`] result, as scanpy stores the same steps: `obs[key]` (categorical
+/// `"0"`, `"1"`, …), `obsm['X_pca']`, `obsm['X_umap']` (when computed), the neighbourhood graph
+/// in `obsp` and `uns[neighbors_key or 'neighbors']` exactly as
+/// `sc.pp.neighbors(adata, n_neighbors, use_rep="X_pca", key_added=...)` stores it,
+/// `uns['pca']['variance_ratio']`, and `uns[key]` with the parameters, the number of clusters
+/// and their sizes.
+///
+/// `n_top_genes` and `n_iterations` are recorded as given (0 = all genes, until stable).
+pub fn cluster_annotations(
+    res: &ClusterResult,
+    opts: &ClusterOptions,
+    key: &str,
+    neighbors_key: Option<&str>,
+    n_top_genes: usize,
+) -> crate::io::h5ad::Annotations {
+    let mut ann = crate::io::h5ad::Annotations::default();
+    let n_clusters = res.n_clusters();
+    ann.set_obs(
+        key,
+        crate::anndata::Column::Categorical {
+            codes: res.labels.iter().map(|&l| l as i32).collect(),
+            categories: (0..n_clusters).map(|c| c.to_string()).collect(),
+        },
+    );
+    ann.set_obsm("X_pca", res.pca.clone());
+    if let Some(u) = &res.umap {
+        ann.set_obsm("X_umap", u.clone());
+    }
+    let nb = neighbors::scanpy_neighbors_uns(neighbors_key, opts.n_neighbors, "X_pca", res.n_pcs);
+    ann.set_obsp(&nb.connectivities_key, res.neighbors.connectivities.clone());
+    ann.set_obsp(&nb.distances_key, res.neighbors.knn.distance_matrix());
+    ann.uns.insert(nb.key.clone(), nb.uns.clone());
+    ann.uns.insert(
+        "pca".into(),
+        serde_json::json!({ "variance_ratio": res.explained_variance_ratio }),
+    );
+    let c = &opts.community;
+    ann.uns.insert(
+        key.to_string(),
+        serde_json::json!({
+            "params": {
+                "flavor": c.flavor.name(),
+                "resolution": c.resolution,
+                "n_iterations": c.n_iterations,
+                "n_neighbors": opts.n_neighbors,
+                "n_pcs": res.n_pcs,
+                "n_top_genes": n_top_genes,
+                "n_genes_used": res.preprocess.genes.len(),
+                "neighbors_key": nb.key,
+                "random_state": c.seed,
+                "seed": c.seed,
+                "umap": res.umap.is_some(),
+            },
+            "n_clusters": n_clusters,
+            "cluster_sizes": res.sizes,
+        }),
+    );
+    ann
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
