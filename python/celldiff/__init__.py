@@ -12,7 +12,7 @@ Python like scvi-tools.
 Runs saved here (``model.save``) are the run directories of the ``celldiff`` command line.
 """
 
-from . import _core, tl
+from . import _core, pp, tl
 from ._diffvae import DiffVAE
 from ._evaluate import evaluate
 from ._scld import SCLD
@@ -22,4 +22,4 @@ __version__: str = _core.__version__
 #: The CPU backend the extension was built with (``flex`` or ``ndarray``).
 backend: str = _core.backend
 
-__all__ = ["ScVAEDer", "SCLD", "DiffVAE", "evaluate", "tl", "__version__", "backend"]
+__all__ = ["ScVAEDer", "SCLD", "DiffVAE", "evaluate", "pp", "tl", "__version__", "backend"]

@@ -175,19 +175,26 @@ def _matrix(parts: dict) -> Any:
     return parts["data"]
 
 
+def _frame(names: list, columns: dict) -> pd.DataFrame:
+    df = pd.DataFrame(index=pd.Index(names))
+    for name, col in columns.items():
+        kind = col["kind"]
+        if kind == "categorical":
+            df[name] = pd.Categorical.from_codes(col["codes"], categories=col["categories"])
+        elif kind == "numeric":
+            df[name] = np.asarray(col["values"])
+        elif kind == "bool":
+            df[name] = np.asarray(col["values"], dtype=bool)
+        else:
+            df[name] = list(col["values"])
+    return df
+
+
 def anndata_from_parts(parts: dict) -> anndata.AnnData:
     """The AnnData the extension returned as parts (``X``, names, ``obs``, ``obsm``,
     ``layers``, ``uns`` JSON with null → None)."""
-    obs = pd.DataFrame(index=pd.Index(parts["obs_names"]))
-    for name, col in parts["obs"].items():
-        kind = col["kind"]
-        if kind == "categorical":
-            obs[name] = pd.Categorical.from_codes(col["codes"], categories=col["categories"])
-        elif kind == "numeric":
-            obs[name] = np.asarray(col["values"])
-        else:
-            obs[name] = list(col["values"])
-    var = pd.DataFrame(index=pd.Index(parts["var_names"]))
+    obs = _frame(parts["obs_names"], parts["obs"])
+    var = _frame(parts["var_names"], parts.get("var", {}))
     return anndata.AnnData(
         X=_matrix(parts["X"]),
         obs=obs,

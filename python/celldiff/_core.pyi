@@ -68,3 +68,17 @@ def evaluate(real: dict, generated: dict, seed: int = 0, max_cells: Optional[int
 def check_options(options: str, model: str) -> None: ...
 def velocity(x: dict, options: str) -> tuple[np.ndarray, str]: ...
 def diffvae_identify(adata: dict, options: str, progress: Optional[Progress] = None) -> dict: ...
+def cluster(
+    adata: dict,
+    resolution: float = 1.0,
+    flavor: str = "leiden",
+    n_iterations: int = 2,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_top_genes: int = 2000,
+    umap: bool = False,
+    seed: int = 0,
+    key_added: Optional[str] = None,
+    neighbors_key: Optional[str] = None,
+) -> dict: ...
+def preprocess(adata: dict, options: str) -> dict: ...

@@ -108,3 +108,19 @@ def test_cluster_matches_the_cli_and_feeds_scanpy(pbmc_path, cli, tmp_path):
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
     with pytest.raises(ValueError, match="resolution"):
         celldiff.tl.cluster(adata, resolution=0.0)
+
+
+def test_preprocess_matches_the_cli(pbmc_path, cli, tmp_path):
+    adata = anndata.read_h5ad(pbmc_path)
+    out = celldiff.pp.preprocess(adata, n_top_genes=300, subset=True)
+    assert out.shape == (adata.n_obs, 300)
+    assert out.var["highly_variable"].all()
+    assert "bulk_labels" in out.obs and out.uns["celldiff_preprocess"]["input_kind"] == "counts"
+    assert adata.shape == (700, 765)  # the input is unchanged
+    run_cli(cli, "preprocess", "--data", pbmc_path, "--n-top-genes", "300", "--subset",
+            "-o", tmp_path / "pp.h5ad")
+    ref = anndata.read_h5ad(tmp_path / "pp.h5ad")
+    assert list(ref.var_names) == list(out.var_names)
+    np.testing.assert_array_equal(_x(ref), _x(out))
+    with pytest.raises(ValueError, match="scale|minmax"):
+        celldiff.pp.preprocess(adata, scale=True, minmax=True)

@@ -326,7 +326,7 @@ pub(crate) fn column_to_py<'py>(py: Python<'py>, col: Column) -> PyResult<Bound<
 }
 
 /// A celldiff [`AnnData`] as a dict of parts that `python/celldiff/_convert.py` assembles:
-/// `X`, `obs_names`, `var_names`, `obs` (`{name: {"kind", ...}}`), `obsm`, `layers`, `uns`
+/// `X`, `obs_names`, `var_names`, `obs` and `var` (`{name: {"kind", ...}}`), `obsm`, `layers`, `uns`
 /// (JSON text; JSON null is Python's None, anndata's null).
 pub(crate) fn anndata_to_py<'py>(py: Python<'py>, ad: AnnData) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -338,6 +338,11 @@ pub(crate) fn anndata_to_py<'py>(py: Python<'py>, ad: AnnData) -> PyResult<Bound
         obs.set_item(name, column_to_py(py, col)?)?;
     }
     d.set_item("obs", obs)?;
+    let var = PyDict::new(py);
+    for (name, col) in ad.var {
+        var.set_item(name, column_to_py(py, col)?)?;
+    }
+    d.set_item("var", var)?;
     let obsm = PyDict::new(py);
     for (k, m) in ad.obsm {
         obsm.set_item(k, dense_to_py(py, m)?)?;

@@ -315,6 +315,34 @@ fn cluster<'py>(
     Ok(out)
 }
 
+/// scanpy's preprocessing as `celldiff preprocess` runs it ([`celldiff::pp::fit_transform`]):
+/// filter_cells, filter_genes, normalize_total, log1p, highly_variable_genes, subset, scale or
+/// min-max. `options`: JSON over `PreprocessConfig`. Returns the parts of the result (kept
+/// cells' `obs_names`, the genes' `var_names` and `var` columns, X, `uns` with `log1p`, `hvg`
+/// and `celldiff_preprocess`, the fitted record).
+///
+/// # Errors
+/// `ValueError` for inconsistent settings, data of the wrong kind, filters that remove
+/// everything.
+#[pyfunction]
+fn preprocess<'py>(
+    py: Python<'py>,
+    adata: &Bound<'py, PyDict>,
+    options: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cfg: celldiff::pp::PreprocessConfig = merge_options(options, "preprocess options")?;
+    let ad = convert::anndata_from_py(adata, "adata")?;
+    let out = runner::run(py, None, move |_| {
+        let (mut out, fitted) = celldiff::pp::fit_transform(&ad, &cfg)?;
+        out.uns.insert(
+            "celldiff_preprocess".into(),
+            serde_json::to_value(&fitted).map_err(|e| celldiff::Error::Internal(e.to_string()))?,
+        );
+        Ok(out)
+    })?;
+    convert::anndata_to_py(py, out)
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -345,5 +373,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(velocity, m)?)?;
     m.add_function(wrap_pyfunction!(diffvae_identify, m)?)?;
     m.add_function(wrap_pyfunction!(cluster, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     Ok(())
 }
