@@ -82,3 +82,17 @@ def cluster(
     neighbors_key: Optional[str] = None,
 ) -> dict: ...
 def preprocess(adata: dict, options: str) -> dict: ...
+def graph_diffvae(
+    adata: dict,
+    k: int = 1,
+    epochs: int = 200,
+    lr: float = 1e-4,
+    n_top_genes: int = 2000,
+    hidden: int = 512,
+    latent: int = 50,
+    threshold: Optional[float] = None,
+    top_k_links: int = 5,
+    dense_max_cells: int = 5000,
+    seed: int = 0,
+    progress: Optional[Progress] = None,
+) -> dict: ...

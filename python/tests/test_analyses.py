@@ -124,3 +124,20 @@ def test_preprocess_matches_the_cli(pbmc_path, cli, tmp_path):
     np.testing.assert_array_equal(_x(ref), _x(out))
     with pytest.raises(ValueError, match="scale|minmax"):
         celldiff.pp.preprocess(adata, scale=True, minmax=True)
+
+
+def test_graph_diffvae_matches_the_cli(pbmc_path, cli, tmp_path):
+    adata = anndata.read_h5ad(pbmc_path)
+    model = celldiff.GraphDiffVAE(adata, n_hidden=64, n_latent=16)
+    summary = model.train(max_epochs=20, lr=1e-3, seed=0, progress_bar=False)
+    assert 0.5 < summary["test_auc"] <= 1.0
+    assert model.get_latent_representation().shape == (adata.n_obs, 16)
+    assert len(model.links_) == summary["n_links"] > 0
+    run_cli(cli, "graph", "--data", pbmc_path, "--hidden", "64", "--latent", "16", "--epochs",
+            "20", "--lr", "1e-3", "--seed", "0", "-o", tmp_path / "g.h5ad")
+    ref = anndata.read_h5ad(tmp_path / "g.h5ad")
+    np.testing.assert_array_equal(ref.obsm["X_graph"], adata.obsm["X_graph"])
+    assert (ref.obsp["celldiff_links"] != adata.obsp["celldiff_links"]).nnz == 0
+    assert ref.uns["celldiff_graph"]["test_auc"] == summary["test_auc"]
+    with pytest.raises(ValueError, match="threshold"):
+        model.train(threshold=1.5, progress_bar=False)

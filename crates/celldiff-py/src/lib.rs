@@ -343,6 +343,92 @@ fn preprocess<'py>(
     convert::anndata_to_py(py, out)
 }
 
+/// Graph-DiffVAE (Bica et al., Sci. Rep. 2020; [`celldiff::diffvae::graph::fit`]): a GCN
+/// graph VAE on a Pearson-correlation kNN graph of the cells, trained with held-out edges;
+/// predicts links between cells. Arguments as `celldiff graph`. Returns `{"obsm", "obsp",
+/// "uns" (JSON text), "links_tsv"}` ([`celldiff::diffvae::graph::GraphFit::annotations`]).
+///
+/// # Errors
+/// `ValueError` for bad arguments (named), too few cells or edges, bad values.
+#[pyfunction]
+#[pyo3(signature = (adata, k = 1, epochs = 200, lr = 1e-4, n_top_genes = 2000, hidden = 512, latent = 50, threshold = None, top_k_links = 5, dense_max_cells = 5000, seed = 0, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn graph_diffvae<'py>(
+    py: Python<'py>,
+    adata: &Bound<'py, PyDict>,
+    k: usize,
+    epochs: usize,
+    lr: f64,
+    n_top_genes: usize,
+    hidden: usize,
+    latent: usize,
+    threshold: Option<f64>,
+    top_k_links: usize,
+    dense_max_cells: usize,
+    seed: u64,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use celldiff::diffvae::graph::{self, GraphSpec, LinkMode};
+    let bad = |m: String| PyValueError::new_err(m);
+    if k == 0 || epochs == 0 || hidden == 0 || latent == 0 {
+        return Err(bad("k, epochs, hidden and latent must be at least 1".into()));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(bad(format!("lr must be a positive number, got {lr}")));
+    }
+    let links = match threshold {
+        Some(p) if !(p > 0.0 && p < 1.0) => {
+            return Err(bad(format!(
+                "threshold must be a probability strictly between 0 and 1, got {p}"
+            )));
+        }
+        Some(p) => LinkMode::Threshold(p),
+        None if top_k_links == 0 => return Err(bad("top_k_links must be at least 1".into())),
+        None => LinkMode::TopK(top_k_links),
+    };
+    let mut spec = GraphSpec {
+        n_top_genes: (n_top_genes > 0).then_some(n_top_genes),
+        k,
+        hidden,
+        n_latent: latent,
+        links,
+        ..GraphSpec::default()
+    }
+    .with_seed(seed);
+    spec.train.epochs = epochs;
+    spec.train.learning_rate = lr;
+    spec.train.dense_max_nodes = dense_max_cells;
+    let ad = convert::anndata_from_py(adata, "adata")?;
+    let n = ad.n_obs();
+    if let LinkMode::TopK(t) = spec.links
+        && t >= n
+    {
+        return Err(bad(format!("top_k_links {t} needs more than {t} cells; the data have {n}")));
+    }
+    if k >= n {
+        return Err(bad(format!("k {k} needs more than {k} cells; the data have {n}")));
+    }
+    let (ann, tsv) = runner::run(py, progress.as_ref(), move |chan| {
+        let fit = graph::fit(&ad, &spec, &celldiff::backend::cpu_device(), &mut chan.observer())?;
+        let ann = fit.annotations(fit.summary(&spec, n_top_genes));
+        Ok((ann, fit.links_tsv(&ad.obs_names)))
+    })?;
+    let out = PyDict::new(py);
+    let obsm = PyDict::new(py);
+    for (k, m) in ann.obsm {
+        obsm.set_item(k, convert::dense_to_py(py, m)?)?;
+    }
+    out.set_item("obsm", obsm)?;
+    let obsp = PyDict::new(py);
+    for (k, m) in ann.obsp {
+        obsp.set_item(k, convert::matrix_to_py(py, celldiff::Matrix::Csr(m))?)?;
+    }
+    out.set_item("obsp", obsp)?;
+    out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
+    out.set_item("links_tsv", tsv)?;
+    Ok(out)
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -374,5 +460,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diffvae_identify, m)?)?;
     m.add_function(wrap_pyfunction!(cluster, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(graph_diffvae, m)?)?;
     Ok(())
 }

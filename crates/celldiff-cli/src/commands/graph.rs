@@ -6,7 +6,6 @@
 //! `obsp['celldiff_links']` (predicted links, probabilities), `obsp['celldiff_graph_input']`
 //! (the correlation graph, 0/1) and `uns['celldiff_graph']`, plus `<stem>_links.tsv`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +15,6 @@ use clap::Args;
 use celldiff::Error;
 use celldiff::backend::DeviceChoice;
 use celldiff::diffvae::graph::{self, GraphSpec, LinkMode};
-use celldiff::io;
 
 use super::{DataArgs, Written, write_atomic};
 use crate::progress::Bars;
@@ -183,87 +181,12 @@ pub fn run(a: GraphArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         ));
     }
     let records = &fit.trained.records;
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let (link_mode, top_k, threshold) = match spec.links {
-        LinkMode::TopK(k) => ("top_k", Some(k), None),
-        LinkMode::Threshold(p) => ("threshold", None, Some(p)),
-    };
-    let mut summary = serde_json::json!({
-        "model": "graph_diffvae",
-        "params": {
-            "k": spec.k,
-            "epochs": spec.train.epochs,
-            "lr": spec.train.learning_rate,
-            "n_top_genes": a.n_top_genes,
-            "hidden": spec.hidden,
-            "latent": spec.n_latent,
-            "seed": spec.seed,
-            "link_mode": link_mode,
-            "test_fraction": spec.test_fraction,
-            "val_fraction": spec.val_fraction,
-            "dense_max_nodes": spec.train.dense_max_nodes,
-            "negative_ratio": spec.train.negative_ratio,
-        },
-        "n_cells": n,
-        "n_features": fit.preprocess.genes.len(),
-        "n_edges": fit.graph.n_edges(),
-        "n_train_edges": fit.split.train.n_edges(),
-        "n_val_edges": fit.split.val.len(),
-        "n_test_edges": fit.split.test.len(),
-        "n_constant_cells": fit.n_constant_cells,
-        "dense_loss": fit.trained.dense_loss,
-        "negatives_per_epoch": fit.trained.negatives_per_epoch,
-        "pos_weight": fit.trained.pos_weight,
-        "norm": fit.trained.norm,
-        "loss": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
-        "recon": records.iter().map(|r| r.recon).collect::<Vec<_>>(),
-        "kl": records.iter().map(|r| r.kl).collect::<Vec<_>>(),
-        "n_links": fit.links.matrix.nnz() / 2,
-        "n_capped_cells": fit.links.n_capped,
-    });
-    let obj = summary.as_object_mut().expect("an object");
-    let params = obj["params"].as_object_mut().expect("an object");
-    if let Some(k) = top_k {
-        params.insert("top_k_links".into(), k.into());
-    }
-    if let Some(p) = threshold {
-        params.insert("threshold".into(), p.into());
-    }
-    for (key, v) in [
-        ("test_auc", finite(fit.test.auc)),
-        ("test_ap", finite(fit.test.ap)),
-        ("test_auc_correlation", finite(fit.test_correlation.auc)),
-        ("test_ap_correlation", finite(fit.test_correlation.ap)),
-        ("val_auc", fit.val.and_then(|s| finite(s.auc))),
-        ("val_ap", fit.val.and_then(|s| finite(s.ap))),
-    ] {
-        if let Some(v) = v {
-            obj.insert(key.into(), v.into());
-        }
-    }
-    obj.insert("preprocess".into(), fit.preprocess.messages.clone().into());
-    obj.insert("seconds".into(), start.elapsed().as_secs_f64().into());
+    let mut summary = fit.summary(&spec, a.n_top_genes);
+    summary["seconds"] = start.elapsed().as_secs_f64().into();
     // An annotated copy of the input (its own obsp, e.g. scanpy's connectivities, and
     // everything else kept as stored).
-    let mut ann = io::h5ad::Annotations::default();
-    ann.set_obsm("X_graph", fit.z_star.clone());
-    ann.set_obsm("X_graph_mu", fit.mu.clone());
-    ann.uns.insert("celldiff_graph".into(), summary.clone());
-    ann.set_obsp("celldiff_links", fit.links.matrix.clone());
-    ann.set_obsp("celldiff_graph_input", fit.graph.adjacency());
-
-    let mut text = String::from("cell_i\tcell_j\tprobability\tin_input_graph\n");
-    for (i, row) in fit.links.matrix.outer_iterator().enumerate() {
-        for (j, &p) in row.iter().filter(|(j, _)| *j > i) {
-            let _ = writeln!(
-                text,
-                "{}\t{}\t{p:.6}\t{}",
-                adata.obs_names[i],
-                adata.obs_names[j],
-                u8::from(fit.graph.has_edge(i, j))
-            );
-        }
-    }
+    let ann = fit.annotations(summary.clone());
+    let text = fit.links_tsv(&adata.obs_names);
     // All or none: the TSV is removed again if the .h5ad cannot be written; each file is
     // written to a temporary name and renamed into place.
     let mut written = Written::default();

@@ -79,6 +79,7 @@ const BLOCK: usize = 256;
 pub const MAX_LINKS_PER_CELL: usize = 100;
 
 mod knn;
+mod report;
 mod split;
 mod train;
 
