@@ -13,6 +13,7 @@ Runs saved here (``model.save``) are the run directories of the ``celldiff`` com
 """
 
 from . import _core, pp, tl
+from ._classifier import CellTypeClassifier
 from ._diffvae import DiffVAE
 from ._evaluate import evaluate
 from ._graph import GraphDiffVAE
@@ -23,4 +24,9 @@ __version__: str = _core.__version__
 #: The CPU backend the extension was built with (``flex`` or ``ndarray``).
 backend: str = _core.backend
 
-__all__ = ["ScVAEDer", "SCLD", "DiffVAE", "GraphDiffVAE", "evaluate", "pp", "tl", "__version__", "backend"]
+__all__ = [
+    "ScVAEDer",
+    "SCLD",
+    "DiffVAE",
+    "GraphDiffVAE",
+    "CellTypeClassifier", "evaluate", "pp", "tl", "__version__", "backend"]

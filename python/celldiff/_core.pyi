@@ -96,3 +96,28 @@ def graph_diffvae(
     seed: int = 0,
     progress: Optional[Progress] = None,
 ) -> dict: ...
+
+class ClassifierModel:
+    @staticmethod
+    def train(
+        adata: dict, labels_key: str, options: str, n_top_genes: int = 2000, source: str = "<in-memory AnnData>"
+    ) -> "ClassifierModel": ...
+    @staticmethod
+    def load(path: str) -> "ClassifierModel": ...
+    def save(self, path: str, overwrite: bool = False) -> None: ...
+    def predict(
+        self, adata: dict, key_added: str = "celldiff_cell_type", labels_key: Optional[str] = None, model: str = "<in memory>"
+    ) -> dict: ...
+    @property
+    def config_json(self) -> str: ...
+
+def diffvae_shift(
+    adata: dict,
+    labels_key: str,
+    options: str,
+    latent_options: str,
+    classifier: Optional[ClassifierModel] = None,
+    classifier_options: str = "{}",
+    n_top_genes: int = 2000,
+    progress: Optional[Progress] = None,
+) -> tuple[str, str, str]: ...

@@ -61,6 +61,80 @@ class DiffVAE:
             setup["labels_key"] = labels_key
         adata.uns[SETUP_KEY] = setup
 
+    def _latent_options(self, seed: int) -> dict:
+        p = self.init_params_
+        h2, h1 = p.get("n_hidden", (512, 256))
+        out = {"kind": "diffvae", "h1": int(h1), "h2": int(h2), "seed": int(seed)}
+        for ours, theirs in (("n_latent", "n_latent"), ("mmd_weight", "mmd_weight"),
+                             ("kl_weight", "kl_weight"), ("max_epochs", "epochs"),
+                             ("batch_size", "batch_size"), ("lr", "learning_rate")):
+            if ours in p:
+                out[theirs] = p[ours]
+        return out
+
+    def shift(
+        self,
+        source: str,
+        target: str | list[str],
+        lambdas=(0.5, 1.0),
+        n_dimensions: int = 5,
+        classifier=None,
+        controls: bool = True,
+        seed: int = 0,
+        progress_bar: bool = True,
+    ) -> dict:
+        """DiffVAE's latent shift (``celldiff shift``): trains DiffVAE on the classifier's
+        space, moves the ``source`` cells' latent means by λ along the ``n_dimensions``
+        dimensions that separate them from each target type, decodes them and asks the
+        classifier what they became (with random-dimension controls).
+
+        Parameters
+        ----------
+        source, target
+            Cell types of ``obs[labels_key]`` (one or several targets).
+        lambdas
+            Shift sizes λ.
+        classifier
+            A trained :class:`celldiff.CellTypeClassifier` (default: one is trained on the
+            labels with ``seed``).
+        controls
+            Also shift along random dimensions.
+
+        Returns
+        -------
+        dict with ``results`` (``celldiff shift``'s results.json), ``table`` (markdown) and
+        ``genes`` (DataFrame of the genes that change most).
+        """
+        import io
+        import json
+
+        import pandas as pd
+
+        from . import _core
+        from ._convert import anndata_parts
+        from ._progress import Progress
+
+        key = self._setup.get("labels_key")
+        if key is None:
+            raise ValueError("shift needs labels: DiffVAE.setup_anndata(adata, labels_key=...)")
+        targets = [target] if isinstance(target, str) else list(target)
+        opts = {"source": source, "targets": targets, "lambdas": [float(l) for l in lambdas],
+                "n_dimensions": int(n_dimensions), "controls": bool(controls), "seed": int(seed)}
+        clf_opts = {"seed": int(seed)}
+        progress = Progress(progress_bar)
+        try:
+            doc, md, tsv = _core.diffvae_shift(
+                anndata_parts(self.adata, layer=self._setup.get("layer"), obs_keys=[key]), key,
+                json.dumps(opts), json.dumps(self._latent_options(seed)),
+                classifier=None if classifier is None else classifier._require(),
+                classifier_options=json.dumps(clf_opts),
+                n_top_genes=int(self.init_params_.get("n_top_genes", 2000)), progress=progress,
+            )
+        finally:
+            progress.close()
+        return {"results": json.loads(doc), "table": md,
+                "genes": pd.read_csv(io.StringIO(tsv), sep="\t")}
+
     def identify(self, seed: int = 0, progress_bar: bool = True, **kwargs: Any) -> dict:
         """Trains the latent model and identifies the cell types (:func:`celldiff.tl.identify`
         with this model's options; ``kwargs`` add clustering options such as

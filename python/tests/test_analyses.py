@@ -1,7 +1,11 @@
-"""celldiff.tl on Kang PBMC IFN-β: perturbation (scGen-style δ) and interpolation give the
-command line's cells for the same run and seed; velocity ranks genes along the path."""
+"""The analyses from Python give the command line's results for the same data and seed:
+celldiff.tl (perturbation and interpolation on Kang, velocity, clustering), celldiff.pp,
+DiffVAE identification, its classifier and latent shifts (pbmc68k, Weinreb) and
+Graph-DiffVAE."""
 
 from __future__ import annotations
+
+import json
 
 import anndata
 import numpy as np
@@ -141,3 +145,35 @@ def test_graph_diffvae_matches_the_cli(pbmc_path, cli, tmp_path):
     assert ref.uns["celldiff_graph"]["test_auc"] == summary["test_auc"]
     with pytest.raises(ValueError, match="threshold"):
         model.train(threshold=1.5, progress_bar=False)
+
+
+def test_classifier_and_shift_match_the_cli(pbmc_path, cli, tmp_path):
+    adata = anndata.read_h5ad(pbmc_path)
+    celldiff.CellTypeClassifier.setup_anndata(adata, labels_key="bulk_labels")
+    clf = celldiff.CellTypeClassifier(adata, n_top_genes=500)
+    report = clf.train(max_epochs=5, seed=0)
+    assert report["accuracy"] > report["majority_baseline"]
+    pred = clf.predict(labels_key="bulk_labels")
+    assert set(pred.cat.categories) == set(adata.obs["bulk_labels"].cat.categories)
+    assert 0.0 < adata.uns["celldiff_classify"]["accuracy"] <= 1.0
+    clf.save(tmp_path / "clf")
+    run_cli(cli, "classify", "predict", "--data", pbmc_path, "--model", tmp_path / "clf",
+            "-o", tmp_path / "pred.h5ad")
+    ref = anndata.read_h5ad(tmp_path / "pred.h5ad")
+    np.testing.assert_array_equal(ref.obs["celldiff_cell_type"].to_numpy(), pred.to_numpy())
+
+    weinreb = SHARED / "weinreb_larry_hematopoiesis_subset" / "test_adata_preprocessed.h5ad"
+    w = anndata.read_h5ad(weinreb)
+    celldiff.DiffVAE.setup_anndata(w, labels_key="state_info")
+    model = celldiff.DiffVAE(w, n_latent=20, max_epochs=30, n_top_genes=1000)
+    res = model.shift("undiff", "Monocyte", lambdas=(1.0, 2.0), seed=1, progress_bar=False)
+    outcomes = res["results"]["targets"][0]["outcomes"]
+    conv = {(o["dimensions"], o["lambda"]): o["n_converted"] for o in outcomes}
+    assert conv[("top", 2.0)] > conv[("random", 2.0)]
+    assert "undiff" in res["table"] and res["genes"].columns[0] == "target"
+    run_cli(cli, "shift", "--data", weinreb, "--labels-key", "state_info", "--source", "undiff",
+            "--target", "Monocyte", "--lambda", "1,2", "--latent", "20", "--epochs", "30",
+            "--n-top-genes", "1000", "--classifier-epochs", "50", "--seed", "1",
+            "-o", tmp_path / "shift")
+    ref = json.loads((tmp_path / "shift" / "results.json").read_text())
+    assert ref["targets"] == res["results"]["targets"]

@@ -25,6 +25,7 @@
 //! mapping between them and celldiff's types.
 
 mod convert;
+mod diffvae;
 mod params;
 mod runner;
 mod scld;
@@ -454,6 +455,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("backend", celldiff::backend::cpu_backend_name())?;
     m.add_class::<scvaeder::ScvaederModel>()?;
     m.add_class::<scld::ScldModel>()?;
+    m.add_class::<diffvae::ClassifierModel>()?;
+    m.add_function(wrap_pyfunction!(diffvae::diffvae_shift, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(check_options, m)?)?;
     m.add_function(wrap_pyfunction!(velocity, m)?)?;

@@ -17,13 +17,11 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use celldiff::RunFiles;
-use celldiff::anndata::Column;
 use celldiff::backend::DeviceChoice;
 use celldiff::diffvae::classify::{Classifier, ClassifierTrainConfig};
-use celldiff::diffvae::identify::reference_labels;
 use celldiff::diffvae::shift::{self, ShiftOptions};
-use celldiff::diffvae::{self, LatentModelKind};
-use celldiff::{AnnData, DenseMatrix, pp};
+use celldiff::diffvae::LatentModelKind;
+use celldiff::{AnnData, DenseMatrix};
 
 use super::TrainFlags;
 use super::{DataArgs, Written, device, write_atomic};
@@ -198,26 +196,21 @@ fn fit_classifier(
     n_top_genes: usize,
     cfg: &ClassifierTrainConfig,
     device: &celldiff::Device,
-) -> Result<(Classifier, DenseMatrix, Vec<String>)> {
-    let (labels, cats) = reference_labels(adata, labels_key)?;
-    let (pp, fitted) = pp::fit_transform(
+) -> Result<(Classifier, DenseMatrix)> {
+    celldiff::diffvae::classify::fit_classifier(
         adata,
-        &diffvae::preprocess_config_for(adata, (n_top_genes > 0).then_some(n_top_genes)),
-    )
-    .with_context(|| format!("preprocessing {}", data.data.display()))?;
-    let msgs = fitted.messages.clone();
-    let x = pp.x.to_dense();
-    let clf = Classifier::fit(
-        &x,
-        &labels,
-        &cats,
-        fitted,
-        (&data.data.display().to_string(), labels_key),
+        labels_key,
+        n_top_genes,
+        &data.data.display().to_string(),
         cfg,
         device,
     )
-    .with_context(|| format!("training the classifier on obs['{labels_key}']"))?;
-    Ok((clf, x, msgs))
+    .with_context(|| {
+        format!(
+            "training the classifier on obs['{labels_key}'] of {}",
+            data.data.display()
+        )
+    })
 }
 
 fn report_line(clf: &Classifier) -> String {
@@ -242,9 +235,8 @@ fn run_train(a: ClassifyTrainArgs, dev: DeviceChoice, quiet: bool) -> Result<()>
     let bars = Bars::new(quiet);
     let start = Instant::now();
     let adata = read_labelled(&a.data, &a.labels_key)?;
-    let (clf, _, msgs) =
-        fit_classifier(&adata, &a.data, &a.labels_key, a.n_top_genes, &cfg, &device)?;
-    for m in msgs {
+    let (clf, _) = fit_classifier(&adata, &a.data, &a.labels_key, a.n_top_genes, &cfg, &device)?;
+    for m in &clf.preprocess.messages {
         bars.println(format!("preprocess: {m}"));
     }
     clf.save(&a.out, a.force)
@@ -276,42 +268,30 @@ fn run_predict(a: ClassifyPredictArgs, dev: DeviceChoice, quiet: bool) -> Result
     let pred = clf
         .predict(&adata, &device)
         .with_context(|| format!("classifying {}", a.data.data.display()))?;
-    let cats = &clf.config.categories;
-    let mut uns = json!({
-        "model": a.model.display().to_string(),
-        "categories": cats,
-        "labels_key": clf.config.labels_key,
-        "held_out_accuracy": clf.config.report.accuracy,
-    });
-    if let Some(k) = &a.labels_key {
-        let truth = adata.obs_column(k)?.labels();
-        let known = truth.iter().filter(|t| cats.contains(t)).count();
-        let ok = truth
-            .iter()
-            .zip(&pred.class)
-            .filter(|(t, c)| **t == cats[**c])
-            .count();
-        let acc = ok as f64 / known.max(1) as f64;
-        uns["accuracy"] = json!(acc);
-        uns["n_compared"] = json!(known);
-        uns["accuracy_labels_key"] = json!(k);
+    let ann = clf.prediction_annotations(
+        &adata,
+        &pred,
+        &a.key_added,
+        a.labels_key.as_deref(),
+        &a.model.display().to_string(),
+    )?;
+    let uns = ann.uns["celldiff_classify"].clone();
+    if let (Some(k), Some(acc), Some(known)) = (
+        &a.labels_key,
+        uns["accuracy"].as_f64(),
+        uns["n_compared"].as_u64(),
+    ) {
         bars.println(format!(
             "accuracy vs obs['{k}']: {acc:.3} over {known} cells whose type the classifier knows"
         ));
     }
-    let prob: Vec<f64> = (0..pred.probs.n_rows)
-        .map(|i| pred.probs.row(i)[pred.class[i]] as f64)
-        .collect();
-    adata.set_obs(
-        &a.key_added,
-        Column::Categorical {
-            codes: pred.class.iter().map(|&c| c as i32).collect(),
-            categories: cats.clone(),
-        },
-    );
-    adata.set_obs(&format!("{}_prob", a.key_added), Column::Numeric(prob));
-    adata.set_obsm(&format!("{}_probs", a.key_added), pred.probs.clone());
-    adata.uns.insert("celldiff_classify".into(), uns.clone());
+    for (k, c) in ann.obs {
+        adata.set_obs(&k, c);
+    }
+    for (k, m) in ann.obsm {
+        adata.set_obsm(&k, m);
+    }
+    adata.uns.extend(ann.uns);
     super::write_h5ad_out(&a.out, a.force, &adata)?;
     println!("{uns}");
     bars.println(format!(
@@ -323,16 +303,6 @@ fn run_predict(a: ClassifyPredictArgs, dev: DeviceChoice, quiet: bool) -> Result
 }
 
 /// Maps `obs[labels_key]` onto the classifier's categories (unknown types → `None`).
-fn labels_for(adata: &AnnData, key: &str, cats: &[String]) -> Result<(Vec<Option<usize>>, usize)> {
-    let labels = adata.obs_column(key)?.labels();
-    let ids: Vec<Option<usize>> = labels
-        .iter()
-        .map(|l| cats.iter().position(|c| c == l))
-        .collect();
-    let unknown = ids.iter().filter(|i| i.is_none()).count();
-    Ok((ids, unknown))
-}
-
 pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let outputs = ["results.json", "table.md", "genes.tsv"].map(|f| a.out.join(f));
     let mut inputs = vec![a.data.data.as_path()];
@@ -350,19 +320,9 @@ pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
     let start = Instant::now();
     let adata = read_labelled(&a.data, &a.labels_key)?;
     let (clf, x) = match &a.classifier {
-        Some(dir) => {
-            let clf = Classifier::load(dir, &device)?;
-            let pp = clf.preprocess.transform(&adata).with_context(|| {
-                format!(
-                    "putting {} into the classifier's space ({})",
-                    a.data.data.display(),
-                    dir.display()
-                )
-            })?;
-            (clf, pp.x.to_dense())
-        }
+        Some(dir) => (Classifier::load(dir, &device)?, None),
         None => {
-            let (clf, x, msgs) = fit_classifier(
+            let (clf, x) = fit_classifier(
                 &adata,
                 &a.data,
                 &a.labels_key,
@@ -370,24 +330,13 @@ pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
                 &clf_cfg,
                 &device,
             )?;
-            for m in msgs {
+            for m in &clf.preprocess.messages {
                 bars.println(format!("preprocess: {m}"));
             }
-            (clf, x)
+            (clf, Some(x))
         }
     };
     bars.println(report_line(&clf));
-    let (labels, unknown) = labels_for(&adata, &a.labels_key, &clf.config.categories)?;
-    if unknown > 0 {
-        bars.println(format!(
-            "{unknown} cells have an obs['{}'] type the classifier does not know; they only \
-             enter the latent statistics",
-            a.labels_key
-        ));
-    }
-    let (net, _) =
-        diffvae::train_network(&x, &latent_cfg, &device, &mut bars).context("training DiffVAE")?;
-    let z = diffvae::encode_mean(&net, &x, &device)?;
     let opts = ShiftOptions {
         source: a.source.clone(),
         targets: a.target.clone(),
@@ -397,8 +346,32 @@ pub fn run_shift(a: ShiftArgs, dev: DeviceChoice, quiet: bool) -> Result<()> {
         seed: a.seed,
         ..ShiftOptions::default()
     };
-    let res = shift::shift(&x, &z, &labels, &net, &clf, &opts, &device)
-        .with_context(|| format!("shifting {} cells", a.source))?;
+    let (res, unknown) = shift::shift_cells(
+        &adata,
+        &a.labels_key,
+        &clf,
+        x,
+        &latent_cfg,
+        &opts,
+        &device,
+        &mut bars,
+    )
+    .with_context(|| match &a.classifier {
+        Some(dir) => format!(
+            "shifting {} cells of {} (classifier {})",
+            a.source,
+            a.data.data.display(),
+            dir.display()
+        ),
+        None => format!("shifting {} cells", a.source),
+    })?;
+    if unknown > 0 {
+        bars.println(format!(
+            "{unknown} cells have an obs['{}'] type the classifier does not know; they only \
+             enter the latent statistics",
+            a.labels_key
+        ));
+    }
     let md = format!("{}\n\n{}", report_line(&clf), res.markdown());
     let mut doc = serde_json::to_value(&res)?;
     if let Some(o) = doc.as_object_mut() {

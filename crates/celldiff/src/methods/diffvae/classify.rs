@@ -360,7 +360,7 @@ pub struct ClassifierConfig {
 }
 
 /// A trained classifier with what it was trained on, saved as a directory (module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Classifier {
     /// Configuration and report.
     pub config: ClassifierConfig,
@@ -528,6 +528,90 @@ impl Classifier {
     pub fn predict(&self, adata: &AnnData, device: &Device) -> Result<Prediction> {
         let pp = self.preprocess.transform(adata)?;
         self.predict_scaled(&pp.x.to_dense(), device)
+    }
+}
+
+/// DiffVAE's classifier trained on `obs[labels_key]` of `adata` as `celldiff classify train`
+/// does: DiffVAE's preprocessing ([`super::preprocess_config_for`], `n_top_genes` highly
+/// variable genes, 0 = all), then [`Classifier::fit`]. `source` is recorded as the data.
+/// Returns the classifier and the cells in its space (`[n_obs', n_genes]`, scaled).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a missing or unusable labels column and what preprocessing
+/// rejects; training failures.
+pub fn fit_classifier(
+    adata: &AnnData,
+    labels_key: &str,
+    n_top_genes: usize,
+    source: &str,
+    cfg: &ClassifierTrainConfig,
+    device: &Device,
+) -> Result<(Classifier, DenseMatrix)> {
+    let (labels, cats) = super::identify::reference_labels(adata, labels_key)?;
+    let (pp, fitted) = crate::pp::fit_transform(
+        adata,
+        &super::preprocess_config_for(adata, (n_top_genes > 0).then_some(n_top_genes)),
+    )?;
+    let x = pp.x.to_dense();
+    let clf = Classifier::fit(&x, &labels, &cats, fitted, (source, labels_key), cfg, device)?;
+    Ok((clf, x))
+}
+
+impl Classifier {
+    /// What `celldiff classify predict` writes for `pred` (cells of `adata`): `obs[key_added]`
+    /// (the predicted type, categorical over the classifier's categories),
+    /// `obs[key_added + '_prob']` (its probability), `obsm[key_added + '_probs']`
+    /// (`[n_obs, n_classes]`) and `uns['celldiff_classify']` (categories, held-out accuracy,
+    /// and the accuracy against `obs[labels_key]` over the cells of known types when given).
+    /// `model` names the classifier in `uns`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a missing `labels_key` column.
+    pub fn prediction_annotations(
+        &self,
+        adata: &AnnData,
+        pred: &Prediction,
+        key_added: &str,
+        labels_key: Option<&str>,
+        model: &str,
+    ) -> Result<crate::io::h5ad::Annotations> {
+        let cats = &self.config.categories;
+        let mut uns = serde_json::json!({
+            "model": model,
+            "categories": cats,
+            "labels_key": self.config.labels_key,
+            "held_out_accuracy": self.config.report.accuracy,
+        });
+        if let Some(k) = labels_key {
+            let truth = adata.obs_column(k)?.labels();
+            let known = truth.iter().filter(|t| cats.contains(t)).count();
+            let ok = truth
+                .iter()
+                .zip(&pred.class)
+                .filter(|(t, c)| **t == cats[**c])
+                .count();
+            uns["accuracy"] = serde_json::json!(ok as f64 / known.max(1) as f64);
+            uns["n_compared"] = serde_json::json!(known);
+            uns["accuracy_labels_key"] = serde_json::json!(k);
+        }
+        let prob: Vec<f64> = (0..pred.probs.n_rows)
+            .map(|i| pred.probs.row(i)[pred.class[i]] as f64)
+            .collect();
+        let mut ann = crate::io::h5ad::Annotations::default();
+        ann.set_obs(
+            key_added,
+            crate::anndata::Column::Categorical {
+                codes: pred.class.iter().map(|&c| c as i32).collect(),
+                categories: cats.clone(),
+            },
+        );
+        ann.set_obs(
+            &format!("{key_added}_prob"),
+            crate::anndata::Column::Numeric(prob),
+        );
+        ann.set_obsm(&format!("{key_added}_probs"), pred.probs.clone());
+        ann.uns.insert("celldiff_classify".into(), uns);
+        Ok(ann)
     }
 }
 

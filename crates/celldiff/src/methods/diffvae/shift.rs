@@ -481,6 +481,42 @@ impl ShiftResult {
     }
 }
 
+/// DiffVAE's latent shift end to end, as `celldiff shift` runs it on `adata` with
+/// `obs[labels_key]`: the classifier's space (`clf`'s preprocessing; `x` when the caller
+/// already has the cells in it), a DiffVAE trained there (`latent`), its latent means, then
+/// [`shift`]. Cells whose type the classifier does not know enter only the latent statistics.
+/// Returns the result and the number of such cells.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a missing labels column or cells that do not fit the
+/// classifier's preprocessing; what [`shift`] and training return.
+pub fn shift_cells(
+    adata: &crate::AnnData,
+    labels_key: &str,
+    clf: &Classifier,
+    x: Option<DenseMatrix>,
+    latent: &crate::diffvae::LatentModelConfig,
+    opts: &ShiftOptions,
+    device: &Device,
+    observer: &mut dyn crate::train::Observer,
+) -> Result<(ShiftResult, usize)> {
+    let x = match x {
+        Some(x) => x,
+        None => clf.preprocess.transform(adata)?.x.to_dense(),
+    };
+    let cats = &clf.config.categories;
+    let labels: Vec<Option<usize>> = adata
+        .obs_column(labels_key)?
+        .labels()
+        .iter()
+        .map(|l| cats.iter().position(|c| c == l))
+        .collect();
+    let unknown = labels.iter().filter(|i| i.is_none()).count();
+    let (net, _) = crate::diffvae::train_network(&x, latent, device, observer)?;
+    let z = crate::diffvae::encode_mean(&net, &x, device)?;
+    Ok((shift(&x, &z, &labels, &net, clf, opts, device)?, unknown))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
