@@ -190,13 +190,14 @@ pub(crate) fn diffvae_shift<'py>(
             &device,
             &mut chan.observer(),
         )?;
-        let mut doc = serde_json::to_value(&res)
-            .map_err(|e| celldiff::Error::Internal(e.to_string()))?;
+        let mut doc =
+            serde_json::to_value(&res).map_err(|e| celldiff::Error::Internal(e.to_string()))?;
         if let Some(o) = doc.as_object_mut() {
             o.insert("labels_key".into(), labels_key.clone().into());
             o.insert(
                 "latent_model".into(),
-                serde_json::to_value(&latent).map_err(|e| celldiff::Error::Internal(e.to_string()))?,
+                serde_json::to_value(&latent)
+                    .map_err(|e| celldiff::Error::Internal(e.to_string()))?,
             );
             o.insert(
                 "classifier".into(),

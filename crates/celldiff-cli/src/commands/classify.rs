@@ -18,9 +18,9 @@ use serde_json::json;
 
 use celldiff::RunFiles;
 use celldiff::backend::DeviceChoice;
+use celldiff::diffvae::LatentModelKind;
 use celldiff::diffvae::classify::{Classifier, ClassifierTrainConfig};
 use celldiff::diffvae::shift::{self, ShiftOptions};
-use celldiff::diffvae::LatentModelKind;
 use celldiff::{AnnData, DenseMatrix};
 
 use super::TrainFlags;

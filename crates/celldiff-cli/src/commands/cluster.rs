@@ -124,13 +124,7 @@ pub fn run(a: ClusterArgs, quiet: bool) -> Result<()> {
     drop(adata);
     // An annotated copy of the input (X, var, layers, raw, ... kept as stored, also with
     // --use-raw/--layer, which only choose what is read).
-    let ann = cluster_annotations(
-        &res,
-        &opts,
-        &key,
-        a.neighbors_key.as_deref(),
-        a.n_top_genes,
-    );
+    let ann = cluster_annotations(&res, &opts, &key, a.neighbors_key.as_deref(), a.n_top_genes);
     let n_genes_used = res.preprocess.genes.len();
     // The keys the graph went to (for the message).
     let nb = celldiff::tl::neighbors::scanpy_neighbors_uns(

@@ -553,7 +553,15 @@ pub fn fit_classifier(
         &super::preprocess_config_for(adata, (n_top_genes > 0).then_some(n_top_genes)),
     )?;
     let x = pp.x.to_dense();
-    let clf = Classifier::fit(&x, &labels, &cats, fitted, (source, labels_key), cfg, device)?;
+    let clf = Classifier::fit(
+        &x,
+        &labels,
+        &cats,
+        fitted,
+        (source, labels_key),
+        cfg,
+        device,
+    )?;
     Ok((clf, x))
 }
 
