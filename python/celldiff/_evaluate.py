@@ -17,6 +17,7 @@ def evaluate(
     layer: str | None = None,
     seed: int = 0,
     max_cells: int | None = None,
+    model=None,
 ) -> dict:
     """Scores generated cells against real ones with the numbers of ``celldiff evaluate``.
 
@@ -38,6 +39,10 @@ def evaluate(
         Seed of the class balancing, split and random forest.
     max_cells
         Subsample each set to at most this many cells.
+    model
+        A trained :class:`celldiff.ScVAEDer`: also score its reconstruction of the real cells
+        (encoded, decoded and sampled like generated cells; pass held-out cells), the
+        decoder's ceiling, under the key ``reconstruction`` (``celldiff evaluate --run``).
 
     Returns
     -------
@@ -55,4 +60,5 @@ def evaluate(
         layer = real.uns.get(SETUP_KEY, {}).get("layer")
     r = anndata_parts(real, layer=layer)
     g = anndata_parts(generated, layers=["log1p_norm"], uns_keys=["celldiff"])
-    return json.loads(_core.evaluate(r, g, seed=int(seed), max_cells=max_cells))
+    run = None if model is None else model._require_trained()
+    return json.loads(_core.evaluate(r, g, seed=int(seed), max_cells=max_cells, model=run))

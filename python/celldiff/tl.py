@@ -385,3 +385,40 @@ def cluster(
     for k, v in uns_from_json(json.loads(ann["uns"])).items():
         adata.uns[k] = v
     return n
+
+
+def evaluate_perturbation(
+    real_stim: anndata.AnnData,
+    control: anndata.AnnData,
+    pred: anndata.AnnData,
+    model=None,
+    n_top: int = 100,
+) -> dict:
+    """scGen's metrics of a predicted perturbation (``celldiff evaluate-perturbation``): R² of
+    the per-gene means and variances between predicted and real stimulated cells, over all
+    genes and the top ``n_top`` DEGs (Wilcoxon, real stimulated vs control), and the control
+    cells' R² as the no-response baseline.
+
+    Parameters
+    ----------
+    real_stim, control
+        The target type's real stimulated and control cells: in the model's space
+        (log1p-normalised), or in its input space with ``model`` given.
+    pred
+        Output of :func:`perturb`.
+    model
+        The :class:`celldiff.ScVAEDer` whose preprocessing puts ``real_stim`` and
+        ``control`` into the model's space (e.g. when they are raw counts).
+
+    Returns
+    -------
+    dict with ``r2_mean_all``, ``r2_mean_top``, ``r2_var_all``, ``r2_var_top``,
+    ``r2_mean_top_control``, ``n_genes``, ``top_genes``.
+    """
+    def parts(a):
+        return anndata_parts(a, layer=a.uns.get("_celldiff_setup", {}).get("layer"))
+
+    run = None if model is None else model._require_trained()
+    return json.loads(_core.evaluate_perturbation(
+        parts(real_stim), parts(control), anndata_parts(pred), n_top=int(n_top), model=run
+    ))

@@ -49,6 +49,22 @@ def test_perturbation_matches_the_cli(kang_model, cli):
     run_cli(cli, "perturb", "--run", tmp / "cli_kang", "--data", KANG, "--predict", "CD4T",
             "--space", "vae", "--steps", "20", "-o", tmp / "pred.h5ad")
     np.testing.assert_array_equal(_x(anndata.read_h5ad(tmp / "pred.h5ad")), _x(pred))
+    # evaluate-perturbation: Kang's X is already the model's space (log1p-normalised).
+    cd4 = kang[kang.obs["cell_type"] == "CD4T"]
+    stim = cd4[(cd4.obs["condition"] == "stimulated").to_numpy()].copy()
+    ctrl = cd4[(cd4.obs["condition"] == "control").to_numpy()].copy()
+    e = celldiff.tl.evaluate_perturbation(stim, ctrl, pred)
+    assert e["r2_mean_all"] == pytest.approx(m["r2_mean_all"], rel=1e-12)
+    assert e["r2_mean_top"] == pytest.approx(m["r2_mean_top"], rel=1e-12)
+    run_cli(cli, "evaluate-perturbation", "--real-stim", KANG, "--real-stim-where",
+            "cell_type=CD4T,condition=stimulated", "--control", KANG, "--control-where",
+            "cell_type=CD4T,condition=control", "--pred", tmp / "pred.h5ad",
+            "-o", tmp / "evalp")
+    ref = json.loads((tmp / "evalp_metrics.json").read_text())
+    for k in ("r2_mean_all", "r2_mean_top", "r2_var_all", "r2_var_top"):
+        assert e[k] == pytest.approx(ref[k], rel=1e-12), k
+    with pytest.raises(ValueError, match="are missing"):
+        celldiff.tl.evaluate_perturbation(stim[:, :50].copy(), ctrl, pred)
     with pytest.raises(ValueError, match="Martian"):
         celldiff.tl.perturb(model, kang, predict="Martian")
 

@@ -180,12 +180,16 @@ def test_evaluate_gives_the_cli_numbers(trained, pbmc_path, cli):
     adata, model, tmp = trained
     gen = model.generate(200, sampler="ddim", steps=10, seed=4, progress_bar=False)
     gen.write_h5ad(tmp / "gen4.h5ad")
-    m = celldiff.evaluate(real=adata, generated=gen, seed=0)
+    m = celldiff.evaluate(real=adata, generated=gen, seed=0, model=model)
     out = tmp / "metrics.json"
     run_cli(cli, "evaluate", "--real", pbmc_path, "--generated", tmp / "gen4.h5ad",
-            "--seed", "0", "-o", out)
+            "--seed", "0", "--run", tmp / "py_run", "-o", out)
     ref = json.loads(out.read_text())
     assert 0.0 <= m["rf_auc"] <= 1.0
+    assert set(ref) == set(m) and "reconstruction" in m
     for k, v in ref.items():
         if isinstance(v, float):
             assert m[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+    for k, v in ref["reconstruction"].items():
+        if isinstance(v, float):
+            assert m["reconstruction"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k

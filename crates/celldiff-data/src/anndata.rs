@@ -406,6 +406,37 @@ impl AnnData {
         }
     }
 
+    /// X's columns for `genes` (matched by name, in that order) as a dense
+    /// `[n_obs, genes.len()]` matrix.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `what` and the first five missing genes.
+    pub fn columns_by_name(&self, genes: &[String], what: &str) -> Result<DenseMatrix> {
+        let pos: std::collections::HashMap<&str, usize> = self
+            .var_names
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.as_str(), i))
+            .collect();
+        let mut idx = Vec::with_capacity(genes.len());
+        let mut missing = Vec::new();
+        for g in genes {
+            match pos.get(g.as_str()) {
+                Some(&i) => idx.push(i),
+                None => missing.push(g.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{what}: field `var_names`: {} of the {} genes asked for are missing (first: {})",
+                missing.len(),
+                genes.len(),
+                missing[..missing.len().min(5)].join(", ")
+            )));
+        }
+        Ok(self.x.to_dense().select_cols(&idx))
+    }
+
     /// The genes `idx` (in that order), with their `var` rows; `obsm` and `uns` are kept.
     pub fn select_vars(&self, idx: &[usize]) -> Self {
         let sel = |m: &Matrix| match m {

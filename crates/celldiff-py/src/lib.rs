@@ -142,7 +142,9 @@ pub(crate) fn option_error<E: std::fmt::Display>(
 /// Scores generated cells against real ones (`celldiff evaluate`): the real cells go through
 /// the preprocessing recorded in the generated cells' `uns['celldiff']['preprocess']` and
 /// their gene order, then scDiffusion's random-forest protocol and the distribution metrics
-/// ([`celldiff::metrics::evaluate`]).
+/// ([`celldiff::metrics::evaluate`]). With `model` (a scVAEDer run), also the
+/// `reconstruction` row: the real cells encoded, decoded and sampled like generated cells,
+/// the decoder's ceiling (`celldiff evaluate --run`).
 ///
 /// `real`/`generated`: `{"x": matrix dict, "var_names": [..], "uns": JSON text}`. Returns the
 /// metrics as JSON text (the keys of `celldiff evaluate -o metrics.json`).
@@ -150,16 +152,18 @@ pub(crate) fn option_error<E: std::fmt::Display>(
 /// # Errors
 /// `ValueError` for missing genes, data of another kind than the run's, too few cells.
 #[pyfunction]
-#[pyo3(signature = (real, generated, seed = 0, max_cells = None))]
+#[pyo3(signature = (real, generated, seed = 0, max_cells = None, model = None))]
 fn evaluate(
     py: Python<'_>,
     real: &Bound<'_, PyDict>,
     generated: &Bound<'_, PyDict>,
     seed: u64,
     max_cells: Option<usize>,
+    model: Option<PyRef<'_, scvaeder::ScvaederModel>>,
 ) -> PyResult<String> {
     let real = convert::anndata_from_py(real, "real")?;
     let generated = convert::anndata_from_py(generated, "generated")?;
+    let run = model.map(|m| m.run()).transpose()?;
     runner::run(py, None, move |_| {
         let pp = celldiff::evaluation::recorded_preprocess(&generated, "generated")?;
         let (r, g) = celldiff::evaluation::align(&real, &generated, pp.as_ref())?;
@@ -169,6 +173,68 @@ fn evaluate(
             ..Default::default()
         };
         let m = celldiff::metrics::evaluate(&r, &g, &opts)?;
+        let mut doc =
+            serde_json::to_value(&m).map_err(|e| celldiff::Error::Internal(e.to_string()))?;
+        if let Some(run) = run {
+            // As `celldiff evaluate --run`: the run's preprocessing on the real cells, the
+            // reconstruction seeded with seed + 7.
+            let x = run.preprocess.transform(&real)?.x.to_dense();
+            let rec = celldiff::scvaeder::reconstruct(
+                &run,
+                &x,
+                celldiff::observation::Observation::Counts,
+                seed.wrapping_add(7),
+                &celldiff::backend::cpu_device(),
+            )?;
+            let rm = celldiff::metrics::evaluate(&x, &rec, &opts)?;
+            doc["reconstruction"] =
+                serde_json::to_value(&rm).map_err(|e| celldiff::Error::Internal(e.to_string()))?;
+        }
+        Ok(doc.to_string())
+    })
+}
+
+/// scGen's perturbation metrics (`celldiff evaluate-perturbation`;
+/// [`celldiff::scvaeder::analysis::perturb::evaluate_perturbation`]): R² of the mean and
+/// variance of every gene and of the top DEGs (Wilcoxon, real stimulated vs control) between
+/// predicted and real stimulated cells, and the control cells' R² as the baseline. The real
+/// and control cells are put into the model's space by `model`'s preprocessing when given;
+/// all three are matched to the predicted genes by name. Returns the metrics as JSON text.
+///
+/// # Errors
+/// `ValueError` for genes missing from the real or control cells, fewer than two cells.
+#[pyfunction]
+#[pyo3(signature = (real_stim, control, pred, n_top = 100, model = None))]
+fn evaluate_perturbation(
+    py: Python<'_>,
+    real_stim: &Bound<'_, PyDict>,
+    control: &Bound<'_, PyDict>,
+    pred: &Bound<'_, PyDict>,
+    n_top: usize,
+    model: Option<PyRef<'_, scvaeder::ScvaederModel>>,
+) -> PyResult<String> {
+    if n_top == 0 {
+        return Err(PyValueError::new_err("n_top must be at least 1"));
+    }
+    let mut real = convert::anndata_from_py(real_stim, "real_stim")?;
+    let mut ctrl = convert::anndata_from_py(control, "control")?;
+    let pred = convert::anndata_from_py(pred, "pred")?;
+    let run = model.map(|m| m.run()).transpose()?;
+    runner::run(py, None, move |_| {
+        if let Some(run) = &run {
+            real = run.preprocess.transform(&real)?;
+            ctrl = run.preprocess.transform(&ctrl)?;
+        }
+        let genes = pred.var_names.clone();
+        let real_x = real.columns_by_name(&genes, "real_stim")?;
+        let ctrl_x = ctrl.columns_by_name(&genes, "control")?;
+        let m = celldiff::scvaeder::analysis::perturb::evaluate_perturbation(
+            &ctrl_x,
+            &real_x,
+            &pred.x.to_dense(),
+            &genes,
+            n_top,
+        )?;
         serde_json::to_string(&m).map_err(|e| celldiff::Error::Internal(e.to_string()))
     })
 }
@@ -495,6 +561,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<diffvae::ClassifierModel>()?;
     m.add_function(wrap_pyfunction!(diffvae::diffvae_shift, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate_perturbation, m)?)?;
     m.add_function(wrap_pyfunction!(check_options, m)?)?;
     m.add_function(wrap_pyfunction!(velocity, m)?)?;
     m.add_function(wrap_pyfunction!(diffvae_identify, m)?)?;

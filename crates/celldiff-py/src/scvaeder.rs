@@ -25,7 +25,7 @@ pub struct ScvaederModel {
 impl ScvaederModel {
     /// A copy of the run to move into the worker thread (Burn modules are `Send`, not `Sync`;
     /// their tensors are shared, not copied).
-    fn run(&self) -> PyResult<Run> {
+    pub(crate) fn run(&self) -> PyResult<Run> {
         self.run
             .lock()
             .map(|r| r.clone())

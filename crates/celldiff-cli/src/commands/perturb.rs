@@ -332,34 +332,6 @@ pub struct EvaluatePerturbationArgs {
     pub force: bool,
 }
 
-/// `m`'s columns in the order of `genes` (matched by name).
-fn columns_of(m: &AnnData, genes: &[String], what: &Path) -> Result<DenseMatrix> {
-    let pos: std::collections::HashMap<&str, usize> = m
-        .var_names
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (g.as_str(), i))
-        .collect();
-    let mut idx = Vec::with_capacity(genes.len());
-    let mut missing = Vec::new();
-    for g in genes {
-        match pos.get(g.as_str()) {
-            Some(&i) => idx.push(i),
-            None => missing.push(g.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "{}: field `var_names`: {} of the {} predicted genes are missing (first: {})",
-            what.display(),
-            missing.len(),
-            genes.len(),
-            missing[..missing.len().min(5)].join(", ")
-        );
-    }
-    Ok(m.x.to_dense().select_cols(&idx))
-}
-
 pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
     let prefix = a.out.clone().unwrap_or_else(|| sibling(&a.pred, "_eval"));
     let metrics_json = sibling(&prefix.with_extension("h5ad"), "_metrics.json");
@@ -391,8 +363,8 @@ pub fn run_evaluate(a: EvaluatePerturbationArgs, quiet: bool) -> Result<()> {
             .with_context(|| format!("preprocessing {}", a.control.display()))?;
     }
     let genes = pred.var_names.clone();
-    let real_x = columns_of(&real, &genes, &a.real_stim)?;
-    let ctrl_x = columns_of(&ctrl, &genes, &a.control)?;
+    let real_x = real.columns_by_name(&genes, &a.real_stim.display().to_string())?;
+    let ctrl_x = ctrl.columns_by_name(&genes, &a.control.display().to_string())?;
     let pred_x = pred.x.to_dense();
     let m = perturb::evaluate_perturbation(&ctrl_x, &real_x, &pred_x, &genes, a.n_top)?;
     let bars = Bars::new(quiet);

