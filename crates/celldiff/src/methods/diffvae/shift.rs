@@ -490,6 +490,7 @@ impl ShiftResult {
 /// # Errors
 /// [`Error::InvalidInput`] for a missing labels column or cells that do not fit the
 /// classifier's preprocessing; what [`shift`] and training return.
+#[allow(clippy::too_many_arguments)] // the CLI's and Python's inputs, one each
 pub fn shift_cells(
     adata: &crate::AnnData,
     labels_key: &str,
