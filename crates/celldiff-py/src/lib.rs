@@ -10,16 +10,16 @@
 //! - matrices as dicts built by `python/celldiff/_convert.py`: `{"kind": "dense", "data":
 //!   ndarray [n_obs, n_vars]}` or `{"kind": "csr", "data", "indices", "indptr", "shape"}`,
 //!   any float or integer dtype, C or Fortran order; copied once into celldiff's `f32` rows
-//!   (the layout the `.h5ad` reader produces), checked finite ([`convert`]);
+//!   (the layout the `.h5ad` reader produces), checked finite (`convert.rs`);
 //! - `obs` columns the model needs as pandas categorical codes + categories;
 //! - options as JSON text (`serde` with unknown keys refused), history and `uns` back as JSON;
 //! - results as numpy arrays (dense `float32`, CSR parts) that Python assembles into an
 //!   `anndata.AnnData`.
 //!
-//! Training and sampling run on celldiff's rayon pool with the GIL released ([`runner`]); the
+//! Training and sampling run on celldiff's rayon pool with the GIL released (`runner.rs`); the
 //! calling thread checks for Ctrl-C every 20 ms and asks the training loop to stop between
 //! minibatches (`KeyboardInterrupt`, nothing written). Errors become Python exceptions
-//! ([`to_py_err`]); a panic becomes `RuntimeError`, never an abort.
+//! (`to_py_err`); a panic becomes `RuntimeError`, never an abort.
 //!
 //! Why our own code: PyO3 and rust-numpy are the binding libraries; this crate is only the
 //! mapping between them and celldiff's types.

@@ -52,7 +52,7 @@ pub trait Observer {
     /// A step without epochs starts (e.g. `"count observation model"`); it lasts until the next
     /// stage or step starts, or the work ends. The CLI shows a spinner.
     fn step_start(&mut self, _what: &str) {}
-    /// Whether the caller wants the work stopped; [`fit`](super::fit) asks after every
+    /// Whether the caller wants the work stopped; [`fit`](super::fit()) asks after every
     /// minibatch and returns [`Error::Interrupted`](crate::Error::Interrupted) when it says
     /// yes (the Python bindings turn Ctrl-C into it). Default: never.
     fn cancelled(&mut self) -> bool {
