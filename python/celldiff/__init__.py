@@ -29,4 +29,10 @@ __all__ = [
     "SCLD",
     "DiffVAE",
     "GraphDiffVAE",
-    "CellTypeClassifier", "evaluate", "pp", "tl", "__version__", "backend"]
+    "CellTypeClassifier",
+    "evaluate",
+    "pp",
+    "tl",
+    "__version__",
+    "backend",
+]

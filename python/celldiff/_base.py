@@ -13,8 +13,8 @@ import anndata
 import pandas as pd
 
 from . import _core
-from ._convert import anndata_parts
-from ._progress import Progress
+from ._convert import anndata_parts, check_keys
+from ._progress import with_progress
 
 SETUP_KEY = "_celldiff_setup"
 
@@ -31,17 +31,11 @@ class BaseModel:
     def _setup(cls, adata: anndata.AnnData, **fields: Any) -> None:
         if not isinstance(adata, anndata.AnnData):
             raise TypeError(f"expected an anndata.AnnData, got {type(adata).__name__}")
-        layer = fields.get("layer")
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(
-                f"layers[{layer!r}] not found; the AnnData's layers are {list(adata.layers.keys())}"
-            )
-        for k, v in fields.items():
-            if k.endswith("_key") and v is not None and v not in adata.obs.columns:
-                raise KeyError(
-                    f"obs[{v!r}] ({k}) not found; the AnnData's obs columns are "
-                    f"{list(adata.obs.columns)}"
-                )
+        check_keys(
+            adata,
+            layer=fields.get("layer"),
+            obs_keys=[v for k, v in fields.items() if k.endswith("_key")],
+        )
         setup = {"model": cls._model}
         setup.update({k: v for k, v in fields.items() if v is not None})
         adata.uns[SETUP_KEY] = setup
@@ -71,7 +65,9 @@ class BaseModel:
 
     def _require_trained(self):
         if self._run is None:
-            raise RuntimeError(f"the {type(self).__name__} model is not trained: call .train() first")
+            raise RuntimeError(
+                f"the {type(self).__name__} model is not trained: call .train() first"
+            )
         return self._run
 
     def _parts(self, adata: anndata.AnnData, obs_keys=()) -> dict:
@@ -80,21 +76,20 @@ class BaseModel:
 
     def _train(self, train_kwargs: dict, progress_bar: bool, **core_kwargs: Any) -> None:
         if self.adata is None:
-            raise ValueError("this model was loaded without an AnnData; pass one to load() to train")
+            raise ValueError(
+                "this model was loaded without an AnnData; pass one to load() to train"
+            )
         options = {**self.init_params_, **{k: v for k, v in train_kwargs.items() if v is not None}}
         options_json = json.dumps(options)
         _core.check_options(options_json, self._model)
-        progress = Progress(progress_bar)
-        try:
-            self._run = self._core_cls.train(
-                core_kwargs.pop("parts"),
-                options_json,
-                layer=self._setup_args.get("layer"),
-                progress=progress,
-                **core_kwargs,
-            )
-        finally:
-            progress.close()
+        self._run = with_progress(
+            progress_bar,
+            self._core_cls.train,
+            core_kwargs.pop("parts"),
+            options_json,
+            layer=self._setup_args.get("layer"),
+            **core_kwargs,
+        )
         self.history = pd.DataFrame(json.loads(self._run.history_json))
 
     # --- persistence -----------------------------------------------------------------------
@@ -171,5 +166,9 @@ class BaseModel:
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "not trained"
-        n = "no AnnData" if self.adata is None else f"{self.adata.n_obs} cells × {self.adata.n_vars} genes"
+        n = (
+            "no AnnData"
+            if self.adata is None
+            else f"{self.adata.n_obs} cells × {self.adata.n_vars} genes"
+        )
         return f"{type(self).__name__}({n}; {state}; {self.init_params_})"

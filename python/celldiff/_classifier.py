@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import _core
 from ._base import SETUP_KEY
-from ._convert import anndata_parts, uns_from_json
+from ._convert import anndata_parts, check_keys, uns_from_json
 
 
 class CellTypeClassifier:
@@ -28,14 +28,18 @@ class CellTypeClassifier:
         Highly variable genes (0 = all).
     """
 
-    def __init__(self, adata: anndata.AnnData | None, n_hidden=(256, 512, 256), n_top_genes: int = 2000):
+    def __init__(
+        self, adata: anndata.AnnData | None, n_hidden=(256, 512, 256), n_top_genes: int = 2000
+    ):
         self.adata = adata
         self.init_params_ = {"hidden": [int(h) for h in n_hidden]}
         self.n_top_genes = int(n_top_genes)
         self._clf = None
 
     @classmethod
-    def setup_anndata(cls, adata: anndata.AnnData, labels_key: str, layer: str | None = None) -> None:
+    def setup_anndata(
+        cls, adata: anndata.AnnData, labels_key: str, layer: str | None = None
+    ) -> None:
         """Registers the labels (``obs[labels_key]``) and where the cells are.
 
         Raises
@@ -43,31 +47,48 @@ class CellTypeClassifier:
         KeyError
             For a missing layer or obs column.
         """
-        if labels_key not in adata.obs.columns:
-            raise KeyError(f"obs[{labels_key!r}] not found; the AnnData's obs columns are {list(adata.obs.columns)}")
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(f"layers[{layer!r}] not found; the AnnData's layers are {list(adata.layers.keys())}")
-        adata.uns[SETUP_KEY] = {"model": "classifier", "labels_key": labels_key, **({"layer": layer} if layer else {})}
+        check_keys(adata, obs_keys=[labels_key])
+        check_keys(adata, layer=layer)
+        adata.uns[SETUP_KEY] = {
+            "model": "classifier",
+            "labels_key": labels_key,
+            **({"layer": layer} if layer else {}),
+        }
 
     def _setup(self, adata):
         setup = adata.uns.get(SETUP_KEY)
         if setup is None or "labels_key" not in setup:
-            raise ValueError("call celldiff.CellTypeClassifier.setup_anndata(adata, labels_key=...) first")
+            raise ValueError(
+                "call celldiff.CellTypeClassifier.setup_anndata(adata, labels_key=...) first"
+            )
         return setup
 
-    def train(self, max_epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
-              validation_fraction: float = 0.2, seed: int = 0) -> dict:
+    def train(
+        self,
+        max_epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> dict:
         """Trains the classifier (a ``validation_fraction`` of each type held out for the
         report). Returns the report (held-out accuracy, balanced accuracy, the majority
         baseline, per-type accuracies)."""
         setup = self._setup(self.adata)
         key = setup["labels_key"]
-        opts = dict(self.init_params_, epochs=int(max_epochs), batch_size=int(batch_size),
-                    learning_rate=float(lr), validation_fraction=float(validation_fraction),
-                    seed=int(seed))
+        opts = dict(
+            self.init_params_,
+            epochs=int(max_epochs),
+            batch_size=int(batch_size),
+            learning_rate=float(lr),
+            validation_fraction=float(validation_fraction),
+            seed=int(seed),
+        )
         self._clf = _core.ClassifierModel.train(
-            anndata_parts(self.adata, layer=setup.get("layer"), obs_keys=[key]), key,
-            json.dumps(opts), n_top_genes=self.n_top_genes,
+            anndata_parts(self.adata, layer=setup.get("layer"), obs_keys=[key]),
+            key,
+            json.dumps(opts),
+            n_top_genes=self.n_top_genes,
         )
         return self.report
 
@@ -81,8 +102,12 @@ class CellTypeClassifier:
             raise RuntimeError("the classifier is not trained: call .train() first")
         return self._clf
 
-    def predict(self, adata: anndata.AnnData | None = None, key_added: str = "celldiff_cell_type",
-                labels_key: str | None = None) -> pd.Series:
+    def predict(
+        self,
+        adata: anndata.AnnData | None = None,
+        key_added: str = "celldiff_cell_type",
+        labels_key: str | None = None,
+    ) -> pd.Series:
         """Predicts cell types (genes matched by name). Writes ``obs[key_added]``,
         ``obs[key_added + '_prob']``, ``obsm[key_added + '_probs']`` and
         ``uns['celldiff_classify']`` (with the accuracy against ``obs[labels_key]`` when given).
@@ -91,7 +116,8 @@ class CellTypeClassifier:
         layer = adata.uns.get(SETUP_KEY, {}).get("layer")
         ann = self._require().predict(
             anndata_parts(adata, layer=layer, obs_keys=[labels_key] if labels_key else []),
-            key_added=key_added, labels_key=labels_key,
+            key_added=key_added,
+            labels_key=labels_key,
         )
         for k, col in ann["obs"].items():
             if col["kind"] == "categorical":

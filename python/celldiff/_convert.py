@@ -203,3 +203,17 @@ def anndata_from_parts(parts: dict) -> anndata.AnnData:
         layers={k: _matrix(v) for k, v in parts["layers"].items()},
         uns=uns_from_json(json.loads(parts["uns"])),
     )
+
+
+def check_keys(adata: anndata.AnnData, layer: str | None = None, obs_keys: Iterable = ()) -> None:
+    """Raises ``KeyError`` naming the missing ``layers[layer]`` or ``obs`` column and listing
+    the ones the AnnData has (``None`` keys are skipped)."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"layers[{layer!r}] not found; the AnnData's layers are {list(adata.layers.keys())}"
+        )
+    for key in obs_keys:
+        if key is not None and key not in adata.obs.columns:
+            raise KeyError(
+                f"obs[{key!r}] not found; the AnnData's obs columns are {list(adata.obs.columns)}"
+            )

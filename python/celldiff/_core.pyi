@@ -5,7 +5,7 @@ Matrices cross as dicts: ``{"kind": "dense", "data": ndarray [n_obs, n_vars]}`` 
 (``_convert.anndata_parts`` / ``anndata_from_parts``); options as JSON text.
 """
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -30,7 +30,9 @@ class ScvaederModel:
     def generate(self, options: str, progress: Optional[Progress] = None) -> dict: ...
     def embed(self, adata: dict) -> np.ndarray: ...
     def perturb(self, adata: dict, options: str, progress: Optional[Progress] = None) -> dict: ...
-    def interpolate(self, adata: dict, options: str, progress: Optional[Progress] = None) -> dict: ...
+    def interpolate(
+        self, adata: dict, options: str, progress: Optional[Progress] = None
+    ) -> dict: ...
     @property
     def config_json(self) -> str: ...
     @property
@@ -65,10 +67,18 @@ class ScldModel:
     def genes(self) -> list[str]: ...
 
 def evaluate(
-    real: dict, generated: dict, seed: int = 0, max_cells: Optional[int] = None, model: Optional[ScvaederModel] = None
+    real: dict,
+    generated: dict,
+    seed: int = 0,
+    max_cells: Optional[int] = None,
+    model: Optional[ScvaederModel] = None,
 ) -> str: ...
 def evaluate_perturbation(
-    real_stim: dict, control: dict, pred: dict, n_top: int = 100, model: Optional[ScvaederModel] = None
+    real_stim: dict,
+    control: dict,
+    pred: dict,
+    n_top: int = 100,
+    model: Optional[ScvaederModel] = None,
 ) -> str: ...
 def check_options(options: str, model: str) -> None: ...
 def velocity(x: dict, options: str) -> tuple[np.ndarray, str]: ...
@@ -105,13 +115,21 @@ def graph_diffvae(
 class ClassifierModel:
     @staticmethod
     def train(
-        adata: dict, labels_key: str, options: str, n_top_genes: int = 2000, source: str = "<in-memory AnnData>"
+        adata: dict,
+        labels_key: str,
+        options: str,
+        n_top_genes: int = 2000,
+        source: str = "<in-memory AnnData>",
     ) -> "ClassifierModel": ...
     @staticmethod
     def load(path: str) -> "ClassifierModel": ...
     def save(self, path: str, overwrite: bool = False) -> None: ...
     def predict(
-        self, adata: dict, key_added: str = "celldiff_cell_type", labels_key: Optional[str] = None, model: str = "<in memory>"
+        self,
+        adata: dict,
+        key_added: str = "celldiff_cell_type",
+        labels_key: Optional[str] = None,
+        model: str = "<in memory>",
     ) -> dict: ...
     @property
     def config_json(self) -> str: ...

@@ -9,6 +9,7 @@ import anndata
 
 from . import tl
 from ._base import SETUP_KEY
+from ._convert import check_keys
 
 
 class DiffVAE:
@@ -27,12 +28,25 @@ class DiffVAE:
     def __init__(self, adata: anndata.AnnData, **model_kwargs: Any):
         setup = adata.uns.get(SETUP_KEY)
         if setup is None:
-            raise ValueError("call celldiff.DiffVAE.setup_anndata(adata, ...) before creating the model")
-        allowed = {"latent_model", "n_latent", "n_hidden", "mmd_weight", "kl_weight",
-                   "max_epochs", "batch_size", "lr", "n_top_genes"}
+            raise ValueError(
+                "call celldiff.DiffVAE.setup_anndata(adata, ...) before creating the model"
+            )
+        allowed = {
+            "latent_model",
+            "n_latent",
+            "n_hidden",
+            "mmd_weight",
+            "kl_weight",
+            "max_epochs",
+            "batch_size",
+            "lr",
+            "n_top_genes",
+        }
         unknown = set(model_kwargs) - allowed
         if unknown:
-            raise ValueError(f"unknown DiffVAE options {sorted(unknown)} (expected {sorted(allowed)})")
+            raise ValueError(
+                f"unknown DiffVAE options {sorted(unknown)} (expected {sorted(allowed)})"
+            )
         self.adata = adata
         self.init_params_ = dict(model_kwargs)
         self._setup = dict(setup)
@@ -50,10 +64,8 @@ class DiffVAE:
         KeyError
             For a missing layer or obs column.
         """
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(f"layers[{layer!r}] not found; the AnnData's layers are {list(adata.layers.keys())}")
-        if labels_key is not None and labels_key not in adata.obs.columns:
-            raise KeyError(f"obs[{labels_key!r}] not found; the AnnData's obs columns are {list(adata.obs.columns)}")
+        check_keys(adata, layer=layer)
+        check_keys(adata, obs_keys=[labels_key])
         setup = {"model": "diffvae"}
         if layer is not None:
             setup["layer"] = layer
@@ -65,9 +77,14 @@ class DiffVAE:
         p = self.init_params_
         h2, h1 = p.get("n_hidden", (512, 256))
         out = {"kind": "diffvae", "h1": int(h1), "h2": int(h2), "seed": int(seed)}
-        for ours, theirs in (("n_latent", "n_latent"), ("mmd_weight", "mmd_weight"),
-                             ("kl_weight", "kl_weight"), ("max_epochs", "epochs"),
-                             ("batch_size", "batch_size"), ("lr", "learning_rate")):
+        for ours, theirs in (
+            ("n_latent", "n_latent"),
+            ("mmd_weight", "mmd_weight"),
+            ("kl_weight", "kl_weight"),
+            ("max_epochs", "epochs"),
+            ("batch_size", "batch_size"),
+            ("lr", "learning_rate"),
+        ):
             if ours in p:
                 out[theirs] = p[ours]
         return out
@@ -112,28 +129,37 @@ class DiffVAE:
 
         from . import _core
         from ._convert import anndata_parts
-        from ._progress import Progress
+        from ._progress import with_progress
 
         key = self._setup.get("labels_key")
         if key is None:
             raise ValueError("shift needs labels: DiffVAE.setup_anndata(adata, labels_key=...)")
         targets = [target] if isinstance(target, str) else list(target)
-        opts = {"source": source, "targets": targets, "lambdas": [float(l) for l in lambdas],
-                "n_dimensions": int(n_dimensions), "controls": bool(controls), "seed": int(seed)}
+        opts = {
+            "source": source,
+            "targets": targets,
+            "lambdas": [float(x) for x in lambdas],
+            "n_dimensions": int(n_dimensions),
+            "controls": bool(controls),
+            "seed": int(seed),
+        }
         clf_opts = {"seed": int(seed)}
-        progress = Progress(progress_bar)
-        try:
-            doc, md, tsv = _core.diffvae_shift(
-                anndata_parts(self.adata, layer=self._setup.get("layer"), obs_keys=[key]), key,
-                json.dumps(opts), json.dumps(self._latent_options(seed)),
-                classifier=None if classifier is None else classifier._require(),
-                classifier_options=json.dumps(clf_opts),
-                n_top_genes=int(self.init_params_.get("n_top_genes", 2000)), progress=progress,
-            )
-        finally:
-            progress.close()
-        return {"results": json.loads(doc), "table": md,
-                "genes": pd.read_csv(io.StringIO(tsv), sep="\t")}
+        doc, md, tsv = with_progress(
+            progress_bar,
+            _core.diffvae_shift,
+            anndata_parts(self.adata, layer=self._setup.get("layer"), obs_keys=[key]),
+            key,
+            json.dumps(opts),
+            json.dumps(self._latent_options(seed)),
+            classifier=None if classifier is None else classifier._require(),
+            classifier_options=json.dumps(clf_opts),
+            n_top_genes=int(self.init_params_.get("n_top_genes", 2000)),
+        )
+        return {
+            "results": json.loads(doc),
+            "table": md,
+            "genes": pd.read_csv(io.StringIO(tsv), sep="\t"),
+        }
 
     def identify(self, seed: int = 0, progress_bar: bool = True, **kwargs: Any) -> dict:
         """Trains the latent model and identifies the cell types (:func:`celldiff.tl.identify`

@@ -13,8 +13,8 @@ import pandas as pd
 
 from . import _core
 from ._base import SETUP_KEY
-from ._convert import _matrix, anndata_parts, uns_from_json
-from ._progress import Progress
+from ._convert import _matrix, anndata_parts, check_keys, uns_from_json
+from ._progress import with_progress
 
 
 class GraphDiffVAE:
@@ -33,11 +33,18 @@ class GraphDiffVAE:
         Highly variable genes used as node features (0 = all genes).
     """
 
-    def __init__(self, adata: anndata.AnnData, k: int = 1, n_hidden: int = 512,
-                 n_latent: int = 50, n_top_genes: int = 2000):
+    def __init__(
+        self,
+        adata: anndata.AnnData,
+        k: int = 1,
+        n_hidden: int = 512,
+        n_latent: int = 50,
+        n_top_genes: int = 2000,
+    ):
         self.adata = adata
-        self.init_params_ = dict(k=int(k), hidden=int(n_hidden), latent=int(n_latent),
-                                 n_top_genes=int(n_top_genes))
+        self.init_params_ = dict(
+            k=int(k), hidden=int(n_hidden), latent=int(n_latent), n_top_genes=int(n_top_genes)
+        )
         self.links_: pd.DataFrame | None = None
 
     @classmethod
@@ -49,13 +56,19 @@ class GraphDiffVAE:
         KeyError
             For a missing layer.
         """
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(f"layers[{layer!r}] not found; the AnnData's layers are {list(adata.layers.keys())}")
+        check_keys(adata, layer=layer)
         adata.uns[SETUP_KEY] = {"model": "graph_diffvae", **({"layer": layer} if layer else {})}
 
-    def train(self, max_epochs: int = 200, lr: float = 1e-4, threshold: float | None = None,
-              top_k_links: int = 5, dense_max_cells: int = 5000, seed: int = 0,
-              progress_bar: bool = True) -> dict:
+    def train(
+        self,
+        max_epochs: int = 200,
+        lr: float = 1e-4,
+        threshold: float | None = None,
+        top_k_links: int = 5,
+        dense_max_cells: int = 5000,
+        seed: int = 0,
+        progress_bar: bool = True,
+    ) -> dict:
         """Builds the graph, holds out edges, trains (full-batch Adam), scores the held-out
         edges and predicts links on the full graph.
 
@@ -80,16 +93,18 @@ class GraphDiffVAE:
         ``uns['celldiff_graph']``; the links table is in :attr:`links_`.
         """
         layer = self.adata.uns.get(SETUP_KEY, {}).get("layer")
-        progress = Progress(progress_bar)
-        try:
-            res = _core.graph_diffvae(
-                anndata_parts(self.adata, layer=layer), epochs=int(max_epochs), lr=float(lr),
-                threshold=threshold, top_k_links=int(top_k_links),
-                dense_max_cells=int(dense_max_cells), seed=int(seed), progress=progress,
-                **self.init_params_,
-            )
-        finally:
-            progress.close()
+        res = with_progress(
+            progress_bar,
+            _core.graph_diffvae,
+            anndata_parts(self.adata, layer=layer),
+            epochs=int(max_epochs),
+            lr=float(lr),
+            threshold=threshold,
+            top_k_links=int(top_k_links),
+            dense_max_cells=int(dense_max_cells),
+            seed=int(seed),
+            **self.init_params_,
+        )
         for k, m in res["obsm"].items():
             self.adata.obsm[k] = m
         for k, m in res["obsp"].items():
@@ -97,7 +112,9 @@ class GraphDiffVAE:
         uns = json.loads(res["uns"])
         for k, v in uns.items():
             self.adata.uns[k] = uns_from_json(v)
-        self.links_ = pd.read_csv(io.StringIO(res["links_tsv"]), sep="\t", dtype={"cell_i": str, "cell_j": str})
+        self.links_ = pd.read_csv(
+            io.StringIO(res["links_tsv"]), sep="\t", dtype={"cell_i": str, "cell_j": str}
+        )
         return uns["celldiff_graph"]
 
     def get_latent_representation(self) -> np.ndarray:

@@ -59,3 +59,13 @@ class Progress:
                 b.close()
         self.bar = None
         self.sampling = None
+
+
+def with_progress(enabled: bool, fn, *args, **kwargs):
+    """Calls ``fn(*args, progress=..., **kwargs)`` with a :class:`Progress` shown when
+    ``enabled``, and closes its bars afterwards, also when ``fn`` raises (Ctrl-C included)."""
+    progress = Progress(enabled)
+    try:
+        return fn(*args, progress=progress, **kwargs)
+    finally:
+        progress.close()

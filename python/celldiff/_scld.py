@@ -13,7 +13,7 @@ import anndata
 from . import _core
 from ._base import BaseModel
 from ._convert import anndata_from_parts
-from ._progress import Progress
+from ._progress import with_progress
 
 
 class SCLD(BaseModel):
@@ -62,7 +62,12 @@ class SCLD(BaseModel):
         """
         cls._setup(adata, layer=layer, condition_key=condition_key)
 
-    def __init__(self, adata: anndata.AnnData | None, leiden_resolution: float | None = None, **model_kwargs: Any):
+    def __init__(
+        self,
+        adata: anndata.AnnData | None,
+        leiden_resolution: float | None = None,
+        **model_kwargs: Any,
+    ):
         super().__init__(adata, **model_kwargs)
         self.leiden_resolution = leiden_resolution
 
@@ -173,11 +178,7 @@ class SCLD(BaseModel):
             clip_x0=clip_x0,
             use_ema=use_ema,
         )
-        progress = Progress(progress_bar)
-        try:
-            parts, warning = run.generate(json.dumps(options), progress=progress)
-        finally:
-            progress.close()
+        parts, warning = with_progress(progress_bar, run.generate, json.dumps(options))
         if warning:
             warnings.warn(warning, stacklevel=2)
         return anndata_from_parts(parts)

@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._base import BaseModel
 from ._convert import anndata_from_parts
-from ._progress import Progress
+from ._progress import with_progress
 
 
 class ScVAEDer(BaseModel):
@@ -196,9 +196,5 @@ class ScVAEDer(BaseModel):
             clip_x0=clip_x0,
             use_ema=use_ema,
         )
-        progress = Progress(progress_bar)
-        try:
-            parts = run.generate(json.dumps(options), progress=progress)
-        finally:
-            progress.close()
+        parts = with_progress(progress_bar, run.generate, json.dumps(options))
         return anndata_from_parts(parts)

@@ -57,10 +57,16 @@ def preprocess(
         steps need, negative or non-finite values, filters that remove every cell.
     """
     opts = {
-        "min_genes": min_genes, "min_cells": min_cells,
+        "min_genes": min_genes,
+        "min_cells": min_cells,
         "target_sum": None if target_sum is None else float(target_sum),
-        "log1p": log1p, "n_top_genes": n_top_genes, "flavor": flavor, "subset": bool(subset),
-        "scale": bool(scale), "max_value": max_value, "minmax": bool(minmax),
+        "log1p": log1p,
+        "n_top_genes": n_top_genes,
+        "flavor": flavor,
+        "subset": bool(subset),
+        "scale": bool(scale),
+        "max_value": max_value,
+        "minmax": bool(minmax),
     }
     out = anndata_from_parts(_core.preprocess(anndata_parts(adata, layer=layer), json.dumps(opts)))
     result = adata[out.obs_names, out.var_names].copy()

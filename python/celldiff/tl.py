@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import _core
 from ._convert import anndata_from_parts, anndata_parts, matrix_parts
-from ._progress import Progress
+from ._progress import with_progress
 
 
 def _options(**kw: Any) -> str:
@@ -69,15 +69,20 @@ def interpolate(
     setup = adata.uns.get("_celldiff_setup", {})
     parts = anndata_parts(adata, layer=setup.get("layer"), obs_keys=[key])
     opts = _options(
-        key=key, **{"from": from_, "to": to}, n_steps=int(n_steps), method=method,
-        t_start=t_start, sampler=sampler, steps=steps, encoding=encoding, path=path,
-        noise_draws=noise_draws, seed=int(seed),
+        key=key,
+        **{"from": from_, "to": to},
+        n_steps=int(n_steps),
+        method=method,
+        t_start=t_start,
+        sampler=sampler,
+        steps=steps,
+        encoding=encoding,
+        path=path,
+        noise_draws=noise_draws,
+        seed=int(seed),
     )
-    progress = Progress(progress_bar)
-    try:
-        out = model._require_trained().interpolate(parts, opts, progress=progress)
-    finally:
-        progress.close()
+    run = model._require_trained()
+    out = with_progress(progress_bar, run.interpolate, parts, opts)
     return anndata_from_parts(out)
 
 
@@ -115,10 +120,17 @@ def velocity(
     DataFrame of genes by decreasing mean score (``gene``, ``score``, ``mean_velocity``,
     ``diff``).
     """
-    order = np.argsort(adata.obs["lambda"].to_numpy(), kind="stable") if "lambda" in adata.obs else None
+    order = (
+        np.argsort(adata.obs["lambda"].to_numpy(), kind="stable") if "lambda" in adata.obs else None
+    )
     x = adata.X if order is None else adata.X[order]
-    opts = _options(window=int(window), direction=direction, top_k=int(top_k),
-                    first_steps=int(first_steps), diff_step=diff_step)
+    opts = _options(
+        window=int(window),
+        direction=direction,
+        top_k=int(top_k),
+        first_steps=int(first_steps),
+        diff_step=diff_step,
+    )
     v, summary = _core.velocity(matrix_parts(x, "X"), opts)
     s = json.loads(summary)
     genes = np.asarray(adata.var_names)
@@ -143,8 +155,12 @@ def velocity(
         "velocity": v,
         "union": np.asarray([genes[g] for g in s["union"]], dtype=object),
         "diff_step": int(s["diff_step"]),
-        "params": {"window": int(window), "direction": direction, "top_k": int(top_k),
-                   "first_steps": int(first_steps)},
+        "params": {
+            "window": int(window),
+            "direction": direction,
+            "top_k": int(top_k),
+            "first_steps": int(first_steps),
+        },
     }
     return table
 
@@ -194,9 +210,17 @@ def perturb(
     setup = adata.uns.get("_celldiff_setup", {})
     parts = anndata_parts(adata, layer=setup.get("layer"), obs_keys=[condition_key, celltype_key])
     opts = _options(
-        condition_key=condition_key, control=control, stimulated=stimulated,
-        celltype_key=celltype_key, predict=predict, space=space, t_start=t_start,
-        encoding=encoding, sampler=sampler, steps=steps, max_delta_cells=max_delta_cells,
+        condition_key=condition_key,
+        control=control,
+        stimulated=stimulated,
+        celltype_key=celltype_key,
+        predict=predict,
+        space=space,
+        t_start=t_start,
+        encoding=encoding,
+        sampler=sampler,
+        steps=steps,
+        max_delta_cells=max_delta_cells,
         seed=int(seed),
     )
     out = model._require_trained().perturb(parts, opts)
@@ -284,26 +308,32 @@ def identify(
     opts = json.dumps(
         {
             "latent": {
-                "kind": latent_model, "n_latent": int(n_latent), "h1": int(h1), "h2": int(h2),
-                "mmd_weight": float(mmd_weight), "kl_weight": float(kl_weight),
-                "epochs": int(max_epochs), "batch_size": int(batch_size),
-                "learning_rate": float(lr), "seed": int(seed),
+                "kind": latent_model,
+                "n_latent": int(n_latent),
+                "h1": int(h1),
+                "h2": int(h2),
+                "mmd_weight": float(mmd_weight),
+                "kl_weight": float(kl_weight),
+                "epochs": int(max_epochs),
+                "batch_size": int(batch_size),
+                "learning_rate": float(lr),
+                "seed": int(seed),
             },
             "n_top_genes": int(n_top_genes) if n_top_genes else None,
             "clustering": clustering,
             "space": on,
-            "tsne": {"perplexity": float(perplexity), "epochs": int(tsne_epochs), "seed": int(seed)},
+            "tsne": {
+                "perplexity": float(perplexity),
+                "epochs": int(tsne_epochs),
+                "seed": int(seed),
+            },
             "n_top_dimensions": int(top_dimensions),
             "n_top_weight_genes": int(top_genes),
             "labels_key": labels_key,
         }
     )
     parts = anndata_parts(adata, layer=layer, obs_keys=[labels_key] if labels_key else [])
-    progress = Progress(progress_bar)
-    try:
-        res = _core.diffvae_identify(parts, opts, progress=progress)
-    finally:
-        progress.close()
+    res = with_progress(progress_bar, _core.diffvae_identify, parts, opts)
     col = res["cluster"]
     adata.obs[key_added] = pd.Categorical.from_codes(col["codes"], categories=col["categories"])
     adata.obsm["X_celldiff"] = res["latent"]
@@ -367,9 +397,16 @@ def cluster(
     if layer is None:
         layer = adata.uns.get("_celldiff_setup", {}).get("layer")
     ann = _core.cluster(
-        anndata_parts(adata, layer=layer), resolution=float(resolution), flavor=flavor,
-        n_iterations=int(n_iterations), n_neighbors=int(n_neighbors), n_pcs=int(n_pcs),
-        n_top_genes=int(n_top_genes), umap=bool(umap), seed=int(seed), key_added=key_added,
+        anndata_parts(adata, layer=layer),
+        resolution=float(resolution),
+        flavor=flavor,
+        n_iterations=int(n_iterations),
+        n_neighbors=int(n_neighbors),
+        n_pcs=int(n_pcs),
+        n_top_genes=int(n_top_genes),
+        umap=bool(umap),
+        seed=int(seed),
+        key_added=key_added,
         neighbors_key=neighbors_key,
     )
     from ._convert import _matrix, uns_from_json
@@ -415,10 +452,13 @@ def evaluate_perturbation(
     dict with ``r2_mean_all``, ``r2_mean_top``, ``r2_var_all``, ``r2_var_top``,
     ``r2_mean_top_control``, ``n_genes``, ``top_genes``.
     """
+
     def parts(a):
         return anndata_parts(a, layer=a.uns.get("_celldiff_setup", {}).get("layer"))
 
     run = None if model is None else model._require_trained()
-    return json.loads(_core.evaluate_perturbation(
-        parts(real_stim), parts(control), anndata_parts(pred), n_top=int(n_top), model=run
-    ))
+    return json.loads(
+        _core.evaluate_perturbation(
+            parts(real_stim), parts(control), anndata_parts(pred), n_top=int(n_top), model=run
+        )
+    )

@@ -21,8 +21,22 @@ TINY = dict(n_latent=8, n_hidden=[64], denoiser_width=64, denoiser_depth=1, n_ti
 TINY_TRAIN = dict(max_epochs=4, max_epochs_diffusion=4, seed=0, progress_bar=False)
 #: The same configuration as `celldiff train` flags.
 TINY_FLAGS = [
-    "--latent", "8", "--hidden", "64", "--denoiser-width", "64", "--denoiser-depth", "1",
-    "--timesteps", "100", "--epochs-vae", "4", "--epochs-diffusion", "4", "--seed", "0",
+    "--latent",
+    "8",
+    "--hidden",
+    "64",
+    "--denoiser-width",
+    "64",
+    "--denoiser-depth",
+    "1",
+    "--timesteps",
+    "100",
+    "--epochs-vae",
+    "4",
+    "--epochs-diffusion",
+    "4",
+    "--seed",
+    "0",
 ]
 
 

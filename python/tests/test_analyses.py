@@ -11,9 +11,9 @@ import anndata
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import SHARED, TINY, TINY_FLAGS, TINY_TRAIN, run_cli
 
 import celldiff
-from conftest import SHARED, TINY, TINY_FLAGS, TINY_TRAIN, run_cli
 
 KANG = SHARED / "kang_pbmc_ifnb_valid" / "valid_kang.h5ad"
 
@@ -33,9 +33,20 @@ def kang_model(tmp_path_factory, cli):
     celldiff.ScVAEDer.setup_anndata(train, labels_key="cell_type")
     model = celldiff.ScVAEDer(train, fit_observation=False, **TINY)
     model.train(**TINY_TRAIN)
-    run_cli(cli, "train", "--data", KANG, "--labels-key", "cell_type", "--exclude",
-            "cell_type=CD4T,condition=stimulated", "--no-observation", *TINY_FLAGS,
-            "--out", tmp / "cli_kang")
+    run_cli(
+        cli,
+        "train",
+        "--data",
+        KANG,
+        "--labels-key",
+        "cell_type",
+        "--exclude",
+        "cell_type=CD4T,condition=stimulated",
+        "--no-observation",
+        *TINY_FLAGS,
+        "--out",
+        tmp / "cli_kang",
+    )
     return kang, model, tmp
 
 
@@ -46,8 +57,22 @@ def test_perturbation_matches_the_cli(kang_model, cli):
     assert pred.shape == (n_ctrl, len(model.genes))
     m = pred.uns["celldiff_perturbation"]["metrics"]
     assert 0.0 <= m["r2_mean_top"] <= 1.0
-    run_cli(cli, "perturb", "--run", tmp / "cli_kang", "--data", KANG, "--predict", "CD4T",
-            "--space", "vae", "--steps", "20", "-o", tmp / "pred.h5ad")
+    run_cli(
+        cli,
+        "perturb",
+        "--run",
+        tmp / "cli_kang",
+        "--data",
+        KANG,
+        "--predict",
+        "CD4T",
+        "--space",
+        "vae",
+        "--steps",
+        "20",
+        "-o",
+        tmp / "pred.h5ad",
+    )
     np.testing.assert_array_equal(_x(anndata.read_h5ad(tmp / "pred.h5ad")), _x(pred))
     # evaluate-perturbation: Kang's X is already the model's space (log1p-normalised).
     cd4 = kang[kang.obs["cell_type"] == "CD4T"]
@@ -56,10 +81,22 @@ def test_perturbation_matches_the_cli(kang_model, cli):
     e = celldiff.tl.evaluate_perturbation(stim, ctrl, pred)
     assert e["r2_mean_all"] == pytest.approx(m["r2_mean_all"], rel=1e-12)
     assert e["r2_mean_top"] == pytest.approx(m["r2_mean_top"], rel=1e-12)
-    run_cli(cli, "evaluate-perturbation", "--real-stim", KANG, "--real-stim-where",
-            "cell_type=CD4T,condition=stimulated", "--control", KANG, "--control-where",
-            "cell_type=CD4T,condition=control", "--pred", tmp / "pred.h5ad",
-            "-o", tmp / "evalp")
+    run_cli(
+        cli,
+        "evaluate-perturbation",
+        "--real-stim",
+        KANG,
+        "--real-stim-where",
+        "cell_type=CD4T,condition=stimulated",
+        "--control",
+        KANG,
+        "--control-where",
+        "cell_type=CD4T,condition=control",
+        "--pred",
+        tmp / "pred.h5ad",
+        "-o",
+        tmp / "evalp",
+    )
     ref = json.loads((tmp / "evalp_metrics.json").read_text())
     for k in ("r2_mean_all", "r2_mean_top", "r2_var_all", "r2_var_top"):
         assert e[k] == pytest.approx(ref[k], rel=1e-12), k
@@ -72,16 +109,40 @@ def test_perturbation_matches_the_cli(kang_model, cli):
 def test_interpolation_matches_the_cli_and_velocity_ranks_genes(kang_model, cli):
     kang, model, tmp = kang_model
     mono = kang[kang.obs["cell_type"] == "CD14+Mono"].copy()
-    path = celldiff.tl.interpolate(model, mono, key="condition", from_="control",
-                                   to="stimulated", n_steps=30, progress_bar=False)
+    path = celldiff.tl.interpolate(
+        model,
+        mono,
+        key="condition",
+        from_="control",
+        to="stimulated",
+        n_steps=30,
+        progress_bar=False,
+    )
     assert path.shape == (30, len(model.genes))
     lam = path.obs["lambda"].to_numpy()
     assert lam[0] == 0.0 and lam[-1] == 1.0 and np.all(np.diff(lam) > 0)
     info = path.uns["celldiff_interpolation"]
     assert info["spearman_to"] > 0.5 > info["spearman_from"]
-    run_cli(cli, "interpolate", "--run", tmp / "cli_kang", "--data", KANG, "--key",
-            "condition", "--from", "control", "--to", "stimulated", "--where",
-            "cell_type=CD14+Mono", "--n-steps", "30", "-o", tmp / "interp.h5ad")
+    run_cli(
+        cli,
+        "interpolate",
+        "--run",
+        tmp / "cli_kang",
+        "--data",
+        KANG,
+        "--key",
+        "condition",
+        "--from",
+        "control",
+        "--to",
+        "stimulated",
+        "--where",
+        "cell_type=CD14+Mono",
+        "--n-steps",
+        "30",
+        "-o",
+        tmp / "interp.h5ad",
+    )
     np.testing.assert_array_equal(_x(anndata.read_h5ad(tmp / "interp.h5ad")), _x(path))
 
     table = celldiff.tl.velocity(path, top_k=5, first_steps=10)
@@ -103,12 +164,27 @@ def test_diffvae_identify_matches_the_cli(pbmc_path, cli, tmp_path):
     assert adata.obsm["X_celldiff"].shape == (adata.n_obs, 10)
     assert adata.obsm["X_tsne"].shape == (adata.n_obs, 2)
     assert set(res["dimensions"]["cluster"]) == set(range(k))
-    run_cli(cli, "identify", "--data", pbmc_path, "--labels-key", "bulk_labels", "--latent",
-            "10", "--epochs", "5", "--tsne-epochs", "250", "-o", tmp_path / "id.h5ad")
+    run_cli(
+        cli,
+        "identify",
+        "--data",
+        pbmc_path,
+        "--labels-key",
+        "bulk_labels",
+        "--latent",
+        "10",
+        "--epochs",
+        "5",
+        "--tsne-epochs",
+        "250",
+        "-o",
+        tmp_path / "id.h5ad",
+    )
     ref = anndata.read_h5ad(tmp_path / "id.h5ad")
     np.testing.assert_array_equal(ref.obsm["X_celldiff"], adata.obsm["X_celldiff"])
-    np.testing.assert_array_equal(ref.obs["celldiff_cluster"].to_numpy(),
-                                  adata.obs["celldiff_cluster"].to_numpy())
+    np.testing.assert_array_equal(
+        ref.obs["celldiff_cluster"].to_numpy(), adata.obs["celldiff_cluster"].to_numpy()
+    )
     with pytest.raises(ValueError, match="unknown DiffVAE options"):
         celldiff.DiffVAE(adata, fusion="add")
 
@@ -118,8 +194,18 @@ def test_cluster_matches_the_cli_and_feeds_scanpy(pbmc_path, cli, tmp_path):
     adata = anndata.read_h5ad(pbmc_path)
     n = celldiff.tl.cluster(adata, resolution=1.0, seed=0)
     assert n == adata.obs["leiden"].nunique() >= 2
-    run_cli(cli, "cluster", "--data", pbmc_path, "--resolution", "1", "--seed", "0",
-            "-o", tmp_path / "cl.h5ad")
+    run_cli(
+        cli,
+        "cluster",
+        "--data",
+        pbmc_path,
+        "--resolution",
+        "1",
+        "--seed",
+        "0",
+        "-o",
+        tmp_path / "cl.h5ad",
+    )
     ref = anndata.read_h5ad(tmp_path / "cl.h5ad")
     np.testing.assert_array_equal(ref.obs["leiden"].to_numpy(), adata.obs["leiden"].to_numpy())
     np.testing.assert_array_equal(ref.obsm["X_pca"], adata.obsm["X_pca"])
@@ -137,8 +223,17 @@ def test_preprocess_matches_the_cli(pbmc_path, cli, tmp_path):
     assert out.var["highly_variable"].all()
     assert "bulk_labels" in out.obs and out.uns["celldiff_preprocess"]["input_kind"] == "counts"
     assert adata.shape == (700, 765)  # the input is unchanged
-    run_cli(cli, "preprocess", "--data", pbmc_path, "--n-top-genes", "300", "--subset",
-            "-o", tmp_path / "pp.h5ad")
+    run_cli(
+        cli,
+        "preprocess",
+        "--data",
+        pbmc_path,
+        "--n-top-genes",
+        "300",
+        "--subset",
+        "-o",
+        tmp_path / "pp.h5ad",
+    )
     ref = anndata.read_h5ad(tmp_path / "pp.h5ad")
     assert list(ref.var_names) == list(out.var_names)
     np.testing.assert_array_equal(_x(ref), _x(out))
@@ -153,8 +248,24 @@ def test_graph_diffvae_matches_the_cli(pbmc_path, cli, tmp_path):
     assert 0.5 < summary["test_auc"] <= 1.0
     assert model.get_latent_representation().shape == (adata.n_obs, 16)
     assert len(model.links_) == summary["n_links"] > 0
-    run_cli(cli, "graph", "--data", pbmc_path, "--hidden", "64", "--latent", "16", "--epochs",
-            "20", "--lr", "1e-3", "--seed", "0", "-o", tmp_path / "g.h5ad")
+    run_cli(
+        cli,
+        "graph",
+        "--data",
+        pbmc_path,
+        "--hidden",
+        "64",
+        "--latent",
+        "16",
+        "--epochs",
+        "20",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "0",
+        "-o",
+        tmp_path / "g.h5ad",
+    )
     ref = anndata.read_h5ad(tmp_path / "g.h5ad")
     np.testing.assert_array_equal(ref.obsm["X_graph"], adata.obsm["X_graph"])
     assert (ref.obsp["celldiff_links"] != adata.obsp["celldiff_links"]).nnz == 0
@@ -173,8 +284,17 @@ def test_classifier_and_shift_match_the_cli(pbmc_path, cli, tmp_path):
     assert set(pred.cat.categories) == set(adata.obs["bulk_labels"].cat.categories)
     assert 0.0 < adata.uns["celldiff_classify"]["accuracy"] <= 1.0
     clf.save(tmp_path / "clf")
-    run_cli(cli, "classify", "predict", "--data", pbmc_path, "--model", tmp_path / "clf",
-            "-o", tmp_path / "pred.h5ad")
+    run_cli(
+        cli,
+        "classify",
+        "predict",
+        "--data",
+        pbmc_path,
+        "--model",
+        tmp_path / "clf",
+        "-o",
+        tmp_path / "pred.h5ad",
+    )
     ref = anndata.read_h5ad(tmp_path / "pred.h5ad")
     np.testing.assert_array_equal(ref.obs["celldiff_cell_type"].to_numpy(), pred.to_numpy())
 
@@ -187,9 +307,31 @@ def test_classifier_and_shift_match_the_cli(pbmc_path, cli, tmp_path):
     conv = {(o["dimensions"], o["lambda"]): o["n_converted"] for o in outcomes}
     assert conv[("top", 2.0)] > conv[("random", 2.0)]
     assert "undiff" in res["table"] and res["genes"].columns[0] == "target"
-    run_cli(cli, "shift", "--data", weinreb, "--labels-key", "state_info", "--source", "undiff",
-            "--target", "Monocyte", "--lambda", "1,2", "--latent", "20", "--epochs", "30",
-            "--n-top-genes", "1000", "--classifier-epochs", "50", "--seed", "1",
-            "-o", tmp_path / "shift")
+    run_cli(
+        cli,
+        "shift",
+        "--data",
+        weinreb,
+        "--labels-key",
+        "state_info",
+        "--source",
+        "undiff",
+        "--target",
+        "Monocyte",
+        "--lambda",
+        "1,2",
+        "--latent",
+        "20",
+        "--epochs",
+        "30",
+        "--n-top-genes",
+        "1000",
+        "--classifier-epochs",
+        "50",
+        "--seed",
+        "1",
+        "-o",
+        tmp_path / "shift",
+    )
     ref = json.loads((tmp_path / "shift" / "results.json").read_text())
     assert ref["targets"] == res["results"]["targets"]

@@ -27,8 +27,13 @@ def test_ctrl_c_stops_training_cleanly(pbmc_path, tmp_path):
         sys.exit(3)
         """
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.stdout.readline().strip() == "training"
     time.sleep(3.0)
     t0 = time.monotonic()

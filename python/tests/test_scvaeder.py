@@ -5,15 +5,14 @@ scanpy on the outputs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anndata
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import TINY, TINY_FLAGS, TINY_TRAIN, bpk_tensors, run_cli
 
 import celldiff
-from conftest import TINY, TINY_FLAGS, TINY_TRAIN, bpk_tensors, run_cli
 
 WEIGHTS = ("vae.bpk", "denoiser.bpk", "denoiser_ema.bpk")
 
@@ -27,8 +26,17 @@ def trained(tmp_path_factory, pbmc_path, cli):
     model = celldiff.ScVAEDer(adata, **TINY)
     model.train(**TINY_TRAIN)
     model.save(tmp / "py_run")
-    run_cli(cli, "train", "--data", pbmc_path, "--labels-key", "bulk_labels", *TINY_FLAGS,
-            "--out", tmp / "cli_run")
+    run_cli(
+        cli,
+        "train",
+        "--data",
+        pbmc_path,
+        "--labels-key",
+        "bulk_labels",
+        *TINY_FLAGS,
+        "--out",
+        tmp / "cli_run",
+    )
     return adata, model, tmp
 
 
@@ -49,8 +57,22 @@ def test_python_training_gives_the_cli_weights_byte_for_byte(trained):
 def test_generated_cells_match_the_cli_and_runs_load_both_ways(trained, cli):
     _, model, tmp = trained
     gen = model.generate(60, sampler="ddim", steps=10, seed=1, progress_bar=False)
-    run_cli(cli, "generate", "--run", tmp / "py_run", "-n", "60", "--sampler", "ddim",
-            "--steps", "10", "--seed", "1", "-o", tmp / "cli_gen.h5ad")
+    run_cli(
+        cli,
+        "generate",
+        "--run",
+        tmp / "py_run",
+        "-n",
+        "60",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "10",
+        "--seed",
+        "1",
+        "-o",
+        tmp / "cli_gen.h5ad",
+    )
     cli_gen = anndata.read_h5ad(tmp / "cli_gen.h5ad")
     assert gen.shape == cli_gen.shape == (60, len(model.genes))
     np.testing.assert_array_equal(_x(gen), _x(cli_gen))
@@ -113,8 +135,12 @@ def test_every_kind_of_in_memory_x_gives_the_same_latents(trained):
         ad = anndata.AnnData(X=x, obs=adata.obs.copy(), var=adata.var.copy())
         np.testing.assert_array_equal(model.get_latent_representation(ad), ref, err_msg=name)
     # A layer registered with setup_anndata, and a view.
-    ad = anndata.AnnData(X=np.zeros(counts.shape, np.float32), obs=adata.obs.copy(),
-                         var=adata.var.copy(), layers={"counts": adata.X.copy()})
+    ad = anndata.AnnData(
+        X=np.zeros(counts.shape, np.float32),
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        layers={"counts": adata.X.copy()},
+    )
     celldiff.ScVAEDer.setup_anndata(ad, layer="counts")
     np.testing.assert_array_equal(model.get_latent_representation(ad), ref)
     view = adata[100:200]
@@ -134,8 +160,11 @@ def test_bad_input_raises_clear_python_errors(trained, tmp_path):
     celldiff.ScVAEDer.setup_anndata(bad)
     with pytest.raises(ValueError, match="NaN"):
         celldiff.ScVAEDer(bad, **TINY).train(**TINY_TRAIN)
-    neg = anndata.AnnData(X=-np.abs(adata.X.toarray()).astype(np.float32) - 1.0,
-                          obs=adata.obs.copy(), var=adata.var.copy())
+    neg = anndata.AnnData(
+        X=-np.abs(adata.X.toarray()).astype(np.float32) - 1.0,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+    )
     celldiff.ScVAEDer.setup_anndata(neg)
     with pytest.raises(ValueError):
         celldiff.ScVAEDer(neg, **TINY).train(**TINY_TRAIN)
@@ -182,8 +211,20 @@ def test_evaluate_gives_the_cli_numbers(trained, pbmc_path, cli):
     gen.write_h5ad(tmp / "gen4.h5ad")
     m = celldiff.evaluate(real=adata, generated=gen, seed=0, model=model)
     out = tmp / "metrics.json"
-    run_cli(cli, "evaluate", "--real", pbmc_path, "--generated", tmp / "gen4.h5ad",
-            "--seed", "0", "--run", tmp / "py_run", "-o", out)
+    run_cli(
+        cli,
+        "evaluate",
+        "--real",
+        pbmc_path,
+        "--generated",
+        tmp / "gen4.h5ad",
+        "--seed",
+        "0",
+        "--run",
+        tmp / "py_run",
+        "-o",
+        out,
+    )
     ref = json.loads(out.read_text())
     assert 0.0 <= m["rf_auc"] <= 1.0
     assert set(ref) == set(m) and "reconstruction" in m

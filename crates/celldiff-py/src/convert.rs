@@ -356,3 +356,30 @@ pub(crate) fn anndata_to_py<'py>(py: Python<'py>, ad: AnnData) -> PyResult<Bound
     d.set_item("X", matrix_to_py(py, ad.x)?)?;
     Ok(d)
 }
+
+/// Annotations to write into the caller's AnnData (`celldiff::io::h5ad::Annotations`) as
+/// `{"obs": {key: column}, "obsm": {key: ndarray}, "obsp": {key: CSR parts}, "uns": JSON
+/// text}`.
+pub(crate) fn annotations_to_py<'py>(
+    py: Python<'py>,
+    ann: celldiff::io::h5ad::Annotations,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    let obs = PyDict::new(py);
+    for (k, c) in ann.obs {
+        obs.set_item(k, column_to_py(py, c)?)?;
+    }
+    out.set_item("obs", obs)?;
+    let obsm = PyDict::new(py);
+    for (k, m) in ann.obsm {
+        obsm.set_item(k, dense_to_py(py, m)?)?;
+    }
+    out.set_item("obsm", obsm)?;
+    let obsp = PyDict::new(py);
+    for (k, m) in ann.obsp {
+        obsp.set_item(k, matrix_to_py(py, Matrix::Csr(m))?)?;
+    }
+    out.set_item("obsp", obsp)?;
+    out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
+    Ok(out)
+}

@@ -14,7 +14,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{anndata_from_py, column_to_py, dense_to_py};
+use crate::convert::{anndata_from_py, annotations_to_py};
 use crate::{merge_options, runner};
 
 /// A trained cell-type classifier (the classifier directory of `celldiff classify train`).
@@ -106,19 +106,7 @@ impl ClassifierModel {
             let pred = clf.predict(&ad, &celldiff::backend::cpu_device())?;
             clf.prediction_annotations(&ad, &pred, &key_added, labels_key.as_deref(), &model)
         })?;
-        let out = PyDict::new(py);
-        let obs = PyDict::new(py);
-        for (k, c) in ann.obs {
-            obs.set_item(k, column_to_py(py, c)?)?;
-        }
-        out.set_item("obs", obs)?;
-        let obsm = PyDict::new(py);
-        for (k, m) in ann.obsm {
-            obsm.set_item(k, dense_to_py(py, m)?)?;
-        }
-        out.set_item("obsm", obsm)?;
-        out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
-        Ok(out)
+        annotations_to_py(py, ann)
     }
 
     /// The classifier's `config.json` (categories, held-out report, training) as JSON text.

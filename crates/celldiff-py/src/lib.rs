@@ -389,24 +389,7 @@ fn cluster<'py>(
             n_top_genes,
         ))
     })?;
-    let out = PyDict::new(py);
-    let obs = PyDict::new(py);
-    for (k, c) in ann.obs {
-        obs.set_item(k, convert::column_to_py(py, c)?)?;
-    }
-    out.set_item("obs", obs)?;
-    let obsm = PyDict::new(py);
-    for (k, m) in ann.obsm {
-        obsm.set_item(k, convert::dense_to_py(py, m)?)?;
-    }
-    out.set_item("obsm", obsm)?;
-    let obsp = PyDict::new(py);
-    for (k, m) in ann.obsp {
-        obsp.set_item(k, convert::matrix_to_py(py, celldiff::Matrix::Csr(m))?)?;
-    }
-    out.set_item("obsp", obsp)?;
-    out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
-    Ok(out)
+    convert::annotations_to_py(py, ann)
 }
 
 /// scanpy's preprocessing as `celldiff preprocess` runs it ([`celldiff::pp::fit_transform`]):
@@ -516,18 +499,7 @@ fn graph_diffvae<'py>(
         let ann = fit.annotations(fit.summary(&spec, n_top_genes));
         Ok((ann, fit.links_tsv(&ad.obs_names)))
     })?;
-    let out = PyDict::new(py);
-    let obsm = PyDict::new(py);
-    for (k, m) in ann.obsm {
-        obsm.set_item(k, convert::dense_to_py(py, m)?)?;
-    }
-    out.set_item("obsm", obsm)?;
-    let obsp = PyDict::new(py);
-    for (k, m) in ann.obsp {
-        obsp.set_item(k, convert::matrix_to_py(py, celldiff::Matrix::Csr(m))?)?;
-    }
-    out.set_item("obsp", obsp)?;
-    out.set_item("uns", serde_json::Value::Object(ann.uns).to_string())?;
+    let out = convert::annotations_to_py(py, ann)?;
     out.set_item("links_tsv", tsv)?;
     Ok(out)
 }
