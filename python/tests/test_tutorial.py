@@ -3,13 +3,12 @@ copy, from docs/, as a reader would run it; the committed notebook keeps its fig
 
 from __future__ import annotations
 
+import nbclient
 import nbformat
-import pytest
 from conftest import REPO
 
 
 def test_tutorial_notebook_runs(tmp_path):
-    nbclient = pytest.importorskip("nbclient")
     path = REPO / "docs" / "tutorial.ipynb"
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -19,7 +19,7 @@ fn python_package_pytest_suite_passes_against_this_cli() {
     let probe = Command::new(&py)
         .args([
             "-c",
-            "import celldiff, pytest, scanpy; print(celldiff.__file__)",
+            "import celldiff, pytest, scanpy, nbclient; print(celldiff.__file__)",
         ])
         .output();
     let required = std::env::var_os("CELLDIFF_REQUIRE_PYTHON_PACKAGE").is_some();
@@ -32,7 +32,7 @@ fn python_package_pytest_suite_passes_against_this_cli() {
             };
             assert!(
                 !required,
-                "CELLDIFF_REQUIRE_PYTHON_PACKAGE is set but {} cannot import celldiff, pytest \
+                "CELLDIFF_REQUIRE_PYTHON_PACKAGE is set but {} cannot import celldiff, pytest, nbclient \
                  and scanpy: {why}",
                 py.display()
             );
