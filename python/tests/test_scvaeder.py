@@ -234,3 +234,11 @@ def test_evaluate_gives_the_cli_numbers(trained, pbmc_path, cli):
     for k, v in ref["reconstruction"].items():
         if isinstance(v, float):
             assert m["reconstruction"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+def test_bad_category_codes_are_a_value_error_not_a_crash(trained):
+    _, model, _ = trained
+    parts = celldiff._convert.anndata_parts(trained[0], obs_keys=["bulk_labels"])
+    parts["obs"]["bulk_labels"]["codes"][0] = 99
+    with pytest.raises(ValueError, match="category code 99"):
+        celldiff._core.ScvaederModel.train(parts, json.dumps(TINY), labels_key="bulk_labels")

@@ -217,6 +217,17 @@ pub(crate) fn anndata_from_py(d: &Bound<'_, PyDict>, field: &str) -> PyResult<An
             let col = v.cast::<PyDict>()?;
             let codes = index_or_missing(&item(col, "codes", &key)?, &key)?;
             let categories: Vec<String> = item(col, "categories", &key)?.extract()?;
+            if let Some(&c) = codes
+                .iter()
+                .find(|&&c| c < -1 || c >= categories.len() as i32)
+            {
+                return Err(PyValueError::new_err(format!(
+                    "{field}: obs['{key}'] has category code {c}; expected -1 (missing) or \
+                     0..{} for its {} categories",
+                    categories.len(),
+                    categories.len()
+                )));
+            }
             if codes.len() != n {
                 return Err(PyValueError::new_err(format!(
                     "{field}: obs['{key}'] has {} values for {n} cells",
@@ -248,8 +259,11 @@ pub(crate) fn anndata_from_py(d: &Bound<'_, PyDict>, field: &str) -> PyResult<An
     Ok(ad)
 }
 
-/// pandas categorical codes (`-1` = missing) as `i32`.
+/// pandas categorical codes (`-1` = missing) as `i32` (range-checked by the caller).
 fn index_or_missing(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<i32>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, i32>>() {
+        return Ok(a.as_array().iter().copied().collect());
+    }
     let (v, _) = f32_values(obj, &format!("obs['{key}'] codes"))?;
     Ok(v.into_iter().map(|c| c as i32).collect())
 }

@@ -256,7 +256,7 @@ fn velocity<'py>(
     use celldiff::scvaeder::analysis::velocity::{VelocityOptions, velocity as vel};
     let opts: VelocityOptions = merge_options(options, "velocity options")?;
     let x = convert::matrix_from_py(x, "X")?.to_dense();
-    let v = vel(&x, &opts).map_err(to_py_err)?;
+    let v = runner::run(py, None, move |_| vel(&x, &opts))?;
     let summary = serde_json::json!({
         "ranking": v.ranking,
         "top_per_step": v.top_per_step,
