@@ -12,7 +12,7 @@ Python like scvi-tools.
 Runs saved here (``model.save``) are the run directories of the ``celldiff`` command line.
 """
 
-from . import _core, pp, tl
+from . import _core, datasets, pp, tl
 from ._classifier import CellTypeClassifier
 from ._diffvae import DiffVAE
 from ._evaluate import evaluate
@@ -32,6 +32,7 @@ __all__ = [
     "CellTypeClassifier",
     "evaluate",
     "pp",
+    "datasets",
     "tl",
     "__version__",
     "backend",

@@ -97,6 +97,9 @@ def cluster(
     neighbors_key: Optional[str] = None,
 ) -> dict: ...
 def preprocess(adata: dict, options: str) -> dict: ...
+def simulate_h5ad(
+    path: str, options: str, overwrite: bool = False, progress: Optional[Progress] = None
+) -> str: ...
 def graph_diffvae(
     adata: dict,
     k: int = 1,

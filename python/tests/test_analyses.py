@@ -335,3 +335,49 @@ def test_classifier_and_shift_match_the_cli(pbmc_path, cli, tmp_path):
     )
     ref = json.loads((tmp_path / "shift" / "results.json").read_text())
     assert ref["targets"] == res["results"]["targets"]
+
+
+def test_simulate_matches_the_cli_and_refuses_bad_input(cli, tmp_path):
+    # The same seed gives the CLI's file: same bytes, whatever the chunk size.
+    summary = celldiff.datasets.simulate_h5ad(
+        tmp_path / "py.h5ad",
+        n_cells=300,
+        n_genes=120,
+        n_types=3,
+        chunk_cells=64,
+        seed=3,
+        progress_bar=False,
+    )
+    assert summary["n_cells"] == 300 and summary["n_genes"] == 120 and summary["nnz"] > 0
+    run_cli(
+        cli,
+        "simulate",
+        "--cells",
+        "300",
+        "--genes",
+        "120",
+        "--types",
+        "3",
+        "--seed",
+        "3",
+        "-o",
+        tmp_path / "cli.h5ad",
+    )
+    ref = anndata.read_h5ad(tmp_path / "cli.h5ad")
+    mem = celldiff.datasets.simulate(n_cells=300, n_genes=120, n_types=3, seed=3)
+    for got in (anndata.read_h5ad(tmp_path / "py.h5ad"), mem):
+        assert sp.issparse(got.X) and got.X.dtype == np.float32
+        np.testing.assert_array_equal(got.X.toarray(), ref.X.toarray())
+        assert list(got.obs["cell_type"]) == list(ref.obs["cell_type"])
+        assert list(got.var_names) == list(ref.var_names)
+    assert summary["nnz"] == ref.X.nnz
+    # Raw counts: non-negative integers; the options are recorded.
+    x = mem.X.toarray()
+    assert np.all(x == np.round(x)) and x.min() == 0
+    assert mem.uns["celldiff_simulate"]["seed"] == 3
+    with pytest.raises(FileExistsError, match="overwrite"):
+        celldiff.datasets.simulate_h5ad(tmp_path / "py.h5ad", n_cells=10, progress_bar=False)
+    with pytest.raises(ValueError, match="theta"):
+        celldiff.datasets.simulate(n_cells=10, theta=-1.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        celldiff.datasets.simulate(n_cells=0)

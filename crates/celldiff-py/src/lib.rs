@@ -504,6 +504,37 @@ fn graph_diffvae<'py>(
     Ok(out)
 }
 
+/// Seeded negative-binomial counts with cell-type programmes (`celldiff simulate`;
+/// [`celldiff::simulate::simulate_h5ad`], Splatter-like, Zappia et al., Genome Biol. 2017),
+/// written to the `.h5ad` at `path` in chunks of cells, so that a million cells never sit in
+/// memory. `options` is a JSON object of [`celldiff::simulate::SimulateOptions`] fields
+/// (missing ones take the CLI's defaults). The same seed gives the same file as the CLI.
+/// Returns the summary as JSON text (`n_cells`, `n_genes`, `nnz`, `density`,
+/// `mean_library`, `seconds`).
+///
+/// # Errors
+/// `ValueError` for bad options (named); `FileExistsError` if `path` exists and not
+/// `overwrite`; `OSError` when writing fails (nothing is left at `path`).
+#[pyfunction]
+#[pyo3(signature = (path, options, overwrite = false, progress = None))]
+fn simulate_h5ad(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    options: &str,
+    overwrite: bool,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let opts: celldiff::simulate::SimulateOptions = merge_options(options, "simulate options")?;
+    opts.validate().map_err(to_py_err)?;
+    runner::run(py, progress.as_ref(), move |chan| {
+        let n = opts.n_cells;
+        let s = celldiff::simulate::simulate_h5ad(&path, &opts, overwrite, &mut |done| {
+            chan.on_step(done, n)
+        })?;
+        serde_json::to_string(&s).map_err(|e| celldiff::Error::Internal(e.to_string()))
+    })
+}
+
 /// Checks training options without training: parses the JSON (unknown keys refused),
 /// range-checks every value and builds the `model`'s spec (`"scvaeder"` or `"scld"`), so that
 /// `celldiff.ScVAEDer(adata, n_latent=0)` fails at once, as the CLI fails at parse time.
@@ -540,5 +571,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cluster, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(graph_diffvae, m)?)?;
+    m.add_function(wrap_pyfunction!(simulate_h5ad, m)?)?;
     Ok(())
 }

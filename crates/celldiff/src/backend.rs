@@ -87,6 +87,36 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
+thread_local! {
+    /// Set inside [`with_generic_kernels`].
+    static GENERIC_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with celldiff's own CPU kernels switched off on this thread: the fused dense layer
+/// (GEMM + bias + activation, `models::fused`), the fused Adam step (`optim`), the one-pass EMA
+/// blend (`models::ema`) and the vectorised SiLU of the sampling loop. Inside, every layer runs
+/// Burn's generic tensor operations, the path all layers take on `--device cuda` (where those
+/// kernels never apply), so tests can check on a CPU that both paths compute the same model,
+/// values and gradients (`models/fused/tests.rs`). The setting is restored when `f` returns or
+/// panics. Work `f` sends to other threads is not affected; the kernels are chosen on the
+/// calling thread.
+pub fn with_generic_kernels<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GENERIC_KERNELS.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GENERIC_KERNELS.with(|g| g.replace(true)));
+    f()
+}
+
+/// Whether celldiff's own CPU kernels may run on this thread (false inside
+/// [`with_generic_kernels`]); they apply only to `f32` tensors of the flex CPU device anyway.
+pub fn own_kernels_enabled() -> bool {
+    !GENERIC_KERNELS.with(|g| g.get())
+}
+
 /// Name of the compiled-in CPU backend (`"flex"`, `"ndarray"`, `"ndarray+openblas"`).
 pub fn cpu_backend_name() -> &'static str {
     if cfg!(feature = "flex") {

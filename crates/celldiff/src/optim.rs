@@ -95,7 +95,7 @@ mod fused {
                 && ok(&s.momentum.moment_1)
                 && ok(&s.momentum.moment_2)
         });
-        ok(tensor) && ok(grad) && state_ok
+        ok(tensor) && ok(grad) && state_ok && crate::backend::own_kernels_enabled()
     }
 
     fn flex<const D: usize>(t: Tensor<D>) -> FlexTensor {

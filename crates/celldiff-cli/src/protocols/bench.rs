@@ -23,6 +23,12 @@ pub struct BenchArgs {
     /// Latents to sample (the key names say 10k; this is 10,000 by default).
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_CELLS))]
     pub sample_cells: usize,
+    /// VAE minibatch (cells; larger batches fill a GPU, e.g. 4096 on an H200).
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_BATCH))]
+    pub vae_batch: usize,
+    /// Denoiser minibatch (latents).
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = crate::commands::flags::count(1, crate::commands::flags::MAX_BATCH))]
+    pub denoiser_batch: usize,
     /// Skip the DDPM-1000 / DDIM-50 sampling measurements (reported as 0).
     #[arg(long)]
     pub skip_sampling: bool,
@@ -40,6 +46,8 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
         vae_epochs: 1,
         denoiser_steps: a.denoiser_steps.max(1),
         sample_cells: a.sample_cells.max(1),
+        vae_batch: a.vae_batch,
+        denoiser_batch: a.denoiser_batch,
         seed: a.seed,
     };
     let say = |m: &str| {
@@ -74,8 +82,10 @@ pub fn run(a: BenchArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resu
         denoiser_train_gflops: 0.0,
         sample_ddpm1000_gflops: 0.0,
         sample_ddim50_gflops: 0.0,
+        vae_batch: cfg.vae_batch,
+        denoiser_batch: cfg.denoiser_batch,
     }
-    .with_gflops(cfg.sample_cells);
+    .with_gflops(&cfg);
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -39,7 +39,9 @@ impl ModuleMapper for Blend {
         param.map(|old| {
             let shape = old.shape();
             #[cfg(feature = "flex")]
-            if let Some(t) = blend_cpu(&old, &src, decay) {
+            if crate::backend::own_kernels_enabled()
+                && let Some(t) = blend_cpu(&old, &src, decay)
+            {
                 return t;
             }
             old.mul_scalar(decay)

@@ -98,7 +98,7 @@ simd_kernel! {
 /// any `[d0, d1]` → the same shape
 pub fn silu_inference(x: Tensor<2>) -> Tensor<2> {
     let device = x.device();
-    if !crate::backend::is_cpu(&device) {
+    if !crate::backend::is_cpu(&device) || !crate::backend::own_kernels_enabled() {
         return activation::silu(x);
     }
     let dims = x.dims();
@@ -206,6 +206,7 @@ impl Dense {
     pub fn forward_residual(&self, x: Tensor<2>, act: Activation, inference: bool) -> Tensor<2> {
         #[cfg(feature = "flex")]
         if let Some(b) = &self.linear.bias
+            && crate::backend::own_kernels_enabled()
             && let Some(y) =
                 super::fused::dense_residual_forward(&x, &self.linear.weight.val(), &b.val(), act)
         {
@@ -222,6 +223,9 @@ impl Dense {
     /// The fused CPU kernel ([`super::fused::dense_forward`]), when it applies.
     #[cfg(feature = "flex")]
     fn fused(&self, x: &Tensor<2>, act: Activation) -> Option<Tensor<2>> {
+        if !crate::backend::own_kernels_enabled() {
+            return None;
+        }
         let b = self.linear.bias.as_ref()?;
         super::fused::dense_forward(x, &self.linear.weight.val(), &b.val(), act)
     }
