@@ -28,8 +28,7 @@ impl Reader<'_> {
                 let index_key = attr_str(&attrs, "_index").unwrap_or_else(|| "_index".into());
                 let f_index = format!("{field}/{index_key}");
                 let names = if members.contains(&index_key) {
-                    let ds = self.dataset(&f_index, "the row names (strings)")?;
-                    self.read_labels(&ds, &f_index)?
+                    self.read_index(&f_index)?
                 } else {
                     self.default_names(&f_index, n_rows)?
                 };
@@ -192,6 +191,30 @@ impl Reader<'_> {
     }
 
     /// anndata's nullable arrays (`values` + `mask`, mask true = missing).
+    /// Row names: a string dataset, or (anndata ≥ 0.13 with pandas' string dtype) a
+    /// `nullable-string-array` group of `values` + `mask`, missing names read as `"nan"`.
+    fn read_index(&self, f_index: &str) -> Result<Vec<String>> {
+        if let Node::Group(g) = self.node(f_index)? {
+            let attrs = self.group_attrs(&g, f_index)?;
+            let enc = attr_str(&attrs, "encoding-type").unwrap_or_default();
+            if enc != "nullable-string-array" {
+                return Err(self.err(
+                    f_index,
+                    format!(
+                        "is a group of encoding `{enc}`; expected the row names (strings or a \
+                         nullable-string-array)"
+                    ),
+                ));
+            }
+            return match self.read_nullable(f_index, &enc)? {
+                Column::String(v) => Ok(v),
+                _ => Err(self.err(f_index, "expected the row names (strings)")),
+            };
+        }
+        let ds = self.dataset(f_index, "the row names (strings)")?;
+        self.read_labels(&ds, f_index)
+    }
+
     pub(super) fn read_nullable(&self, f_col: &str, enc: &str) -> Result<Column> {
         let f_vals = format!("{f_col}/values");
         let f_mask = format!("{f_col}/mask");
