@@ -54,17 +54,24 @@ pub fn is_cpu(device: &Device) -> bool {
     *device == cpu_device()
 }
 
-/// Resolves a [`DeviceChoice`] to a Burn device.
+/// Resolves a [`DeviceChoice`] to a Burn device. `Auto` is GPU 0 when the binary has CUDA and
+/// [`cuda_unavailable`] finds nothing missing, else the CPU backend.
 ///
 /// # Errors
-/// [`Error::Param`] if `Cuda` is requested but celldiff was built without the `cuda` feature.
+/// [`Error::Param`] if `Cuda` is requested but celldiff was built without the `cuda` feature,
+/// or the CUDA driver, NVRTC or a GPU is missing (the message says which).
 pub fn device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu_device()),
         DeviceChoice::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                Ok(Device::cuda(0))
+                match cuda_unavailable() {
+                    None => Ok(Device::cuda(0)),
+                    Some(why) => Err(Error::Param(format!(
+                        "the CUDA device cannot be used: {why}"
+                    ))),
+                }
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -77,7 +84,10 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Auto => {
             #[cfg(feature = "cuda")]
             {
-                Ok(Device::cuda(0))
+                Ok(match cuda_unavailable() {
+                    None => Device::cuda(0),
+                    Some(_) => cpu_device(),
+                })
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -115,6 +125,37 @@ pub fn with_generic_kernels<T>(f: impl FnOnce() -> T) -> T {
 /// [`with_generic_kernels`]); they apply only to `f32` tensors of the flex CPU device anyway.
 pub fn own_kernels_enabled() -> bool {
     !GENERIC_KERNELS.with(|g| g.get())
+}
+
+/// Why CUDA cannot be used on this machine, or `None` when the NVIDIA driver library
+/// (`libcuda.so`), NVRTC (`libnvrtc.so`, which compiles the kernels) and at least one GPU are
+/// there. Burn's CUDA runtime loads these on a worker thread and panics there when one is
+/// missing; this checks first, through the same binding (cudarc), so that the user gets a
+/// named error instead.
+#[cfg(feature = "cuda")]
+pub fn cuda_unavailable() -> Option<String> {
+    // SAFETY: `is_culib_present` only tries to dlopen the library by its usual names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Some(
+            "the NVIDIA driver library (libcuda.so) was not found: is there an NVIDIA GPU and \
+             driver here? (its folder must be on LD_LIBRARY_PATH)"
+                .into(),
+        );
+    }
+    // SAFETY: as above, for NVRTC.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Some(
+            "NVRTC (libnvrtc.so, from the CUDA toolkit) was not found: add its folder (e.g. \
+             /usr/local/cuda/lib64) to LD_LIBRARY_PATH and set CUDA_PATH"
+                .into(),
+        );
+    }
+    match cudarc::driver::result::init().and_then(|()| cudarc::driver::result::device::get_count())
+    {
+        Ok(n) if n > 0 => None,
+        Ok(_) => Some("the CUDA driver sees no GPU".into()),
+        Err(e) => Some(format!("the CUDA driver did not start ({e:?})")),
+    }
 }
 
 /// Name of the compiled-in CPU backend (`"flex"`, `"ndarray"`, `"ndarray+openblas"`).

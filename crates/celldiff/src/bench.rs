@@ -178,8 +178,8 @@ pub fn vae_train_cells_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     (n / b * b * cfg.vae_epochs) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Denoiser training throughput in steps/s (batch `cfg.denoiser_batch`, with the EMA update). Each step is the
-/// one `train::train_diffusion` runs: t ~ U{0..999}, ε and z_t drawn on the host with the
+/// Denoiser training throughput in steps/s (batch `cfg.denoiser_batch`, with the EMA update).
+/// Each step is the one `train::train_diffusion` runs: t ~ U{0..999}, ε and z_t drawn on the host with the
 /// timestep embeddings from a table, forward, backward, Adam (model moved in), EMA.
 pub fn denoiser_train_steps_per_s(cfg: &BenchConfig, device: &Device) -> f64 {
     let ad = device.clone().autodiff();

@@ -62,7 +62,6 @@ pub enum LlvmTarget {
     #[default]
     Cpu,
     /// NVIDIA PTX through LLVM's NVPTX back end.
-    #[cfg(feature = "nvptx")]
     Nvptx,
 }
 
@@ -79,17 +78,14 @@ pub struct PlironOptions {
     /// AMD architecture (always `None` from `cubecl-cuda`).
     pub arch: Option<String>,
     /// NVIDIA compute capability of the device.
-    #[cfg(feature = "nvptx")]
     pub sm_arch: Option<cubecl_core::ir::nvidia::SmArch>,
     /// PTX ISA version to emit.
-    #[cfg(feature = "nvptx")]
     pub ptx_version: Option<nvptx::ptx_version::PtxVersion>,
     /// Whether scalars travel in the kernel parameter block.
     pub grid_constants: bool,
 }
 
 /// A compiled PTX module (never produced here; the type is part of `cubecl-cuda`'s API).
-#[cfg(feature = "nvptx")]
 #[derive(Clone, Debug)]
 pub struct NvptxModule {
     /// NUL-terminated PTX text.
@@ -108,21 +104,13 @@ pub struct NvptxModule {
 #[derive(Clone, Debug)]
 pub enum PlironArtifact {
     /// A PTX module.
-    #[cfg(feature = "nvptx")]
     NvptxCode(NvptxModule),
-    /// Nothing (keeps the enum inhabited-by-nothing builds compiling without `nvptx`).
-    #[cfg(not(feature = "nvptx"))]
-    None,
 }
 
 impl core::fmt::Display for PlironArtifact {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            #[cfg(feature = "nvptx")]
-            PlironArtifact::NvptxCode(module) => f.write_str(&module.ir),
-            #[cfg(not(feature = "nvptx"))]
-            PlironArtifact::None => Ok(()),
-        }
+        let PlironArtifact::NvptxCode(module) = self;
+        f.write_str(&module.ir)
     }
 }
 
@@ -144,12 +132,8 @@ impl Compiler for PlironCompiler {
     }
 
     fn buffer_io(repr: &PlironArtifact) -> Option<Vec<BufferIOAttr>> {
-        match repr {
-            #[cfg(feature = "nvptx")]
-            PlironArtifact::NvptxCode(module) => Some(module.io.clone()),
-            #[cfg(not(feature = "nvptx"))]
-            PlironArtifact::None => None,
-        }
+        let PlironArtifact::NvptxCode(module) = repr;
+        Some(module.io.clone())
     }
 
     fn extension(&self) -> &'static str {

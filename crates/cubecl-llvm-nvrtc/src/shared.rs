@@ -8,7 +8,6 @@ pub mod lowered_features {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum GpuTarget {
         /// NVIDIA PTX.
-        #[cfg(feature = "nvptx")]
         Nvptx,
     }
 

@@ -190,7 +190,6 @@ impl Reader<'_> {
         Ok(codes.into_iter().map(|c| c as i32).collect())
     }
 
-    /// anndata's nullable arrays (`values` + `mask`, mask true = missing).
     /// Row names: a string dataset, or (anndata ≥ 0.13 with pandas' string dtype) a
     /// `nullable-string-array` group of `values` + `mask`, missing names read as `"nan"`.
     fn read_index(&self, f_index: &str) -> Result<Vec<String>> {
@@ -215,6 +214,7 @@ impl Reader<'_> {
         self.read_labels(&ds, f_index)
     }
 
+    /// anndata's nullable arrays (`values` + `mask`, mask true = missing).
     pub(super) fn read_nullable(&self, f_col: &str, enc: &str) -> Result<Column> {
         let f_vals = format!("{f_col}/values");
         let f_mask = format!("{f_col}/mask");

@@ -357,6 +357,45 @@ fn reads_csc_and_sorts_unsorted_csr() {
     assert_eq!(a.x.to_dense().data, vec![1.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
 }
 
+/// anndata ≥ 0.13 with pandas' string dtype writes the row names as a
+/// `nullable-string-array` group (`values` + `mask`), as `obs/_index` of
+/// `anndata.AnnData(X, obs=pd.DataFrame(index=pd.Index(["a", "b"], dtype="string")))
+/// .write_h5ad(p)`; another encoding in that place is a named error.
+#[test]
+fn reads_row_names_stored_as_a_nullable_string_array() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = |name: &str, enc: &'static str| {
+        raw_file(tmp.path(), name, move |fb| {
+            fb.create_dataset("X")
+                .with_f32_data(&[1.0, 2.0])
+                .with_shape(&[2, 1]);
+            let mut g = fb.create_group("obs");
+            set_enc_group(&mut g, "dataframe", "0.2.0");
+            g.set_attr("_index", vstr("_index"));
+            let mut i = g.create_group("_index");
+            set_enc_group(&mut i, enc, "0.1.0");
+            i.create_dataset("values")
+                .with_vlen_strings(&["cell_a", "cell_b"]);
+            i.create_dataset("mask").with_i8_data(&[0, 0]);
+            g.add_group(i.finish());
+            fb.add_group(g.finish());
+        })
+    };
+    let a = read_h5ad(
+        &file("ok.h5ad", "nullable-string-array"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(a.obs_names, ["cell_a", "cell_b"]);
+    let e = read_h5ad(&file("bad.h5ad", "categorical"), &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("obs/_index") && e.contains("nullable-string-array"),
+        "{e}"
+    );
+}
+
 #[test]
 fn malformed_layouts_give_format_errors() {
     let tmp = tempfile::tempdir().unwrap();
