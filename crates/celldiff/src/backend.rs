@@ -55,7 +55,7 @@ pub fn is_cpu(device: &Device) -> bool {
 }
 
 /// Resolves a [`DeviceChoice`] to a Burn device. `Auto` is GPU 0 when the binary has CUDA and
-/// [`cuda_unavailable`] finds nothing missing, else the CPU backend.
+/// `cuda_unavailable` (with the `cuda` feature) finds nothing missing, else the CPU backend.
 ///
 /// # Errors
 /// [`Error::Param`] if `Cuda` is requested but celldiff was built without the `cuda` feature,
