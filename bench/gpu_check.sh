@@ -32,6 +32,8 @@
 #   GPU_CHECK_SAMPLE_CELLS (100000),
 #   GPU_CHECK_SIM_CELLS (default 1000000), GPU_CHECK_SIM_FALLBACK (default 200000)
 #   GPU_CHECK_KEEP=1    keep the temporary folder (simulated .h5ad, decompressed binary)
+#   GPU_CHECK_UNPINNED=1  with --quick, also run the last step (bench with CELLDIFF_NO_PINNED=1,
+#                       which the full run does when time is left)
 #
 # Sizes: the VAE at batch 4096 (the issue's GPU-filling size; 128 timed minibatches), the
 # denoiser at its training batch 256 (1000 timed steps), sampling 100k latents. The batches go
@@ -432,6 +434,13 @@ if [ "$TORCH_OK" = 1 ] && [ "$QUICK" = 0 ]; then
     "${TORCH_ENV[@]}" "$PY" bench/torch_reference.py --json --device "$TORCH_DEVICE" --data device "${BENCH_SIZES[@]}"
 fi
 
+# 8. celldiff bench again without the pinned staging of minibatches (CELLDIFF_NO_PINNED=1),
+# to see what pinned host memory gains, if time is left.
+if [ "$QUICK" = 0 ] || [ "${GPU_CHECK_UNPINNED:-0}" = 1 ]; then
+  run_step bench_unpinned "$T_BENCH" bench_unpinned.json 1 -- \
+    env CELLDIFF_NO_PINNED=1 "$BIN" --device "$DEVICE" bench --json "${BENCH_SIZES[@]}" --seed 0
+fi
+
 # ---------------------------------------------------------------- figures
 "$PY" - "$OUTDIR" "$SIM_FILE" >"$OUTDIR/figures.txt" 2>"$OUTDIR/figures.stderr" <<'PYEOF'
 import csv, json, os, sys
@@ -482,6 +491,14 @@ if c:
                 row += f" | {ref_name} {ref[k]:>10.3f} ratio {r:.3f}" if r else ""
         lines.append(row)
     lines.append("  ratios > 1: celldiff faster (throughput celldiff/PyTorch, time PyTorch/celldiff)")
+    u = load("bench_unpinned.json")
+    if u:
+        fig["celldiff_bench_unpinned"] = u
+        for k in keys_tp:
+            if u.get(k):
+                fig.setdefault("pinned_over_unpinned", {})[k] = c[k] / u[k]
+                lines.append(f"  pinned staging: {k} {c[k]:.3f} vs unpinned {u[k]:.3f} "
+                             f"(ratio {c[k] / u[k]:.3f})")
 d = steps.get("demo")
 if d:
     m = load("demo/metrics.json")

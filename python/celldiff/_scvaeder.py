@@ -160,9 +160,10 @@ class ScVAEDer(BaseModel):
         n_samples
             Number of cells.
         sampler
-            "ddpm" (ancestral, T steps) or "ddim".
+            "ddpm" (ancestral, T steps) or "ddim"; on a ``prior="flow"`` model "ddpm"/"ddim"
+            are Euler steps of its ODE and "heun" / "midpoint" its 2nd-order solvers.
         steps
-            Sampling steps (None: T for ddpm, 50 for ddim).
+            Sampling steps (None: T for ddpm, 50 for ddim, 25 for heun and midpoint).
         eta
             DDIM η (0 = deterministic).
         seed

@@ -246,6 +246,7 @@ impl TrainParams {
             &mut spec.vae_train,
             &mut spec.diffusion_train,
             &mut spec.schedule,
+            &mut spec.device_batch,
         );
         Ok(spec)
     }
@@ -255,9 +256,11 @@ impl TrainParams {
         vae: &mut celldiff::train::VaeTrainConfig,
         diffusion: &mut celldiff::train::DiffusionTrainConfig,
         schedule: &mut celldiff::schedulers::ScheduleConfig,
+        device_batch: &mut celldiff::train::DeviceBatch,
     ) {
         if let Some(v) = self.batch_size {
             vae.batch_size = v;
+            device_batch.vae = false;
         }
         if let Some(v) = self.lr {
             vae.learning_rate = v;
@@ -273,6 +276,7 @@ impl TrainParams {
         }
         if let Some(v) = self.batch_size_diffusion {
             diffusion.batch_size = v;
+            device_batch.diffusion = false;
         }
         if let Some(v) = self.lr_diffusion {
             diffusion.learning_rate = v;
@@ -346,6 +350,7 @@ impl TrainParams {
             fit_observation: base.fit_observation,
             likelihood: base.likelihood,
             seed,
+            device_batch: base.device_batch,
             ..d
         };
         spec.scorer_train.seed = seed;

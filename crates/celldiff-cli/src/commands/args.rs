@@ -226,15 +226,17 @@ pub struct ModelArgs {
     /// VAE early-stopping patience (epochs).
     #[arg(long, default_value_t = 15, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_EPOCHS))]
     pub patience: usize,
-    /// VAE minibatch size.
-    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
-    pub batch_size_vae: usize,
+    /// VAE (SCLD: autoencoder) minibatch size [default: 128 on the CPU; on a GPU the largest
+    /// of 128, 256, 512, 1024 that leaves ≥ 64 minibatches per epoch (1024 from ~73k cells)].
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
+    pub batch_size_vae: Option<usize>,
     /// VAE learning rate.
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive())]
     pub lr_vae: f64,
-    /// Denoiser minibatch size.
-    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
-    pub batch_size_diffusion: usize,
+    /// Denoiser minibatch size [default: 256 on the CPU; on a GPU the largest of 256, 512,
+    /// 1024, 2048 that leaves ≥ 64 minibatches per epoch (2048 from ~146k cells)].
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_BATCH))]
+    pub batch_size_diffusion: Option<usize>,
     /// Denoiser peak learning rate (cosine decay to 10%).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = flags::positive())]
     pub lr_diffusion: f64,
@@ -303,8 +305,9 @@ pub struct ModelArgs {
     pub vae_activation: Activation,
     /// The latent prior: diffusion (DDPM noise prediction, the papers' model) or flow
     /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
-    /// 2023, on the same denoiser network; generate then integrates its ODE with Euler steps:
-    /// --sampler ddpm = T steps, ddim = --steps, default 50). Flow runs cannot be used by
+    /// 2023, on the same denoiser network; generate then integrates its ODE: --sampler ddpm =
+    /// Euler over T steps, ddim = Euler over --steps (default 50), heun / midpoint = 2nd-order
+    /// solvers over --steps (default 25, about 50 network evaluations)). Flow runs cannot be used by
     /// interpolate/perturb (they need the diffusion's forward process).
     #[arg(long = "prior", default_value = "diffusion")]
     pub latent_prior: Objective,
@@ -343,12 +346,18 @@ impl ModelArgs {
             library_model: self.library_model,
             ..TrainSpec::default()
         };
-        spec.vae_train.batch_size = self.batch_size_vae;
+        if let Some(b) = self.batch_size_vae {
+            spec.vae_train.batch_size = b;
+            spec.device_batch.vae = false;
+        }
         spec.vae_train.learning_rate = self.lr_vae;
         spec.vae_train.kl_weight = self.kl_weight;
         spec.vae_train.kl_warmup_epochs = self.kl_warmup;
         spec.vae_train.patience = self.patience;
-        spec.diffusion_train.batch_size = self.batch_size_diffusion;
+        if let Some(b) = self.batch_size_diffusion {
+            spec.diffusion_train.batch_size = b;
+            spec.device_batch.diffusion = false;
+        }
         spec.diffusion_train.learning_rate = self.lr_diffusion;
         spec.diffusion_train.ema_decay = self.ema_decay;
         spec.diffusion_train.patience = self.patience_diffusion;
@@ -373,10 +382,11 @@ pub struct GenerateArgs {
     /// Number of cells to generate.
     #[arg(short = 'n', long, default_value_t = 1000, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_CELLS))]
     pub n: usize,
-    /// Sampler: ddpm (ancestral, T steps) or ddim.
+    /// Sampler: ddpm (ancestral, T steps) or ddim; on a flow-prior run ddpm/ddim are Euler
+    /// steps and heun/midpoint its 2nd-order ODE solvers (flow runs only).
     #[arg(long, default_value = "ddpm")]
     pub sampler: SamplerKind,
-    /// Sampling steps (default: T for ddpm, 50 for ddim).
+    /// Sampling steps (default: T for ddpm, 50 for ddim, 25 for heun and midpoint).
     #[arg(long, allow_negative_numbers = true, value_parser = flags::count(1, flags::MAX_STEPS))]
     pub steps: Option<usize>,
     /// DDIM η (0 = deterministic).

@@ -98,6 +98,7 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
         fit_observation: base.fit_observation,
         likelihood: base.likelihood,
         seed,
+        device_batch: base.device_batch,
         ..ScldSpec::default()
     };
     spec.scorer_train.seed = seed;

@@ -152,7 +152,7 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
     for (k, v) in &run.config.seconds {
         seconds.insert(format!("train_{k}"), v.clone());
     }
-    let variants = [
+    let mut variants = vec![
         ("diffusion-ddpm", Prior::Diffusion, SamplerKind::Ddpm, None),
         (
             "diffusion-ddim50",
@@ -160,8 +160,19 @@ pub fn run(a: DemoArgs, dev: DeviceChoice, quiet: bool, threads: usize) -> Resul
             SamplerKind::Ddim,
             Some(50),
         ),
-        ("vae-prior", Prior::Vae, SamplerKind::Ddpm, None),
     ];
+    // A flow prior's rows above are Euler-1000 and Euler-50; add its 2nd-order solvers at
+    // 25 steps (about 50 network evaluations, DDIM-50's cost).
+    if run.config.diffusion_train.objective == celldiff::train::Objective::Velocity {
+        variants.push(("flow-heun25", Prior::Diffusion, SamplerKind::Heun, Some(25)));
+        variants.push((
+            "flow-midpoint25",
+            Prior::Diffusion,
+            SamplerKind::Midpoint,
+            Some(25),
+        ));
+    }
+    variants.push(("vae-prior", Prior::Vae, SamplerKind::Ddpm, None));
     let observation = a.observation;
     let real_library = library_logs(&test_pp);
     let mut ks = serde_json::Map::new();

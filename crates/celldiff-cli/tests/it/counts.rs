@@ -15,8 +15,8 @@ use celldiff::io::{ReadOptions, read};
 use serde_json::Value;
 
 use crate::common::{
-    TINY, assert_bad_input, assert_ok, celldiff, demo_h5ad, scratch, shared_data, stderr,
-    tiny_nb_run,
+    TINY, assert_bad_input, assert_ok, bpk_tensors, celldiff, demo_h5ad, scratch, shared_data,
+    stderr, tiny_nb_run,
 };
 
 fn s(p: &Path) -> &str {
@@ -382,6 +382,35 @@ fn library_model_joint_diffuses_the_library_size_with_the_latent() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     // The diffusion analyses need a latent-only denoiser: named refusal, nothing written.
     assert_interpolate_refused(&run, "--library-model joint");
+    // `train --stream` goes through the same stages: the demo data fit in one shuffle buffer,
+    // so the streamed joint run is the in-memory one, bit for bit.
+    let streamed = scratch().join("joint-stream");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--library-model",
+        "joint",
+        "--stream",
+        "--out",
+        s(&streamed),
+    ];
+    args.extend(TINY);
+    assert_ok(&celldiff(&args));
+    for f in ["vae.bpk", "denoiser_ema.bpk"] {
+        assert_eq!(
+            bpk_tensors(&streamed.join(f)),
+            bpk_tensors(&run.join(f)),
+            "{f} differs between the streamed and the in-memory joint run"
+        );
+    }
+    for f in ["library_size.json", "latent.json"] {
+        assert_eq!(
+            std::fs::read(streamed.join(f)).unwrap(),
+            std::fs::read(run.join(f)).unwrap(),
+            "{f} differs between the streamed and the in-memory joint run"
+        );
+    }
     // A joint library model without a count likelihood would be ignored: refused.
     let bad = scratch().join("joint-gaussian");
     let mut args = vec![
@@ -436,6 +465,33 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     assert_counts_file(&out, "nb");
     let again = generate(&run, &["--sampler", "ddim", "--steps", "10"]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    // The 2nd-order ODE solvers: counts out, reproducible, and other cells than Euler's.
+    let heun = generate(&run, &["--sampler", "heun", "--steps", "5"]);
+    assert_counts_file(&heun, "nb");
+    let heun_again = generate(&run, &["--sampler", "heun", "--steps", "5"]);
+    assert_eq!(
+        std::fs::read(&heun).unwrap(),
+        std::fs::read(&heun_again).unwrap()
+    );
+    let mid = generate(&run, &["--sampler", "midpoint", "--steps", "5"]);
+    assert_counts_file(&mid, "nb");
+    let euler = generate(&run, &["--sampler", "ddim", "--steps", "5"]);
+    for other in [&mid, &euler] {
+        assert_ne!(std::fs::read(&heun).unwrap(), std::fs::read(other).unwrap());
+    }
+    // They integrate a flow's ODE: on a diffusion run a named refusal, nothing written.
+    let refused = scratch().join("heun-on-diffusion.h5ad");
+    let res = celldiff([
+        "generate",
+        "--run",
+        s(&tiny_nb_run()),
+        "--sampler",
+        "heun",
+        "--out",
+        s(&refused),
+    ]);
+    assert_bad_input(&res, &["heun", "flow"]);
+    assert!(!refused.exists());
     // The diffusion analyses need the forward process: named refusal.
     assert_interpolate_refused(&run, "--prior flow");
     // SCLD with a flow-matching prior and classifier-free guidance on the velocity.
@@ -463,6 +519,18 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
         "velocity"
     );
     let out = generate(&run, &["--condition", "CD14+ Monocyte", "--guidance", "1"]);
+    assert_counts_file(&out, "nb");
+    let out = generate(
+        &run,
+        &[
+            "--condition",
+            "CD14+ Monocyte",
+            "--sampler",
+            "midpoint",
+            "--steps",
+            "4",
+        ],
+    );
     assert_counts_file(&out, "nb");
 }
 

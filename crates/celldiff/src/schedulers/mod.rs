@@ -3,7 +3,8 @@
 //! - [`schedule`]: β schedules and `alphas_cumprod` ([`NoiseSchedule`]).
 //! - [`ddpm`]: DDPM ancestral sampling ([`DdpmScheduler`], Ho et al. 2020, Eq. 6–7, 11).
 //! - [`ddim`]: DDIM sampling and inversion ([`DdimScheduler`], Song et al. 2021, Eq. 12).
-//! - [`flow`]: Euler sampling of a flow-matching prior ([`FlowScheduler`], Lipman et al. 2023).
+//! - [`flow`]: Euler, Heun and midpoint sampling of a flow-matching prior ([`FlowScheduler`],
+//!   Lipman et al. 2023; Karras et al. 2022).
 //!
 //! A scheduler's `step` maps `(ε̂, t, z_t, noise) → z_{t_prev}` on `[n_cells, n_latent]`
 //! tensors; the one denoising loop that drives them is [`crate::pipeline`].
@@ -16,7 +17,7 @@ pub mod schedule;
 
 pub use ddim::DdimScheduler;
 pub use ddpm::DdpmScheduler;
-pub use flow::FlowScheduler;
+pub use flow::{FlowScheduler, FlowSolver};
 pub use noise::NoiseSource;
 pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig};
 

@@ -88,11 +88,15 @@ impl Noising {
             }
         }
         let m = b.len();
-        (
-            Tensor::<2>::from_data(TensorData::new(zt, [m, d]), dev),
-            Tensor::<2>::from_data(TensorData::new(emb, [m, td]), dev),
-            Tensor::<2>::from_data(TensorData::new(eps, [m, d]), dev),
-        )
+        let [zt, emb, eps] = super::upload(
+            [
+                TensorData::new(zt, [m, d]),
+                TensorData::new(emb, [m, td]),
+                TensorData::new(eps, [m, d]),
+            ],
+            dev,
+        );
+        (zt, emb, eps)
     }
 }
 

@@ -51,12 +51,36 @@ pub use vae::{
     decode, encode_mean, encode_mean_cells, train_autoencoder, train_vae, train_vae_cells,
 };
 
-/// Moves a host matrix to `device` as a `[n_rows, n_cols]` tensor.
+/// Moves a host matrix to `device` as a `[n_rows, n_cols]` tensor (through pinned memory on a
+/// GPU, see [`upload`]).
 pub fn to_tensor(m: &DenseMatrix, device: &Device) -> Tensor<2> {
-    Tensor::from_data(
-        TensorData::new(m.data.clone(), [m.n_rows, m.n_cols]),
+    let [t] = upload(
+        [TensorData::new(m.data.clone(), [m.n_rows, m.n_cols])],
         device,
-    )
+    );
+    t
+}
+
+/// Moves host tensors (a minibatch's parts) to `device`. On an accelerator the bytes are first
+/// staged in pinned (page-locked) host memory with Burn's `Device::staging`, which CubeCL's
+/// CUDA runtime allocates with `cuMemAllocHost`, so that the copy to the GPU is a DMA transfer
+/// (PyTorch's `pin_memory=True` in a `DataLoader` does the same); all parts are staged in one
+/// request. On the CPU backend the data is moved, not copied. Setting the environment variable
+/// `CELLDIFF_NO_PINNED=1` skips the staging (to measure what it gains, `bench/gpu_check.sh`).
+pub fn upload<const N: usize, const D: usize>(
+    mut parts: [TensorData; N],
+    device: &Device,
+) -> [Tensor<D>; N] {
+    if !crate::backend::is_cpu(device) && !no_pinned() {
+        device.staging(parts.iter_mut());
+    }
+    parts.map(|data| Tensor::from_data(data, device))
+}
+
+/// Whether `CELLDIFF_NO_PINNED` switches the pinned staging of [`upload`] off (read once).
+fn no_pinned() -> bool {
+    static NO_PINNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NO_PINNED.get_or_init(|| std::env::var_os("CELLDIFF_NO_PINNED").is_some_and(|v| v == "1"))
 }
 
 /// Reads a `[n, d]` tensor back to the host.

@@ -11,7 +11,7 @@ pub struct SampleOptions {
     pub guidance: f64,
     /// Reverse-process sampler.
     pub sampler: SamplerKind,
-    /// Steps (None: T for DDPM, 50 for DDIM).
+    /// Steps (None: T for DDPM, 50 for DDIM, 25 for Heun and midpoint).
     pub steps: Option<usize>,
     /// DDIM η.
     pub eta: f64,
@@ -51,25 +51,16 @@ pub fn sample_standardized(
     let n = cond.len();
     let d = run.config.denoiser.n_latent;
     let schedule = run.schedule()?;
-    let sched: Box<dyn Scheduler> = match (run.config.diffusion_train.objective, opts.sampler) {
-        // SCLD's DDIM and flow samplers re-derive ε̂ from the clipped x̂₀ (a guided ε̂ or v̂
-        // can put x̂₀ far outside the range).
-        (crate::train::Objective::Epsilon, SamplerKind::Ddim) => Box::new(
-            DdimScheduler::new(schedule.clone(), opts.steps.unwrap_or(50), opts.eta)?
-                .with_clipped_model_output(true),
-        ),
-        (crate::train::Objective::Velocity, kind) => {
-            let t = schedule.len();
-            let steps = match kind {
-                SamplerKind::Ddpm => opts.steps.unwrap_or(t),
-                SamplerKind::Ddim => opts.steps.unwrap_or(50),
-            };
-            Box::new(FlowScheduler::new(t, steps)?.with_clipped_model_output(true))
-        }
-        (objective, kind) => {
-            build_sampler(schedule.clone(), objective, kind, opts.steps, opts.eta)?
-        }
-    };
+    // SCLD's DDIM and flow samplers re-derive ε̂ from the clipped x̂₀ (a guided ε̂ or v̂ can
+    // put x̂₀ far outside the range).
+    let sched = build_sampler(
+        schedule.clone(),
+        run.config.diffusion_train.objective,
+        opts.sampler,
+        opts.steps,
+        opts.eta,
+        true,
+    )?;
     let clip = opts.clip_x0.then(|| clip_range(&run.latent, device));
     let net = if opts.use_ema {
         &run.denoiser_ema

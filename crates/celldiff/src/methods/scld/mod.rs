@@ -71,13 +71,13 @@ use crate::run_dir::{
     check_preprocess, check_range, check_schedule, check_vae_train, save_module, write_history,
     write_json,
 };
-use crate::schedulers::{DdimScheduler, FlowScheduler, NoiseSchedule, ScheduleConfig, Scheduler};
+use crate::schedulers::{NoiseSchedule, ScheduleConfig};
 use crate::train::{
     ConditionBatchSource, DiffusionTrainConfig, EpochRecord, LatentStats, Observer,
     ScorerTrainConfig, VaeTrainConfig, encode_mean, to_host, to_tensor, train_autoencoder,
     train_cond_diffusion, train_scorer, train_vae,
 };
-use crate::train::{auto_diffusion_epochs, auto_vae_epochs};
+use crate::train::{DeviceBatch, auto_diffusion_epochs, auto_vae_epochs, device_batch_size};
 
 mod classifier;
 mod conditions;
@@ -290,6 +290,9 @@ pub struct ScldSpec {
     pub likelihood: Option<Likelihood>,
     /// Global seed.
     pub seed: u64,
+    /// Which of `latent_train.batch_size` and `diffusion_train.batch_size` are defaults that
+    /// grow on a GPU ([`device_batch_size`]; no effect on the CPU).
+    pub device_batch: DeviceBatch,
 }
 
 impl Default for ScldSpec {
@@ -318,6 +321,7 @@ impl Default for ScldSpec {
             fit_observation: true,
             likelihood: None,
             seed: 0,
+            device_batch: DeviceBatch::default(),
         }
     }
 }
@@ -437,6 +441,10 @@ pub fn fit(
     let mut latent_train = spec.latent_train.clone();
     latent_train.epochs = spec.latent_epochs.unwrap_or_else(|| auto_vae_epochs(n));
     latent_train.seed = spec.seed;
+    let gpu = !crate::backend::is_cpu(device);
+    if spec.device_batch.vae {
+        latent_train.batch_size = device_batch_size(latent_train.batch_size, n, gpu);
+    }
     let t1 = Instant::now();
     let (latent_model, ae_cfg, vae_cfg, mut history) = match spec.latent_model {
         LatentKind::Ae => {
@@ -507,6 +515,9 @@ pub fn fit(
         .with_architecture(spec.architecture);
     let schedule = NoiseSchedule::new(&spec.schedule)?;
     let mut diff_train = spec.diffusion_train.clone();
+    if spec.device_batch.diffusion {
+        diff_train.batch_size = device_batch_size(diff_train.batch_size, n, gpu);
+    }
     diff_train.epochs = spec
         .diffusion_epochs
         .unwrap_or_else(|| auto_diffusion_epochs(n, diff_train.batch_size));

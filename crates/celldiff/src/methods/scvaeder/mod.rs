@@ -34,11 +34,11 @@ use crate::pp::{PreprocessConfig, fit_transform};
 use crate::run_dir::{DataSource, RunHeader};
 use crate::schedulers::{ClipRange, NoiseSchedule, ScheduleConfig};
 use crate::scvaeder::stream::{RowSubset, StreamedCells};
+use crate::train::{DeviceBatch, auto_diffusion_epochs, auto_vae_epochs, device_batch_size};
 use crate::train::{
     DiffusionTrainConfig, InMemoryCells, LatentStats, Observer, TrainCells, VaeTrainConfig,
     encode_mean, encode_mean_cells, to_host, train_diffusion, train_vae_cells,
 };
-use crate::train::{auto_diffusion_epochs, auto_vae_epochs};
 pub use run::{Run, RunConfig};
 
 /// Everything `celldiff train` needs besides the data.
@@ -92,6 +92,9 @@ pub struct TrainSpec {
     pub vae_norm: HiddenNorm,
     /// Activation of the VAE's hidden layers (`--vae-activation`; default ReLU, as the paper).
     pub vae_activation: Activation,
+    /// Which of `vae_train.batch_size` and `diffusion_train.batch_size` are defaults that grow
+    /// on a GPU ([`device_batch_size`]; no effect on the CPU).
+    pub device_batch: DeviceBatch,
 }
 
 impl Default for TrainSpec {
@@ -117,6 +120,7 @@ impl Default for TrainSpec {
             library_model: LibraryModelKind::Cluster,
             vae_norm: HiddenNorm::Batch,
             vae_activation: Activation::Relu,
+            device_batch: DeviceBatch::default(),
         }
     }
 }
@@ -272,6 +276,10 @@ fn fit_cells(
     let mut vae_train = spec.vae_train.clone();
     vae_train.epochs = spec.vae_epochs.unwrap_or_else(|| auto_vae_epochs(n));
     vae_train.seed = spec.seed;
+    let gpu = !crate::backend::is_cpu(device);
+    if spec.device_batch.vae {
+        vae_train.batch_size = device_batch_size(vae_train.batch_size, n, gpu);
+    }
     let t1 = Instant::now();
     let (mut vae, mut history) = train_vae_cells(&mut x, &vae_cfg, &vae_train, device, observer)?;
     seconds.insert("vae".into(), t1.elapsed().as_secs_f64().into());
@@ -334,6 +342,9 @@ fn fit_cells(
         .with_time_dim(spec.time_dim);
     let schedule = NoiseSchedule::new(&spec.schedule)?;
     let mut diff_train = spec.diffusion_train.clone();
+    if spec.device_batch.diffusion {
+        diff_train.batch_size = device_batch_size(diff_train.batch_size, n, gpu);
+    }
     diff_train.epochs = spec
         .diffusion_epochs
         .unwrap_or_else(|| auto_diffusion_epochs(n, diff_train.batch_size));
@@ -463,6 +474,7 @@ pub fn generate(
                 opts.sampler,
                 opts.steps,
                 opts.eta,
+                false,
             )?;
             let joint = run.library.as_ref().and_then(|l| l.joint.as_ref());
             let clip = opts

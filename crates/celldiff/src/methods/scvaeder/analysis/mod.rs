@@ -108,10 +108,17 @@ impl<'a> PriorSpace<'a> {
         let n_steps = match sampler {
             SamplerKind::Ddpm => steps.unwrap_or(t_max),
             SamplerKind::Ddim => steps.unwrap_or(50),
+            SamplerKind::Heun | SamplerKind::Midpoint => {
+                return Err(Error::Param(format!(
+                    "the {} sampler is for flow-matching priors; the diffusion analyses \
+                     (interpolate, velocity, perturb) use ddpm or ddim",
+                    sampler.name()
+                )));
+            }
         };
         let sched: Box<dyn Scheduler> = match sampler {
             SamplerKind::Ddpm => Box::new(DdpmScheduler::new(schedule.clone(), n_steps)?),
-            SamplerKind::Ddim => Box::new(DdimScheduler::new(schedule.clone(), n_steps, eta)?),
+            _ => Box::new(DdimScheduler::new(schedule.clone(), n_steps, eta)?),
         };
         let inverter = DdimScheduler::new(schedule, n_steps, 0.0)?;
         let ts = sched.timesteps();
