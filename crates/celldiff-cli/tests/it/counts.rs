@@ -484,7 +484,7 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     let res = celldiff([
         "generate",
         "--run",
-        s(&tiny_nb_run()),
+        s(tiny_nb_run()),
         "--sampler",
         "heun",
         "--out",
