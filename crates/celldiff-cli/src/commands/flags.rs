@@ -191,6 +191,17 @@ pub fn target_sum() -> Check<f64> {
     })
 }
 
+/// `--sampler` of the diffusion analyses (interpolate, velocity, perturb): `ddpm` or `ddim`
+/// only, refused at parse time otherwise (`heun` and `midpoint` integrate a flow prior's ODE,
+/// and those analyses need the diffusion's forward process).
+pub fn diffusion_sampler() -> impl TypedValueParser<Value = celldiff::pipeline::SamplerKind> {
+    use celldiff::pipeline::SamplerKind;
+    clap::builder::PossibleValuesParser::new(["ddpm", "ddim"]).map(|s| match s.as_str() {
+        "ddpm" => SamplerKind::Ddpm,
+        _ => SamplerKind::Ddim,
+    })
+}
+
 /// The command-line name of a [`clap::ValueEnum`] value (`SamplerKind::Ddim` → `"ddim"`), as
 /// written into messages and JSON outputs.
 pub fn name<T: clap::ValueEnum>(v: &T) -> String {
@@ -300,6 +311,21 @@ mod tests {
         assert!(hints("cannot read X").is_empty());
         assert_eq!(name(&celldiff::pipeline::SamplerKind::Ddim), "ddim");
         assert_eq!(name(&celldiff::pp::HvgFlavor::SeuratV3), "seurat_v3");
+    }
+
+    /// The analyses' `--sampler` takes the diffusion samplers only.
+    #[test]
+    fn diffusion_sampler_refuses_the_flow_solvers() {
+        use celldiff::pipeline::SamplerKind;
+        let cmd = Command::new("t").arg(Arg::new("s").long("sampler"));
+        let arg = Arg::new("s");
+        let p = diffusion_sampler();
+        let parse = |v: &str| p.parse_ref(&cmd, Some(&arg), OsStr::new(v));
+        assert_eq!(parse("ddpm").unwrap(), SamplerKind::Ddpm);
+        assert_eq!(parse("ddim").unwrap(), SamplerKind::Ddim);
+        for bad in ["heun", "midpoint", "euler"] {
+            assert!(parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
