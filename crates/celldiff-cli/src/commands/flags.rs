@@ -191,7 +191,7 @@ pub fn target_sum() -> Check<f64> {
     })
 }
 
-/// `--sampler` of the diffusion analyses (interpolate, velocity, perturb): `ddpm` or `ddim`
+/// `--sampler` of the diffusion analyses (interpolate, perturb): `ddpm` or `ddim`
 /// only, refused at parse time otherwise (`heun` and `midpoint` integrate a flow prior's ODE,
 /// and those analyses need the diffusion's forward process).
 pub fn diffusion_sampler() -> impl TypedValueParser<Value = celldiff::pipeline::SamplerKind> {
