@@ -91,7 +91,8 @@ if [ "$DRY" = 0 ] && [ ! -x "$CELLDIFF" ]; then
   exit 2
 fi
 
-if [ ! -x "$PY" ] || ! "$PY" -c 'import scvi, anndata' >/dev/null 2>&1; then
+# scVI's venv only when scVI runs (--no-scvi needs nothing beyond python3's standard library).
+if [ "$NO_SCVI" = 0 ] && { [ ! -x "$PY" ] || ! "$PY" -c 'import scvi, anndata' >/dev/null 2>&1; }; then
   run python3 -m venv "$VENV"
   run "$VENV/bin/pip" install scvi-tools anndata
 fi
