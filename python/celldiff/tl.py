@@ -58,7 +58,9 @@ def interpolate(
         Reverse sampler ("ddim" | "ddpm") and its steps, z₀ → z_K map of approach 1
         ("forward": q(z_K | z₀) draws, averaged over ``noise_draws`` (16); "ddim":
         deterministic inversion), "linear" or "slerp" path, seed. The defaults are
-        ``celldiff interpolate``'s.
+        ``celldiff interpolate``'s. On a ``prior="flow"`` model the flow's linear path, its
+        ODE integrated up from the cells, and Euler steps back down play these roles, and
+        K is the level with the signal-to-noise ratio of the β schedule at K.
 
     Returns
     -------

@@ -307,8 +307,10 @@ pub struct ModelArgs {
     /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
     /// 2023, on the same denoiser network; generate then integrates its ODE: --sampler ddpm =
     /// Euler over T steps, ddim = Euler over --steps (default 50), heun / midpoint = 2nd-order
-    /// solvers over --steps (default 25, about 50 network evaluations)). Flow runs cannot be used by
-    /// interpolate/perturb (they need the diffusion's forward process).
+    /// solvers over --steps (default 25, about 50 network evaluations)). interpolate, velocity
+    /// and perturb use a flow run's linear path and ODE (Euler steps) where a diffusion run
+    /// has its forward process and DDIM inversion; --t-start K then means the level with the
+    /// signal-to-noise ratio of the β schedule at K.
     #[arg(long = "prior", default_value = "diffusion")]
     pub latent_prior: Objective,
 }

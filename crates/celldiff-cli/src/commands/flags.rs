@@ -191,9 +191,10 @@ pub fn target_sum() -> Check<f64> {
     })
 }
 
-/// `--sampler` of the diffusion analyses (interpolate, perturb): `ddpm` or `ddim`
-/// only, refused at parse time otherwise (`heun` and `midpoint` integrate a flow prior's ODE,
-/// and those analyses need the diffusion's forward process).
+/// `--sampler` of the analyses (interpolate, perturb): `ddpm` or `ddim` only (on a flow run:
+/// Euler steps, T or `--steps` of them), refused at parse time otherwise (`heun` and
+/// `midpoint` are two-stage solvers for generation; the analyses start their reverse process
+/// part-way down the grid, which needs one-stage steps).
 pub fn diffusion_sampler() -> impl TypedValueParser<Value = celldiff::pipeline::SamplerKind> {
     use celldiff::pipeline::SamplerKind;
     clap::builder::PossibleValuesParser::new(["ddpm", "ddim"]).map(|s| match s.as_str() {
@@ -235,10 +236,6 @@ const FLAG_HINTS: &[(&str, &str)] = &[
         "train with --library-model cluster",
     ),
     ("library_model", "--library-model sets library_model"),
-    (
-        "objective velocity",
-        "the run was trained with --prior flow; train with --prior diffusion",
-    ),
     (
         "this is a scld run",
         "the run was trained with --model scld",

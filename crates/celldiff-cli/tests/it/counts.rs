@@ -492,8 +492,58 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     ]);
     assert_bad_input(&res, &["heun", "flow"]);
     assert!(!refused.exists());
-    // The diffusion analyses need the forward process: named refusal.
-    assert_interpolate_refused(&run, "--prior flow");
+    // The analyses run on a flow prior (its linear path and ODE in place of the forward
+    // process and DDIM inversion): the path moves from one group to the other with either
+    // encoding, reproducibly (the same cells; the file also records its wall time), and the
+    // two encodings give different paths.
+    let interp = |encode: &str| {
+        let o = scratch().join(format!("flow-interp-{encode}.h5ad"));
+        let res = celldiff([
+            "interpolate",
+            "--run",
+            s(&run),
+            "--data",
+            s(&demo_h5ad()),
+            "--key",
+            "bulk_labels",
+            "--from",
+            "CD14+ Monocyte",
+            "--to",
+            "Dendritic",
+            "--n-steps",
+            "50",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "20",
+            "--encode",
+            encode,
+            "--seed",
+            "3",
+            "--force",
+            "-o",
+            s(&o),
+        ]);
+        assert_ok(&res);
+        let a = read(&o, &ReadOptions::default()).unwrap();
+        assert_eq!(a.n_obs(), 50);
+        let u = &a.uns["celldiff_interpolation"];
+        let (from, to) = (
+            u["spearman_from"].as_f64().unwrap(),
+            u["spearman_to"].as_f64().unwrap(),
+        );
+        assert!(
+            from < -0.5 && to > 0.5,
+            "{encode}: Spearman ρ of the path with A {from}, with B {to}"
+        );
+        a.x.to_dense().data
+    };
+    let forward = interp("forward");
+    assert!(forward == interp("forward"), "same seed, other cells");
+    assert!(
+        forward != interp("ddim"),
+        "both encodings gave the same path"
+    );
     // SCLD with a flow-matching prior and classifier-free guidance on the velocity.
     let run = scratch().join("scld-flow");
     let mut args = vec![
