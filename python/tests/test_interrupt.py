@@ -33,6 +33,10 @@ def test_ctrl_c_stops_training_cleanly(pbmc_path, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # A launcher without job control (`( cmd & )`, some CI shells) starts its background
+        # jobs with SIGINT ignored, and Python installs no Ctrl-C handler where SIGINT is
+        # ignored at startup: restore the default so that the child sees the SIGINT below.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert p.stdout.readline().strip() == "training"
     time.sleep(3.0)
