@@ -47,7 +47,8 @@ pub struct InterpolateArgs {
     #[arg(long, default_value = "prior")]
     pub method: Method,
     /// K, the timestep interpolated at (1..=T; default T, the full prior). Smaller K = finer
-    /// interpolation (the paper's "number of diffusion steps before interpolation").
+    /// interpolation (the paper's "number of diffusion steps before interpolation"). On a
+    /// --prior flow run, the flow level with the β schedule's signal-to-noise ratio at K.
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub t_start: Option<usize>,
     /// Number of interpolation points (λ values in [0, 1]).

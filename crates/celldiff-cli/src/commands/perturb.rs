@@ -50,7 +50,8 @@ pub struct PerturbArgs {
     /// vae (scGen: δ in the VAE latent) or diffusion (scVAEDer: δ in the diffusion prior).
     #[arg(long, default_value = "diffusion")]
     pub space: Space,
-    /// K of the diffusion space (1..=T; default T).
+    /// K of the diffusion space (1..=T; default T). On a --prior flow run, the flow level
+    /// with the β schedule's signal-to-noise ratio at K.
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
     pub t_start: Option<usize>,
     /// How cells reach K: ddim (deterministic inversion) or forward (stochastic q(z_K|z_0)).
