@@ -3,6 +3,7 @@
 # For each of the 7 cell types: train scVAEDer on all genes without that type's stimulated
 # cells, then predict them from its control cells in the VAE space (scGen) and in the
 # diffusion space (scVAEDer), with the same seed. Usage: bench/kang_loo.sh [OUT_DIR] [TYPES...]
+# TRAIN_ARGS adds flags to `train` (e.g. "--vae-norm none --vae-activation silu --prior flow").
 set -euo pipefail
 B=${CELLDIFF:-./target/release/celldiff}
 DATA=../shared/data/kang_pbmc_ifnb_valid/valid_kang.h5ad
@@ -16,7 +17,7 @@ for ct in "${TYPES[@]}"; do
   if [ ! -f "$d/run/config.json" ]; then
     /usr/bin/time -f "%e s train $ct" $B -q train --data "$DATA" --labels-key cell_type \
       --exclude "cell_type=$ct,condition=stimulated" --n-top-genes 0 --no-observation \
-      --seed 0 --out "$d/run" --force
+      --seed 0 --out "$d/run" --force ${TRAIN_ARGS:-}
   fi
   P="$B -q perturb --run $d/run --data $DATA --predict $ct --seed 0 --force"
   $P --space vae -o "$d/vae.h5ad"

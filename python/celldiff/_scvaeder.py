@@ -31,7 +31,9 @@ class ScVAEDer(BaseModel):
         ``n_top_genes`` (2000; 0 = all), ``flavor`` ("seurat" | "seurat_v3"),
         ``target_sum`` (1e4; 0 = median), ``denoiser_width`` (512), ``denoiser_depth`` (3),
         ``n_timesteps`` (1000), ``beta_schedule`` ("linear"), ``beta_start``, ``beta_end``,
-        ``prior`` ("diffusion" | "flow"), ``library_model`` ("cluster" | "joint"), ... Every
+        ``prior`` ("diffusion" | "flow"), ``vae_norm`` ("batch" | "none"), ``vae_activation``
+        ("relu" | "silu") — default flow with none/silu on a count likelihood, the paper's
+        diffusion with batch/relu on gaussian —, ``library_model`` ("cluster" | "joint"), ... Every
         value is range-checked here (``ValueError`` naming it); unknown names are refused.
 
     Examples

@@ -50,6 +50,62 @@ def kang_model(tmp_path_factory, cli):
     return kang, model, tmp
 
 
+def test_interpolation_on_a_flow_prior_matches_the_cli(tmp_path, cli):
+    """A ``prior="flow"`` model (the default on count data): ``tl.interpolate`` uses the flow's
+    linear path and its ODE, and gives the command line's cells for the same run settings."""
+    kang = anndata.read_h5ad(KANG)
+    mono = kang[kang.obs["cell_type"] == "CD14+Mono"].copy()
+    celldiff.ScVAEDer.setup_anndata(kang, labels_key="cell_type")
+    model = celldiff.ScVAEDer(kang, fit_observation=False, prior="flow", **TINY)
+    model.train(**TINY_TRAIN)
+    run_cli(
+        cli,
+        "train",
+        "--data",
+        KANG,
+        "--labels-key",
+        "cell_type",
+        "--no-observation",
+        "--prior",
+        "flow",
+        *TINY_FLAGS,
+        "--out",
+        tmp_path / "run",
+    )
+    path = celldiff.tl.interpolate(
+        model,
+        mono,
+        key="condition",
+        from_="control",
+        to="stimulated",
+        n_steps=30,
+        progress_bar=False,
+    )
+    info = path.uns["celldiff_interpolation"]
+    assert info["spearman_to"] > 0.5 > info["spearman_from"]
+    run_cli(
+        cli,
+        "interpolate",
+        "--run",
+        tmp_path / "run",
+        "--data",
+        KANG,
+        "--key",
+        "condition",
+        "--from",
+        "control",
+        "--to",
+        "stimulated",
+        "--where",
+        "cell_type=CD14+Mono",
+        "--n-steps",
+        "30",
+        "-o",
+        tmp_path / "interp.h5ad",
+    )
+    np.testing.assert_array_equal(_x(anndata.read_h5ad(tmp_path / "interp.h5ad")), _x(path))
+
+
 def test_perturbation_matches_the_cli(kang_model, cli):
     kang, model, tmp = kang_model
     pred = celldiff.tl.perturb(model, kang, predict="CD4T", space="vae", steps=20)

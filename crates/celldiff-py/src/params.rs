@@ -229,17 +229,18 @@ impl TrainParams {
             likelihood: self.likelihood,
             decoder_dropout: self.dropout_decoder,
             library_model: self.library_model.unwrap_or(d.library_model),
-            vae_norm: self.vae_norm.unwrap_or(d.vae_norm),
+            vae_norm: self.vae_norm,
             vae_activation: match self.vae_activation.as_deref() {
-                None => d.vae_activation,
-                Some("relu") => Activation::Relu,
-                Some("silu") => Activation::Silu,
+                None => None,
+                Some("relu") => Some(Activation::Relu),
+                Some("silu") => Some(Activation::Silu),
                 Some(o) => {
                     return Err(bad(format!(
                         "vae_activation must be relu or silu, got `{o}`"
                     )));
                 }
             },
+            prior: self.prior,
             ..d
         };
         self.training(
@@ -286,9 +287,6 @@ impl TrainParams {
         }
         if self.patience_diffusion.is_some() {
             diffusion.patience = self.patience_diffusion;
-        }
-        if let Some(v) = self.prior {
-            diffusion.objective = v;
         }
         if let Some(v) = self.n_timesteps {
             schedule.num_train_timesteps = v;

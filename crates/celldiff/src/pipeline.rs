@@ -94,7 +94,8 @@ pub fn denoise_loop(
 
 /// Deterministic DDIM inversion of clean latents `z0` (`[n, n_latent]`, standardised) up to
 /// the scheduler's timestep index `upto` counted from the end (i.e. through the `n_up` lowest
-/// timesteps); returns z at timestep `scheduler.timesteps()[len − n_up]`.
+/// timesteps); returns z at timestep `scheduler.timesteps()[len − n_up]` (Song et al. 2021,
+/// Eq. 13 run backwards: [`DdimScheduler::invert_step`]).
 ///
 /// # Shapes
 /// `z0`: `[n, n_latent]` → `[n, n_latent]`
@@ -105,14 +106,37 @@ pub fn ddim_invert(
     n_up: usize,
     device: &Device,
 ) -> Tensor<2> {
-    let mut ts: Vec<usize> = scheduler.timesteps().to_vec();
-    ts.reverse();
+    invert_loop(
+        denoiser,
+        scheduler.timesteps(),
+        z0,
+        n_up,
+        device,
+        |eps, prev, t, z| scheduler.invert_step(eps, prev, t, z),
+    )
+}
+
+/// The loop of a deterministic inversion, shared by [`ddim_invert`] and the flow prior's
+/// (`scvaeder::analysis`): visits the `n_up` lowest of `timesteps` in ascending order and at
+/// each moves z up with `step(output, prev, t, z)`, the network's output evaluated at the
+/// previously visited timestep (at the first one, itself: there is no network input at t = 0).
+///
+/// # Shapes
+/// `z0`: `[n, n_latent]` → `[n, n_latent]`; the network output `[n, n_latent]`.
+pub fn invert_loop(
+    denoiser: &Denoiser,
+    timesteps: &[usize],
+    z0: Tensor<2>,
+    n_up: usize,
+    device: &Device,
+    mut step: impl FnMut(Tensor<2>, Option<usize>, usize, Tensor<2>) -> Tensor<2>,
+) -> Tensor<2> {
     let mut z = z0;
     let mut prev: Option<usize> = None;
-    for &t in ts.iter().take(n_up) {
+    for &t in timesteps.iter().rev().take(n_up) {
         let t_eval = prev.unwrap_or(t);
-        let eps = denoiser.forward(z.clone(), denoiser.embed_timesteps(&[t_eval], device));
-        z = scheduler.invert_step(eps, prev, t, z);
+        let out = denoiser.forward(z.clone(), denoiser.embed_timesteps(&[t_eval], device));
+        z = step(out, prev, t, z);
         prev = Some(t);
     }
     z

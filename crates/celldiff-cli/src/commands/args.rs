@@ -296,13 +296,15 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cluster")]
     pub library_model: LibraryModelKind,
     /// Normalisation of the VAE's hidden layers: batch (BatchNorm, the paper's) or none
-    /// (Linear → activation → Dropout, the block of SCLD's autoencoder). scVAEDer only. See
+    /// (Linear → activation → Dropout, the block of SCLD's autoencoder). scVAEDer only.
+    /// Default: none with a count likelihood (nb, zinb), batch with gaussian. See
     /// docs/RESULTS.md, "VAE hidden block".
-    #[arg(long, default_value = "batch")]
-    pub vae_norm: HiddenNorm,
+    #[arg(long)]
+    pub vae_norm: Option<HiddenNorm>,
     /// Activation of the VAE's hidden layers: relu (the paper's) or silu. scVAEDer only.
-    #[arg(long, default_value = "relu")]
-    pub vae_activation: Activation,
+    /// Default: silu with a count likelihood, relu with gaussian.
+    #[arg(long)]
+    pub vae_activation: Option<Activation>,
     /// The latent prior: diffusion (DDPM noise prediction, the papers' model) or flow
     /// (conditional flow matching with a linear path and velocity prediction, Lipman et al.
     /// 2023, on the same denoiser network; generate then integrates its ODE: --sampler ddpm =
@@ -310,9 +312,11 @@ pub struct ModelArgs {
     /// solvers over --steps (default 25, about 50 network evaluations)). interpolate, velocity
     /// and perturb use a flow run's linear path and ODE (Euler steps) where a diffusion run
     /// has its forward process and DDIM inversion; --t-start K then means the level with the
-    /// signal-to-noise ratio of the β schedule at K.
-    #[arg(long = "prior", default_value = "diffusion")]
-    pub latent_prior: Objective,
+    /// signal-to-noise ratio of the β schedule at K. Default for scVAEDer: flow with a count
+    /// likelihood (nb, zinb; with the none/silu block it gave the most realistic cells on
+    /// every benchmark dataset, docs/RESULTS.md), diffusion with gaussian; for SCLD: diffusion.
+    #[arg(long = "prior")]
+    pub latent_prior: Option<Objective>,
 }
 
 impl ModelArgs {
@@ -345,6 +349,7 @@ impl ModelArgs {
             decoder_dropout: self.dropout_decoder,
             vae_norm: self.vae_norm,
             vae_activation: self.vae_activation,
+            prior: self.latent_prior,
             library_model: self.library_model,
             ..TrainSpec::default()
         };
@@ -363,7 +368,6 @@ impl ModelArgs {
         spec.diffusion_train.learning_rate = self.lr_diffusion;
         spec.diffusion_train.ema_decay = self.ema_decay;
         spec.diffusion_train.patience = self.patience_diffusion;
-        spec.diffusion_train.objective = self.latent_prior;
         spec.schedule.num_train_timesteps = self.timesteps;
         spec.schedule.beta_schedule = self.beta_schedule;
         spec.schedule.beta_start = self.beta_start;

@@ -70,11 +70,13 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
     if base.library_model != celldiff::counts::LibraryModelKind::Cluster {
         bail!("--library-model joint is only used by --model scvaeder");
     }
-    if base.vae_norm != celldiff::models::HiddenNorm::Batch
-        || base.vae_activation != celldiff::models::Activation::Relu
-    {
+    if base.vae_norm.is_some() || base.vae_activation.is_some() {
         bail!("--vae-norm and --vae-activation are only used by --model scvaeder");
     }
+    let mut diffusion_train = base.diffusion_train;
+    // SCLD's default prior stays the paper's DDPM: with the flow prior its classifier-free
+    // guidance at ω = 1 over-shoots (docs/RESULTS.md, "SCLD with the count decoder").
+    diffusion_train.objective = base.prior.unwrap_or_default();
     let mut spec = ScldSpec {
         preprocess: base.preprocess,
         latent_model,
@@ -89,7 +91,7 @@ pub fn spec(m: &ModelArgs, s: &ScldTrainArgs, seed: u64) -> Result<ScldSpec> {
         fusion,
         architecture,
         cond_drop: s.cond_drop,
-        diffusion_train: base.diffusion_train,
+        diffusion_train,
         diffusion_epochs: base.diffusion_epochs,
         schedule: base.schedule,
         scorer: !s.no_scorer,

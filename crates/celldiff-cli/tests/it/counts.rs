@@ -242,6 +242,8 @@ fn demo_reports_reconstruction_library_ks_and_the_split() {
             "reconstruction",
             "diffusion-ddpm",
             "diffusion-ddim50",
+            "flow-heun25",
+            "flow-midpoint25",
             "vae-prior",
             "positive-control"
         ]
@@ -449,13 +451,22 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
         s(&data),
         "--prior",
         "flow",
+        // The default block on counts (no BatchNorm, SiLU) needs more than TINY's 8 VAE
+        // epochs before its decoded paths move from A to B (at 8 both correlations rise).
+        "--epochs-vae",
+        "100",
         "--out",
         s(&run),
     ];
-    args.extend(TINY);
+    for pair in TINY.chunks(2) {
+        if pair[0] != "--epochs-vae" {
+            args.extend(pair);
+        }
+    }
     assert_ok(&celldiff(&args));
     let cfg = read_json(&run.join("config.json"));
     assert_eq!(cfg["diffusion_train"]["objective"], "velocity");
+    assert_eq!(cfg["vae"]["norm"], "none");
     let d = diffusion_losses(&run);
     assert!(
         d.len() >= 2 && d[d.len() - 1] < d[0],
@@ -479,12 +490,13 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     for other in [&mid, &euler] {
         assert_ne!(std::fs::read(&heun).unwrap(), std::fs::read(other).unwrap());
     }
-    // They integrate a flow's ODE: on a diffusion run a named refusal, nothing written.
+    // They integrate a flow's ODE: on a diffusion run (the Gaussian run's default prior) a
+    // named refusal, nothing written.
     let refused = scratch().join("heun-on-diffusion.h5ad");
     let res = celldiff([
         "generate",
         "--run",
-        s(tiny_nb_run()),
+        s(crate::common::tiny_run()),
         "--sampler",
         "heun",
         "--out",
@@ -535,6 +547,16 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
         assert!(
             from < -0.5 && to > 0.5,
             "{encode}: Spearman ρ of the path with A {from}, with B {to}"
+        );
+        // K = T maps to the flow level of the β schedule's terminal signal-to-noise ratio,
+        // (1 − s)/s = √(ᾱ_T/(1 − ᾱ_T)), not to pure noise (s = 1): the last level of the
+        // 20-step grid (spacing 5/100) at or below it.
+        let ab = cfg["alphas_cumprod_terminal"].as_f64().unwrap();
+        let expected = (1.0 - ab).sqrt() / (ab.sqrt() + (1.0 - ab).sqrt());
+        let level = u["flow_level"].as_f64().unwrap();
+        assert!(
+            level <= expected + 1e-9 && level > expected - 0.05 - 1e-9,
+            "flow level {level}, signal-to-noise level {expected}"
         );
         a.x.to_dense().data
     };

@@ -14,7 +14,8 @@ use celldiff::io::{ReadOptions, read};
 use serde_json::Value;
 
 use crate::common::{
-    TINY, assert_bad_input, assert_ok, celldiff, copy_run, demo_h5ad, scratch, stderr, tiny_run,
+    TINY, assert_bad_input, assert_ok, celldiff, copy_run, demo_h5ad, scratch, stderr, tiny_nb_run,
+    tiny_run,
 };
 
 /// `celldiff generate -n 10` from `run` into a fresh file; returns the output and its path.
@@ -355,11 +356,29 @@ fn classifier_directories_are_checked_the_same_way() {
     assert_ok(&predict(&old).0);
 }
 
-/// `--vae-norm none --vae-activation silu` (issue 18): recorded in the run, used again on load
-/// (the run generates), and refused for SCLD, whose latent models do not take them.
+/// The VAE block and prior (issue 18): on count data the default is SCLD's block (no
+/// BatchNorm, SiLU) with the flow prior, on `--likelihood gaussian` the paper's (BatchNorm,
+/// ReLU, DDPM); explicit flags override either, are recorded in the run and used again on
+/// load (the run generates), and `--vae-norm` is refused for SCLD, whose latent models do not
+/// take it.
 #[test]
 fn vae_block_options_are_recorded_and_refused_for_scld() {
-    let run = scratch().join("plain-vae");
+    let config = |run: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
+    };
+    // Defaults: by likelihood.
+    let cfg = config(tiny_nb_run());
+    assert_eq!(cfg["vae"]["likelihood"], "nb");
+    assert_eq!(cfg["vae"]["norm"], "none");
+    assert_eq!(cfg["vae"]["activation"], "Silu");
+    assert_eq!(cfg["diffusion_train"]["objective"], "velocity");
+    let cfg = config(tiny_run());
+    assert_eq!(cfg["vae"]["likelihood"], "gaussian");
+    assert_eq!(cfg["vae"]["norm"], "batch");
+    assert_eq!(cfg["vae"]["activation"], "Relu");
+    assert_eq!(cfg["diffusion_train"]["objective"], "epsilon");
+    // The paper's model on count data, by flags.
+    let run = scratch().join("paper-block");
     let mut args: Vec<String> = [
         "train",
         "--data",
@@ -367,9 +386,11 @@ fn vae_block_options_are_recorded_and_refused_for_scld() {
         "--seed",
         "0",
         "--vae-norm",
-        "none",
+        "batch",
         "--vae-activation",
-        "silu",
+        "relu",
+        "--prior",
+        "diffusion",
         "--out",
         run.to_str().unwrap(),
     ]
@@ -377,20 +398,15 @@ fn vae_block_options_are_recorded_and_refused_for_scld() {
     .to_vec();
     args.extend(TINY.iter().map(|s| s.to_string()));
     assert_ok(&celldiff(&args));
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["vae"]["norm"], "none");
-    assert_eq!(cfg["vae"]["activation"], "Silu");
+    let cfg = config(&run);
+    assert_eq!(cfg["vae"]["likelihood"], "nb");
+    assert_eq!(cfg["vae"]["norm"], "batch");
+    assert_eq!(cfg["vae"]["activation"], "Relu");
+    assert_eq!(cfg["diffusion_train"]["objective"], "epsilon");
     let (o, out) = generate(&run);
     assert_ok(&o);
     let a = read(&out, &ReadOptions::default()).unwrap();
     assert_eq!(a.n_obs(), 10);
-    // The default run keeps the paper's block.
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny_run().join("config.json")).unwrap())
-            .unwrap();
-    assert_eq!(cfg["vae"]["norm"], "batch");
-    assert_eq!(cfg["vae"]["activation"], "Relu");
     let o = celldiff([
         "train",
         "--model",

@@ -332,6 +332,9 @@ pub fn interpolate(
         serde_json::to_value(opts).map_err(|e| Error::Internal(e.to_string()))?,
     );
     meta.insert("timestep".into(), space.timestep().into());
+    if let Some(level) = space.flow_level() {
+        meta.insert("flow_level".into(), json_f64(level));
+    }
     meta.insert("n_cells_from".into(), ia.len().into());
     meta.insert("n_cells_to".into(), ib.len().into());
     meta.insert("corr_from".into(), json_f64s(&corr_from));

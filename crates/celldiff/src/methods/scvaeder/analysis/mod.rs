@@ -179,6 +179,15 @@ impl<'a> PriorSpace<'a> {
         self.sampler.timesteps()[self.start]
     }
 
+    /// On a flow prior, its level s ∈ (0, 1] at [`PriorSpace::timestep`] (the latent there is
+    /// (1 − s) z₀ + s ε); `None` on a diffusion prior.
+    pub fn flow_level(&self) -> Option<f64> {
+        match &self.inverter {
+            Inverter::Ddim(_) => None,
+            Inverter::Flow(f) => Some(f.level(self.timestep())),
+        }
+    }
+
     /// Number of reverse steps from [`PriorSpace::timestep`] to t = 0.
     pub fn n_reverse_steps(&self) -> usize {
         self.sampler.timesteps().len() - self.start
@@ -329,18 +338,17 @@ fn flow_invert(
     n_up: usize,
     device: &Device,
 ) -> Tensor<2> {
-    let mut ts: Vec<usize> = scheduler.timesteps().to_vec();
-    ts.reverse();
-    let mut z = z0;
-    let mut prev: Option<usize> = None;
-    for &t in ts.iter().take(n_up) {
-        let t_eval = prev.unwrap_or(t);
-        let v = denoiser.forward(z.clone(), denoiser.embed_timesteps(&[t_eval], device));
-        let s_prev = prev.map_or(0.0, |p| scheduler.level(p));
-        z = z.add(v.mul_scalar(scheduler.level(t) - s_prev));
-        prev = Some(t);
-    }
-    z
+    crate::pipeline::invert_loop(
+        denoiser,
+        scheduler.timesteps(),
+        z0,
+        n_up,
+        device,
+        |v, prev, t, z| {
+            let s_prev = prev.map_or(0.0, |p| scheduler.level(p));
+            z.add(v.mul_scalar(scheduler.level(t) - s_prev))
+        },
+    )
 }
 
 /// Standardised posterior means of the rows of `x` (already in the model's expression space).

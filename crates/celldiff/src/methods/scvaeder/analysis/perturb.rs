@@ -259,7 +259,7 @@ pub fn predict(
                 opts.seed ^ 0x5eed,
                 &mut |_, _| {},
             );
-            (z0, norm, Some(space.timestep()))
+            (z0, norm, Some((space.timestep(), space.flow_level())))
         }
     };
     let x = decode_standardized(run, z_pred)?;
@@ -292,8 +292,11 @@ pub fn predict(
     );
     meta.insert("n_delta_cells".into(), eq.into());
     meta.insert("delta_norm".into(), json_f64(delta_norm));
-    if let Some(t) = timestep {
+    if let Some((t, level)) = timestep {
         meta.insert("timestep".into(), t.into());
+        if let Some(level) = level {
+            meta.insert("flow_level".into(), json_f64(level));
+        }
     }
     out.uns.insert(
         "celldiff_perturbation".into(),
@@ -305,7 +308,7 @@ pub fn predict(
         real_stimulated,
         n_delta_cells: eq,
         delta_norm,
-        timestep,
+        timestep: timestep.map(|(t, _)| t),
     })
 }
 
