@@ -195,7 +195,7 @@ pub fn target_sum() -> Check<f64> {
 /// Euler steps, T or `--steps` of them), refused at parse time otherwise (`heun` and
 /// `midpoint` are two-stage solvers for generation; the analyses start their reverse process
 /// part-way down the grid, which needs one-stage steps).
-pub fn diffusion_sampler() -> impl TypedValueParser<Value = celldiff::pipeline::SamplerKind> {
+pub fn analysis_sampler() -> impl TypedValueParser<Value = celldiff::pipeline::SamplerKind> {
     use celldiff::pipeline::SamplerKind;
     clap::builder::PossibleValuesParser::new(["ddpm", "ddim"]).map(|s| match s.as_str() {
         "ddpm" => SamplerKind::Ddpm,
@@ -312,11 +312,11 @@ mod tests {
 
     /// The analyses' `--sampler` takes the diffusion samplers only.
     #[test]
-    fn diffusion_sampler_refuses_the_flow_solvers() {
+    fn analysis_sampler_refuses_the_two_stage_solvers() {
         use celldiff::pipeline::SamplerKind;
         let cmd = Command::new("t").arg(Arg::new("s").long("sampler"));
         let arg = Arg::new("s");
-        let p = diffusion_sampler();
+        let p = analysis_sampler();
         let parse = |v: &str| p.parse_ref(&cmd, Some(&arg), OsStr::new(v));
         assert_eq!(parse("ddpm").unwrap(), SamplerKind::Ddpm);
         assert_eq!(parse("ddim").unwrap(), SamplerKind::Ddim);

@@ -56,7 +56,7 @@ pub struct InterpolateArgs {
     pub n_steps: usize,
     /// Reverse sampler: ddim (deterministic, 50 steps: seconds) or ddpm (the paper's
     /// ancestral sampler over all T steps, with the same noise for every λ).
-    #[arg(long, default_value = "ddim", value_parser = super::flags::diffusion_sampler())]
+    #[arg(long, default_value = "ddim", value_parser = super::flags::analysis_sampler())]
     pub sampler: SamplerKind,
     /// Sampler steps over 0..T (default: 50 for ddim, T for ddpm).
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]

@@ -58,7 +58,7 @@ pub struct PerturbArgs {
     #[arg(long, default_value = "ddim")]
     pub encode: Encoding,
     /// Reverse sampler of the diffusion space: ddim or ddpm.
-    #[arg(long, default_value = "ddim", value_parser = super::flags::diffusion_sampler())]
+    #[arg(long, default_value = "ddim", value_parser = super::flags::analysis_sampler())]
     pub sampler: SamplerKind,
     /// Sampler steps (default: 50 for ddim, T for ddpm).
     #[arg(long, allow_negative_numbers = true, value_parser = super::flags::count(1, super::flags::MAX_STEPS))]
