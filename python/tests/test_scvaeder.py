@@ -186,6 +186,8 @@ def test_bad_input_raises_clear_python_errors(trained, tmp_path):
         celldiff.ScVAEDer(adata, no_such_option=1)
     with pytest.raises(ValueError, match="SCLD"):
         celldiff.ScVAEDer(adata, fusion="add")
+    with pytest.raises(ValueError, match="prior must be diffusion or flow, got `ddpm`"):
+        celldiff.ScVAEDer(adata, prior="ddpm", **TINY).train(**TINY_TRAIN)
     with pytest.raises(ValueError, match="sampler"):
         model.generate(10, sampler="euler", progress_bar=False)
     with pytest.raises(FileExistsError, match="overwrite=True"):

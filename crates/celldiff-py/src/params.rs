@@ -43,7 +43,8 @@ pub(crate) struct TrainParams {
     pub vae_norm: Option<HiddenNorm>,
     /// `relu` or `silu`.
     pub vae_activation: Option<String>,
-    pub prior: Option<Objective>,
+    /// `diffusion` or `flow` (the CLI's `--prior`).
+    pub prior: Option<String>,
     pub denoiser_width: Option<usize>,
     pub denoiser_depth: Option<usize>,
     pub time_dim: Option<usize>,
@@ -240,7 +241,14 @@ impl TrainParams {
                     )));
                 }
             },
-            prior: self.prior,
+            prior: match self.prior.as_deref() {
+                None => None,
+                Some("diffusion") => Some(Objective::Epsilon),
+                Some("flow") => Some(Objective::Velocity),
+                Some(o) => {
+                    return Err(bad(format!("prior must be diffusion or flow, got `{o}`")));
+                }
+            },
             ..d
         };
         self.training(

@@ -315,6 +315,8 @@ pub struct ModelArgs {
     /// signal-to-noise ratio of the β schedule at K. Default for scVAEDer: flow with a count
     /// likelihood (nb, zinb; with the none/silu block it gave the most realistic cells on
     /// every benchmark dataset, docs/RESULTS.md), diffusion with gaussian; for SCLD: diffusion.
+    /// For perturb on count data, --vae-norm batch --vae-activation relu --prior diffusion
+    /// predicted the Kang response better (docs/RESULTS.md, "Perturbation prediction").
     #[arg(long = "prior")]
     pub latent_prior: Option<Objective>,
 }

@@ -332,15 +332,16 @@ fn evaluate_with_a_run_adds_the_reconstruction_row() {
     assert!(doc["rf_auc"].as_f64().is_some_and(f64::is_finite));
 }
 
-/// `interpolate` on `run` fails as bad input naming `flag`, and writes nothing.
-fn assert_interpolate_refused(run: &Path, flag: &str) {
-    let o = scratch().join("interp.h5ad");
-    let res = celldiff([
+/// `celldiff interpolate` on `run` from the demo's CD14+ monocytes to its dendritic cells,
+/// written to `out`, with `extra` flags.
+fn interpolate_demo(run: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let data = demo_h5ad();
+    let mut args = vec![
         "interpolate",
         "--run",
         s(run),
         "--data",
-        s(&demo_h5ad()),
+        s(&data),
         "--key",
         "bulk_labels",
         "--from",
@@ -348,9 +349,16 @@ fn assert_interpolate_refused(run: &Path, flag: &str) {
         "--to",
         "Dendritic",
         "-o",
-        s(&o),
-    ]);
-    assert_bad_input(&res, &[flag]);
+        s(out),
+    ];
+    args.extend(extra);
+    celldiff(&args)
+}
+
+/// `interpolate` on `run` fails as bad input naming `flag`, and writes nothing.
+fn assert_interpolate_refused(run: &Path, flag: &str) {
+    let o = scratch().join("interp.h5ad");
+    assert_bad_input(&interpolate_demo(run, &o, &[]), &[flag]);
     assert!(!o.exists());
 }
 
@@ -510,32 +518,23 @@ fn flow_prior_trains_by_velocity_and_generates_for_both_methods() {
     // two encodings give different paths.
     let interp = |encode: &str| {
         let o = scratch().join(format!("flow-interp-{encode}.h5ad"));
-        let res = celldiff([
-            "interpolate",
-            "--run",
-            s(&run),
-            "--data",
-            s(&demo_h5ad()),
-            "--key",
-            "bulk_labels",
-            "--from",
-            "CD14+ Monocyte",
-            "--to",
-            "Dendritic",
-            "--n-steps",
-            "50",
-            "--sampler",
-            "ddim",
-            "--steps",
-            "20",
-            "--encode",
-            encode,
-            "--seed",
-            "3",
-            "--force",
-            "-o",
-            s(&o),
-        ]);
+        let res = interpolate_demo(
+            &run,
+            &o,
+            &[
+                "--n-steps",
+                "50",
+                "--sampler",
+                "ddim",
+                "--steps",
+                "20",
+                "--encode",
+                encode,
+                "--seed",
+                "3",
+                "--force",
+            ],
+        );
         assert_ok(&res);
         let a = read(&o, &ReadOptions::default()).unwrap();
         assert_eq!(a.n_obs(), 50);

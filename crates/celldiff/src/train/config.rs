@@ -210,13 +210,11 @@ pub enum Objective {
     /// Eq. 14).
     #[default]
     #[cfg_attr(feature = "clap", value(name = "diffusion"))]
-    #[serde(alias = "diffusion")]
     Epsilon,
     /// Conditional flow matching with the linear path x_k = (1 − s_k) z₀ + s_k ε,
     /// s_k = (k + 1)/T, target v = ε − z₀ (Lipman et al. 2023, Eq. 23 with σ_min = 0;
     /// [`crate::schedulers::flow`]).
     #[cfg_attr(feature = "clap", value(name = "flow"))]
-    #[serde(alias = "flow")]
     Velocity,
 }
 
@@ -336,7 +334,7 @@ pub fn auto_diffusion_epochs(n_cells: usize, batch_size: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::fit::non_finite_loss;
-    use super::{DiffusionTrainConfig, Objective, VaeTrainConfig, check_vae_config};
+    use super::{DiffusionTrainConfig, VaeTrainConfig, check_vae_config};
     use crate::error::Error;
     use crate::models::VaeConfig;
 
@@ -407,25 +405,5 @@ mod tests {
         assert!(
             e.to_string().contains("epoch 7") && e.to_string().contains("vae_train.learning_rate")
         );
-    }
-
-    #[test]
-    fn objective_reads_the_flag_names_and_writes_the_run_names() {
-        // Python's `prior="flow"` goes through serde: the flag names are accepted...
-        for (name, o) in [
-            ("diffusion", Objective::Epsilon),
-            ("epsilon", Objective::Epsilon),
-            ("flow", Objective::Velocity),
-            ("velocity", Objective::Velocity),
-        ] {
-            let got: Objective = serde_json::from_str(&format!("\"{name}\"")).unwrap();
-            assert_eq!(got, o, "{name}");
-        }
-        // ...and runs keep recording (and older runs keep reading) the objective's own name.
-        assert_eq!(
-            serde_json::to_string(&Objective::Velocity).unwrap(),
-            "\"velocity\""
-        );
-        assert!(serde_json::from_str::<Objective>("\"ddpm\"").is_err());
     }
 }
